@@ -1,0 +1,289 @@
+"""ENVI rasters: header parsing, validation, block reads, and header writing.
+
+Headers are parsed with `spectral`; the binary is read with explicit positioned reads of one
+block of lines at a time, so memory stays bounded by the block whatever the scene length and
+no page of the file stays mapped after its block is done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2b_mask.errors import InputProductError
+
+# ENVI "data type" codes and the numpy types they name.
+ENVI_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.uint8),
+    2: np.dtype(np.int16),
+    3: np.dtype(np.int32),
+    4: np.dtype(np.float32),
+    5: np.dtype(np.float64),
+    12: np.dtype(np.uint16),
+    13: np.dtype(np.uint32),
+    14: np.dtype(np.int64),
+    15: np.dtype(np.uint64),
+}
+ENVI_CODES: dict[np.dtype, int] = {v: k for k, v in ENVI_DTYPES.items()}
+INTERLEAVES = ("bil", "bip", "bsq")
+_BINARY_SUFFIXES = (".img", ".dat", ".bin", ".raw", "")
+
+
+def resolve_pair(path: Path | str) -> tuple[Path, Path]:
+    """Return (header, binary) for a path to either one.
+
+    EMIT names the pair `x.hdr` / `x.img`; plain ENVI also uses `x` / `x.hdr` and `x.img.hdr`.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".hdr":
+        header = p
+        stem = p.with_suffix("")
+        candidates = [stem] if stem.suffix else [stem.with_suffix(s) for s in _BINARY_SUFFIXES]
+        binary = next((c for c in candidates if c.is_file()), candidates[0])
+    else:
+        binary = p
+        candidates = [p.with_suffix(".hdr"), Path(str(p) + ".hdr")]
+        header = next((c for c in candidates if c.is_file()), candidates[0])
+    if not header.is_file():
+        raise InputProductError(header, "ENVI header not found")
+    if not binary.is_file():
+        raise InputProductError(binary, "ENVI binary file not found beside its header")
+    return header, binary
+
+
+def _parse_header_text(header: Path) -> dict[str, Any]:
+    from spectral.io import envi as spy_envi
+
+    try:
+        raw = spy_envi.read_envi_header(str(header))
+    except Exception as exc:  # spectral raises several bare types for bad headers
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputProductError(header, f"unreadable ENVI header ({detail})") from None
+    return {str(k).strip().lower(): v for k, v in raw.items()}
+
+
+def _int_key(meta: Mapping[str, Any], key: str, header: Path, default: int | None = None) -> int:
+    if key not in meta:
+        if default is not None:
+            return default
+        raise InputProductError(header, f"ENVI header has no '{key}'")
+    try:
+        value = int(str(meta[key]).strip())
+    except ValueError:
+        raise InputProductError(header, f"ENVI header '{key}' is not an integer: {meta[key]!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class EnviHeader:
+    """The facts of one ENVI raster that reading it needs, checked for consistency."""
+
+    header_path: Path
+    data_path: Path
+    lines: int
+    samples: int
+    bands: int
+    dtype: np.dtype  # with its byte order
+    interleave: str
+    offset: int
+    meta: dict[str, Any] = field(repr=False)
+
+    @property
+    def data_type_code(self) -> int:
+        return ENVI_CODES[self.dtype.newbyteorder("=")]
+
+    @property
+    def nodata(self) -> float | None:
+        value = self.meta.get("data ignore value")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise InputProductError(
+                self.header_path, f"'data ignore value' is not a number: {value!r}"
+            ) from None
+
+    def float_list(self, key: str) -> np.ndarray | None:
+        """A numeric list key as float64, or None when absent."""
+        value = self.meta.get(key)
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        try:
+            return np.array([float(str(v).strip()) for v in items if str(v).strip()], float)
+        except ValueError:
+            raise InputProductError(self.header_path, f"'{key}' holds a value that is not a number") from None
+
+    def string_list(self, key: str) -> list[str] | None:
+        value = self.meta.get(key)
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        return [str(v).strip() for v in items]
+
+
+def read_header(path: Path | str) -> EnviHeader:
+    """Parse and validate the header of an ENVI raster given by either of its two paths."""
+    header, binary = resolve_pair(path)
+    meta = _parse_header_text(header)
+    lines = _int_key(meta, "lines", header)
+    samples = _int_key(meta, "samples", header)
+    bands = _int_key(meta, "bands", header)
+    for key, value in (("lines", lines), ("samples", samples), ("bands", bands)):
+        if value <= 0:
+            raise InputProductError(header, f"'{key}' must be positive, found {value}")
+    code = _int_key(meta, "data type", header)
+    if code not in ENVI_DTYPES:
+        raise InputProductError(header, f"unsupported ENVI data type {code}")
+    byte_order = _int_key(meta, "byte order", header, default=0)
+    if byte_order not in (0, 1):
+        raise InputProductError(header, f"'byte order' must be 0 or 1, found {byte_order}")
+    dtype = ENVI_DTYPES[code].newbyteorder("<" if byte_order == 0 else ">")
+    interleave = str(meta.get("interleave", "")).strip().lower()
+    if interleave not in INTERLEAVES:
+        raise InputProductError(header, f"unknown interleave {meta.get('interleave')!r} (bil, bip or bsq)")
+    offset = _int_key(meta, "header offset", header, default=0)
+    if offset < 0:
+        raise InputProductError(header, f"'header offset' must not be negative, found {offset}")
+    expected = offset + lines * samples * bands * dtype.itemsize
+    actual = binary.stat().st_size
+    if actual != expected:
+        kind = "truncated" if actual < expected else "longer than its header says"
+        raise InputProductError(
+            binary,
+            f"binary is {kind}: {actual} bytes, header implies {expected} "
+            f"({lines} lines x {samples} samples x {bands} bands x {dtype.itemsize} bytes"
+            f"{f' + {offset} offset' if offset else ''})",
+        )
+    return EnviHeader(header, binary, lines, samples, bands, dtype, interleave, offset, meta)
+
+
+class EnviReader:
+    """Reads blocks of lines of an ENVI raster as (lines, samples, bands) arrays.
+
+    Pixel-major blocks are what the model consumes (one spectrum per pixel), so the
+    interleave is resolved here once and nowhere else.
+    """
+
+    def __init__(self, header: EnviHeader) -> None:
+        self.header = header
+        self._fd: int | None = None
+
+    def __enter__(self) -> EnviReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _pread(self, nbytes: int, position: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self.header.data_path, os.O_RDONLY)
+        chunks, done = [], 0
+        while done < nbytes:
+            chunk = os.pread(self._fd, nbytes - done, position + done)
+            if not chunk:
+                raise InputProductError(self.header.data_path, "binary ended early while reading")
+            chunks.append(chunk)
+            done += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read_lines(
+        self, start: int, stop: int, bands: Sequence[int] | np.ndarray | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> np.ndarray:
+        """Lines [start, stop) as a C-contiguous (lines, samples, bands) array in `dtype`."""
+        h = self.header
+        if not 0 <= start < stop <= h.lines:
+            raise ValueError(f"line range [{start}, {stop}) outside 0..{h.lines}")
+        n = stop - start
+        item = h.dtype.itemsize
+        if h.interleave == "bsq":
+            plane = h.lines * h.samples * item
+            wanted = range(h.bands) if bands is None else [int(b) for b in bands]
+            out = np.empty((n, h.samples, len(wanted)), dtype)
+            for j, b in enumerate(wanted):
+                raw = self._pread(n * h.samples * item, h.offset + b * plane + start * h.samples * item)
+                out[:, :, j] = np.frombuffer(raw, h.dtype).reshape(n, h.samples)
+            return out
+        line_bytes = h.samples * h.bands * item
+        raw = self._pread(n * line_bytes, h.offset + start * line_bytes)
+        if h.interleave == "bil":
+            cube = np.frombuffer(raw, h.dtype).reshape(n, h.bands, h.samples)
+            if bands is not None:
+                cube = cube[:, bands, :]
+            out = np.empty((n, h.samples, cube.shape[1]), dtype)
+            np.copyto(out, cube.transpose(0, 2, 1), casting="unsafe")
+            return out
+        cube = np.frombuffer(raw, h.dtype).reshape(n, h.samples, h.bands)
+        if bands is not None:
+            cube = cube[:, :, bands]
+        return np.ascontiguousarray(cube, dtype=dtype)
+
+    def read_band(self, start: int, stop: int, band: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """One band of lines [start, stop) as (lines, samples)."""
+        return self.read_lines(start, stop, [band], dtype)[:, :, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing headers
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return "{" + value + "}" if ("," in value or value.startswith("{")) else value
+    if isinstance(value, Iterable):
+        return "{" + ", ".join(_format_scalar(v) for v in value) + "}"
+    return _format_scalar(value)
+
+
+def _format_scalar(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return repr(float(value)) if not float(value).is_integer() else str(int(value))
+    return str(value)
+
+
+def format_header(meta: Mapping[str, Any]) -> str:
+    """ENVI header text; keys in the order given, strings with commas braced."""
+    lines = ["ENVI"]
+    for key, value in meta.items():
+        if value is None:
+            continue
+        if key == "description" and isinstance(value, str):
+            lines.append(f"description = {{{value}}}")
+        else:
+            lines.append(f"{key} = {_format_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def raster_header(
+    lines: int, samples: int, bands: int, dtype: np.dtype | type, interleave: str = "bil",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The structural keys of a little-endian ENVI raster, followed by `extra`."""
+    meta: dict[str, Any] = {
+        "samples": samples,
+        "lines": lines,
+        "bands": bands,
+        "header offset": 0,
+        "file type": "ENVI Standard",
+        "data type": ENVI_CODES[np.dtype(dtype)],
+        "interleave": interleave,
+        "byte order": 0,
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def write_header(path: Path | str, meta: Mapping[str, Any]) -> None:
+    Path(path).write_text(format_header(meta))

@@ -1,0 +1,210 @@
+"""Streaming inference: blocks of lines in, cloud probability blocks out.
+
+For each block: read radiance (kept bands only) and solar zenith, decide which pixels have a
+value, convert only those to reflectance, run them through the model in batches, and hand
+back a (lines, samples) probability block with NaN where a pixel has no value. Nothing here
+knows about product formats; memory is bounded by one block whatever the scene length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2b_mask.bands import kept_bands
+from l2b_mask.errors import AncillaryError, ProcessingError
+from l2b_mask.model import SpecTf, load_model
+from l2b_mask.reflectance import band_irradiance, load_irradiance, toa_reflectance
+from l2b_mask.scene import Scene
+from l2b_mask.spec import ModelSpec, verify_sha256
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    device: str = "auto"
+    precision: str = "float32"
+    batch_size: int = 4096
+    lines_per_block: int = 64
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.batch_size < 1 or self.lines_per_block < 1:
+            raise ValueError("batch_size and lines_per_block must be positive")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; an explicit CUDA device must exist."""
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ProcessingError(None, f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ProcessingError(None, f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ProcessingError(
+                None, f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif device.type != "cpu":
+        raise ProcessingError(None, f"unsupported device {name!r} (cpu, cuda, cuda:N or auto)")
+    return device
+
+
+def iter_line_blocks(lines: int, lines_per_block: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) ranges covering 0..lines exactly once, in order."""
+    for start in range(0, lines, lines_per_block):
+        yield start, min(start + lines_per_block, lines)
+
+
+def pixels_with_value(radiance: np.ndarray, solar_zenith: np.ndarray, rdn_nodata: float,
+                      obs_nodata: float) -> np.ndarray:
+    """(lines, samples) bool: the model may see this pixel.
+
+    No value when any model band is nodata or not finite, or the solar geometry is invalid
+    (nodata, not finite, negative, or the sun at or below the horizon).
+    """
+    ok = np.isfinite(radiance).all(axis=-1)
+    ok &= ~(radiance == rdn_nodata).any(axis=-1)
+    ok &= np.isfinite(solar_zenith) & (solar_zenith != obs_nodata)
+    ok &= (solar_zenith >= 0.0) & (solar_zenith < 90.0)
+    return ok
+
+
+class CloudModel:
+    """A loaded model on its device, with the band selection and batching around it."""
+
+    def __init__(self, spec: ModelSpec, model: SpecTf, device: torch.device, precision: str,
+                 batch_size: int) -> None:
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.model = model.to(device).set_precision(precision)
+
+    @classmethod
+    def load(cls, spec: ModelSpec, settings: InferenceSettings, weights: Path | str | None = None,
+             verify_checksum: bool = True) -> CloudModel:
+        path = Path(weights) if weights is not None else spec.weights_path
+        if verify_checksum:
+            verify_sha256(path, spec.weights_sha256, "model weights")
+        device = resolve_device(settings.device)
+        return cls(spec, load_model(spec, path), device, settings.precision, settings.batch_size)
+
+    def predict(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        """P(cloud) float32 for (N, T) float32 reflectance; halves the batch on CUDA OOM."""
+        n = reflectance.shape[0]
+        out = np.empty(n, np.float32)
+        if n == 0:
+            return out
+        band_term = band_term.to(self.device)
+        start = 0
+        while start < n:
+            stop = min(start + self.batch_size, n)
+            try:
+                out[start:stop] = self._forward(reflectance[start:stop], band_term)
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda" or self.batch_size == 1:
+                    raise ProcessingError(None, "out of memory even at batch size 1") from None
+                torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                continue
+            start = stop
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        x = torch.from_numpy(reflectance).to(self.device, non_blocking=True)
+        return self.model(x, band_term).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ProbabilityBlock:
+    """Lines [start, stop) of the cloud probability, NaN where a pixel has no value."""
+
+    start: int
+    stop: int
+    probability: np.ndarray  # (stop - start, samples) float32
+
+
+class SceneInference:
+    """Everything computed once per scene before streaming: bands, irradiance, distance."""
+
+    def __init__(self, scene: Scene, cloud_model: CloudModel, irradiance: Path | str | None = None,
+                 keep_all_bands: bool = False, verify_checksum: bool = True) -> None:
+        spec = cloud_model.spec
+        irr_path = Path(irradiance) if irradiance is not None else spec.irradiance_path
+        if verify_checksum:
+            verify_sha256(irr_path, spec.irradiance_sha256, "solar irradiance")
+        grid, irr = load_irradiance(irr_path)
+        self.scene = scene
+        self.cloud_model = cloud_model
+        self.bands = (np.arange(scene.radiance_header.bands) if keep_all_bands
+                      else kept_bands(scene.wavelengths_nm, spec.drop_ranges_nm))
+        if self.bands.size == 0:
+            raise AncillaryError(spec.path, "the drop ranges leave no band for the model")
+        wl = scene.wavelengths_nm[self.bands]
+        self.band_irradiance = band_irradiance(grid, irr, wl, scene.fwhm_nm[self.bands])
+        self.band_term = cloud_model.model.band_term(wl)
+        self.earth_sun_au = scene.earth_sun_distance()
+
+    def blocks(self, lines_per_block: int) -> Iterator[ProbabilityBlock]:
+        scene = self.scene
+        with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
+            for start, stop in iter_line_blocks(scene.lines, lines_per_block):
+                yield self.block(rdn.read_lines(start, stop, self.bands),
+                                 obs.read_band(start, stop, scene.solar_zenith_band), start, stop)
+
+    def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
+              stop: int) -> ProbabilityBlock:
+        """One block from its (lines, samples, kept bands) radiance and solar zenith."""
+        valid = pixels_with_value(radiance, solar_zenith, self.scene.radiance_nodata,
+                                  self.scene.observation_nodata)
+        rho = toa_reflectance(radiance[valid], solar_zenith[valid], self.earth_sun_au,
+                              self.band_irradiance)
+        probability = np.full(valid.shape, np.nan, np.float32)
+        probability[valid] = self.cloud_model.predict(rho, self.band_term)
+        return ProbabilityBlock(start, stop, probability)
+
+    def run(self, lines_per_block: int,
+            on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:
+        """The whole (lines, samples) probability; `on_block` sees each block as it is done."""
+        out = np.empty((self.scene.lines, self.scene.samples), np.float32)
+        for block in self.blocks(lines_per_block):
+            out[block.start:block.stop] = block.probability
+            if on_block is not None:
+                on_block(block)
+        return out
+
+
+def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:
+    """uint8 flag: 1 cloud, 0 clear, 255 where the probability is NaN (no value)."""
+    if comparison == ">":
+        cloudy = probability > threshold
+    elif comparison == ">=":
+        cloudy = probability >= threshold
+    else:
+        raise ValueError(f"comparison must be '>' or '>=', not {comparison!r}")
+    flag = cloudy.astype(np.uint8)
+    flag[np.isnan(probability)] = 255
+    return flag
+
+
+def cloud_probability(radiance: Path | str, observation: Path | str,
+                      spec: ModelSpec | None = None,
+                      settings: InferenceSettings | None = None) -> np.ndarray:
+    """Library entry point: the (lines, samples) P(cloud) of an acquisition, NaN without value."""
+    spec = spec or ModelSpec.load()
+    settings = settings or InferenceSettings()
+    scene = Scene.open(radiance, observation)
+    model = CloudModel.load(spec, settings)
+    return SceneInference(scene, model).run(settings.lines_per_block)

@@ -1,0 +1,151 @@
+"""The SpecTf cloud model in PyTorch, and loading the official weights as published.
+
+Module names mirror the published state_dict keys, so the official files load strictly.
+Each band of a reflectance spectrum is one token [reflectance, normalised band centre];
+one pre-norm encoder layer without residual connections; max over tokens; a 2-class head.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from l2b_mask.errors import AncillaryError
+from l2b_mask.spec import ModelSpec
+
+
+class SpectralEmbed(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, dim)
+
+
+class SelfAttention(nn.Module):
+    """Holds the published multi-head attention parameters; the product uses fused SDPA.
+
+    `product_dtype` sets the precision of the two attention products (Q.K^T and P.V), the
+    bulk of the arithmetic. Only there does bfloat16 stay close to float32: rounding the
+    embedding or the projections to bfloat16 moves P(cloud) by up to 0.2 on the reference
+    scene, because this network has no residual path to dilute the error.
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.product_dtype: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mha = self.attention
+        n, t, d = x.shape
+        h = mha.num_heads
+        qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
+        q, k, v = qkv.view(n, t, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.product_dtype is not None:
+            q, k, v = q.to(self.product_dtype), k.to(self.product_dtype), v.to(self.product_dtype)
+        a = F.scaled_dot_product_attention(q, k, v).to(x.dtype)
+        return mha.out_proj(a.transpose(1, 2).reshape(n, t, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(F.gelu(self.linear1(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.attention = SelfAttention(dim, heads)
+        self.ff = FeedForward(dim, hidden)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # No residual connections: this is the published architecture, not an omission.
+        return self.ff(self.norm2(self.attention(self.norm1(x))))
+
+
+class SpecTf(nn.Module):
+    """Cloud probability from TOA reflectance spectra (pixels x bands)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.spectral_embed = SpectralEmbed(spec.embed_dim)
+        self.layers = nn.ModuleList(
+            EncoderLayer(spec.embed_dim, spec.num_heads, spec.ff_dim, spec.layer_norm_eps)
+            for _ in range(spec.num_layers)
+        )
+        self.head = nn.Linear(spec.embed_dim, 2)
+
+    def set_precision(self, precision: str) -> SpecTf:
+        """`float32` everywhere, or `bfloat16` attention products (see SelfAttention)."""
+        dtype = {"float32": None, "bfloat16": torch.bfloat16}[precision]
+        for layer in self.layers:
+            layer.attention.product_dtype = dtype
+        return self
+
+    def band_term(self, wavelengths_nm: np.ndarray) -> torch.Tensor:
+        """The second token feature, computed in float32 as the published implementation does."""
+        wl = torch.as_tensor(np.asarray(wavelengths_nm, np.float32))
+        offset = torch.tensor(self.spec.wavelength_offset_nm, dtype=torch.float32)
+        scale = torch.tensor(self.spec.wavelength_scale_nm, dtype=torch.float32)
+        return (wl - offset) / scale
+
+    def forward(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
+        """P(cloud) for (N, T) reflectance and the (T,) band term; float32 out."""
+        n, t = reflectance.shape
+        tokens = torch.stack((reflectance, band_term.to(reflectance).expand(n, t)), dim=-1)
+        x = torch.tanh(self.spectral_embed.linear(tokens))
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.head(x.amax(dim=1))
+        return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
+def load_model(spec: ModelSpec, weights: Path | str | None = None) -> SpecTf:
+    """A SpecTf model on the CPU in eval mode with the official weights loaded strictly."""
+    path = Path(weights) if weights is not None else spec.weights_path
+    if not path.is_file():
+        raise AncillaryError(path, "model weights not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AncillaryError(path, f"model weights unreadable ({detail[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AncillaryError(path, "model weights are not a state_dict of tensors")
+    model = SpecTf(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    if wrong:
+        problems.append(
+            "wrong shapes " + ", ".join(
+                f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:5])
+        )
+    if problems:
+        raise AncillaryError(path, f"weights do not match the SpecTf {spec.version} architecture: "
+                             + "; ".join(problems))
+    bad = [k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
+    if bad:
+        raise AncillaryError(path, f"weights hold non-float or non-finite tensors: {bad[:5]}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval().requires_grad_(False)

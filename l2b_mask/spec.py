@@ -1,0 +1,127 @@
+"""The model specification: one small TOML file per model version, kept in `ancillary/`.
+
+It is the single place for the facts that vary with the weights (dimensions, dropped band
+ranges, default threshold, expected checksums), so neither code nor run configurations repeat
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2b_mask.errors import AncillaryError
+
+COMPARISONS = (">", ">=")
+DEFAULT_VERSION = "0.1.0"
+
+
+def ancillary_dir() -> Path:
+    """The project's ancillary folder (override with L2B_MASK_ANCILLARY_DIR)."""
+    env = os.environ.get("L2B_MASK_ANCILLARY_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "ancillary"
+
+
+def default_spec_path(version: str = DEFAULT_VERSION) -> Path:
+    return ancillary_dir() / f"spectf_cloud_v{version}.toml"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a SpecTf weights file needs around it to produce a cloud mask."""
+
+    path: Path
+    name: str
+    version: str
+    embed_dim: int
+    num_heads: int
+    ff_dim: int
+    num_layers: int
+    aggregation: str
+    residual: bool
+    layer_norm_eps: float
+    wavelength_offset_nm: float
+    wavelength_scale_nm: float
+    drop_ranges_nm: tuple[tuple[float, float], ...]
+    threshold: float
+    comparison: str
+    weights_path: Path
+    weights_sha256: str
+    irradiance_path: Path
+    irradiance_sha256: str
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> ModelSpec:
+        p = Path(path) if path is not None else default_spec_path()
+        try:
+            doc = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise AncillaryError(p, "model specification not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise AncillaryError(p, f"model specification unreadable ({exc})") from None
+        try:
+            m, b, d, a = doc["model"], doc["bands"], doc["decision"], doc["ancillary"]
+            ranges = tuple((float(lo), float(hi)) for lo, hi in b["drop_ranges_nm"])
+            spec = cls(
+                path=p,
+                name=str(m["name"]),
+                version=str(m["version"]),
+                embed_dim=int(m["embed_dim"]),
+                num_heads=int(m["num_heads"]),
+                ff_dim=int(m["ff_dim"]),
+                num_layers=int(m["num_layers"]),
+                aggregation=str(m["aggregation"]),
+                residual=bool(m["residual"]),
+                layer_norm_eps=float(m["layer_norm_eps"]),
+                wavelength_offset_nm=float(m["wavelength_offset_nm"]),
+                wavelength_scale_nm=float(m["wavelength_scale_nm"]),
+                drop_ranges_nm=ranges,
+                threshold=float(d["threshold"]),
+                comparison=str(d["comparison"]),
+                weights_path=(p.parent / a["weights"]),
+                weights_sha256=str(a["weights_sha256"]).lower(),
+                irradiance_path=(p.parent / a["irradiance"]),
+                irradiance_sha256=str(a["irradiance_sha256"]).lower(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AncillaryError(p, f"model specification lacks or mistypes {exc}") from None
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        problems = []
+        if self.aggregation != "max":
+            problems.append(f"aggregation {self.aggregation!r} is not supported (max)")
+        if self.residual:
+            problems.append("residual encoder layers are not supported by this SpecTf model")
+        if self.embed_dim % self.num_heads:
+            problems.append("embed_dim is not a multiple of num_heads")
+        if not 0.0 < self.threshold < 1.0:
+            problems.append(f"threshold {self.threshold} outside (0, 1)")
+        if self.comparison not in COMPARISONS:
+            problems.append(f"comparison {self.comparison!r} is not one of {COMPARISONS}")
+        if any(lo > hi for lo, hi in self.drop_ranges_nm):
+            problems.append("a drop range has its lower bound above its upper bound")
+        if problems:
+            raise AncillaryError(self.path, "; ".join(problems))
+
+
+def sha256_of(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path | str, expected: str, what: str) -> None:
+    """Raise AncillaryError unless the file exists and has the expected sha256."""
+    p = Path(path)
+    if not p.is_file():
+        raise AncillaryError(p, f"{what} not found")
+    actual = sha256_of(p)
+    if actual != expected.lower():
+        raise AncillaryError(p, f"{what} sha256 mismatch: {actual}, expected {expected}")
