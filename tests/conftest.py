@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny hand-built ENVI rasters and the delivered ancillary/reference files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2b_mask.envi import raster_header, write_header
+from l2b_mask.spec import ModelSpec, ancillary_dir
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE = SHARED / "testdata" / "reference_scene_s7"
+OBS_NAMES = [
+    "Path length (sensor-to-ground in meters)",
+    "To-sensor azimuth (0 to 360 degrees CW from N)",
+    "To-sensor zenith (0 to 90 degrees from zenith)",
+    "To-sun azimuth (0 to 360 degrees CW from N)",
+    "To-sun zenith (0 to 90 degrees from zenith)",
+    "Solar phase",
+    "Slope",
+    "Aspect",
+    "Cosine(i)",
+    "UTC Time (decimal hours)",
+    "Earth-sun distance (AU)",
+]
+
+
+def emit_like_wavelengths(bands: int = 285) -> tuple[np.ndarray, np.ndarray]:
+    """Band centres from 381 to 2493 nm and an 8.5 nm FWHM: EMIT's grid, closely enough."""
+    return np.linspace(381.00558, 2493.2, bands), np.full(bands, 8.5)
+
+
+def write_raster(path: Path, cube_lbs: np.ndarray, interleave: str = "bil",
+                 byte_order: str = "<", extra: dict | None = None) -> Path:
+    """Write a (lines, bands, samples) cube as ENVI; returns the binary path."""
+    lines, bands, samples = cube_lbs.shape
+    order = {"bil": (0, 1, 2), "bip": (0, 2, 1), "bsq": (1, 0, 2)}[interleave]
+    data = np.ascontiguousarray(cube_lbs.transpose(order))
+    data.astype(data.dtype.newbyteorder(byte_order)).tofile(path)
+    meta = raster_header(lines, samples, bands, cube_lbs.dtype, interleave, extra)
+    meta["byte order"] = 0 if byte_order == "<" else 1
+    write_header(path.with_suffix(".hdr"), meta)
+    return path
+
+
+def write_pair(folder: Path, lines: int = 6, samples: int = 5, *, bands: int = 285,
+               seed: int = 0, obs_bands: int = 11, obs_dtype=np.float64,
+               sza: float = 30.0, esd: float = 1.0, names: bool = True,
+               rdn_extra: dict | None = None) -> tuple[Path, Path]:
+    """A small valid radiance/obs pair with random positive radiance."""
+    rng = np.random.default_rng(seed)
+    wl, fwhm = emit_like_wavelengths(bands)
+    rdn = rng.uniform(1.0, 20.0, (lines, bands, samples)).astype(np.float32)
+    extra = {"data ignore value": -9999, "wavelength units": "Nanometers",
+             "wavelength": [f"{w:.5f}" for w in wl], "fwhm": [f"{f:.5f}" for f in fwhm]}
+    extra.update(rdn_extra or {})
+    rdn_path = write_raster(folder / "scene_rdn.img", rdn, extra=extra)
+    obs = np.zeros((lines, obs_bands, samples), obs_dtype)
+    obs[:, 4, :] = sza
+    obs[:, 10, :] = esd
+    obs_extra = {"data ignore value": -9999}
+    if names:
+        obs_extra["band names"] = OBS_NAMES + (["Extra"] if obs_bands == 12 else [])
+    obs_path = write_raster(folder / "scene_obs.img", obs, extra=obs_extra)
+    return rdn_path, obs_path
+
+
+@pytest.fixture(scope="session")
+def spec() -> ModelSpec:
+    s = ModelSpec.load()
+    if not s.weights_path.is_file() or not s.irradiance_path.is_file():
+        pytest.skip(f"ancillary files not installed in {ancillary_dir()} (run scripts/setup.sh)")
+    return s
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "reference_prob_fp32.npy").is_file():
+        pytest.skip(f"reference scene not found at {REFERENCE} (../shared is absent)")
+    return REFERENCE

@@ -1,0 +1,111 @@
+"""Streaming inference: nodata rules, block coverage, devices, and block-size independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_pair
+from hypothesis import given
+from hypothesis import strategies as st
+
+from l2b_mask.errors import ProcessingError
+from l2b_mask.inference import (
+    CloudModel,
+    InferenceSettings,
+    SceneInference,
+    cloud_flag,
+    iter_line_blocks,
+    pixels_with_value,
+    resolve_device,
+)
+from l2b_mask.scene import Scene
+
+
+@given(st.integers(1, 3000), st.integers(1, 700))
+def test_blocks_cover_every_line_once(lines, per_block):
+    covered = []
+    for start, stop in iter_line_blocks(lines, per_block):
+        assert 0 < stop - start <= per_block
+        covered.extend(range(start, stop))
+    assert covered == list(range(lines))
+
+
+def test_pixels_with_value_rules():
+    rad = np.ones((1, 8, 3), np.float32)
+    sza = np.full((1, 8), 30.0)
+    rad[0, 1, 2] = -9999          # fill in one model band
+    rad[0, 2, :] = -9999          # fill in all bands
+    rad[0, 3, 0] = np.nan
+    rad[0, 4, 1] = -5.0           # negative noise: kept
+    sza[0, 5] = -9999
+    sza[0, 6] = 90.0
+    sza[0, 7] = np.nan
+    ok = pixels_with_value(rad, sza, -9999.0, -9999.0)
+    assert ok[0].tolist() == [True, False, False, False, True, False, False, False]
+    sza[0, 6] = 89.99
+    assert pixels_with_value(rad, sza, -9999.0, -9999.0)[0, 6]
+
+
+def test_cloud_flag_comparisons():
+    p = np.array([0.2, 0.51, 0.52, np.nan], np.float32)
+    assert cloud_flag(p, np.float32(0.51), ">").tolist() == [0, 0, 1, 255]
+    assert cloud_flag(p, np.float32(0.51), ">=").tolist() == [0, 1, 1, 255]
+    with pytest.raises(ValueError, match="comparison"):
+        cloud_flag(p, 0.5, "<")
+
+
+def test_auto_device_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("CPU").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_cuda_requested_without_cuda(name):
+    with pytest.raises(ProcessingError, match="CUDA is not available"):
+        resolve_device(name)
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "mps:0"])
+def test_unknown_devices(name):
+    with pytest.raises(ProcessingError, match="device"):
+        resolve_device(name)
+
+
+def test_settings_validate():
+    with pytest.raises(ValueError):
+        InferenceSettings(precision="float16")
+    with pytest.raises(ValueError):
+        InferenceSettings(batch_size=0)
+
+
+def test_result_does_not_depend_on_blocks_or_batches(spec, tmp_path):
+    rdn, obs = write_pair(tmp_path, lines=9, samples=7, seed=3)
+    scene = Scene.open(rdn, obs)
+    runs = []
+    for lines_per_block, batch in ((1, 5), (4, 64), (9, 4096)):
+        model = CloudModel.load(spec, InferenceSettings(device="cpu", batch_size=batch))
+        runs.append(SceneInference(scene, model).run(lines_per_block))
+    assert runs[0].shape == (9, 7) and not np.isnan(runs[0]).any()
+    for other in runs[1:]:
+        np.testing.assert_allclose(other, runs[0], rtol=0, atol=2e-6)
+
+
+def test_blocks_are_reported_in_order(spec, tmp_path):
+    rdn, obs = write_pair(tmp_path, lines=5, samples=3)
+    seen = []
+    model = CloudModel.load(spec, InferenceSettings(device="cpu"))
+    SceneInference(Scene.open(rdn, obs), model).run(2, on_block=lambda b: seen.append((b.start, b.stop)))
+    assert seen == [(0, 2), (2, 4), (4, 5)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_matches_cpu(spec, tmp_path):
+    rdn, obs = write_pair(tmp_path, lines=8, samples=8, seed=5)
+    scene = Scene.open(rdn, obs)
+    cpu = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cpu"))).run(4)
+    gpu = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cuda"))).run(4)
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-4)
