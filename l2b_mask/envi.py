@@ -31,7 +31,7 @@ ENVI_DTYPES: dict[int, np.dtype] = {
 }
 ENVI_CODES: dict[np.dtype, int] = {v: k for k, v in ENVI_DTYPES.items()}
 INTERLEAVES = ("bil", "bip", "bsq")
-_BINARY_SUFFIXES = (".img", ".dat", ".bin", ".raw", "")
+_BINARY_SUFFIXES = ("", ".img", ".dat", ".bin", ".raw")
 
 
 def resolve_pair(path: Path | str) -> tuple[Path, Path]:
@@ -42,8 +42,8 @@ def resolve_pair(path: Path | str) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix.lower() == ".hdr":
         header = p
-        stem = p.with_suffix("")
-        candidates = [stem] if stem.suffix else [stem.with_suffix(s) for s in _BINARY_SUFFIXES]
+        stem = str(p.with_suffix(""))
+        candidates = [Path(stem + s) for s in _BINARY_SUFFIXES]
         binary = next((c for c in candidates if c.is_file()), candidates[0])
     else:
         binary = p
@@ -100,11 +100,13 @@ class EnviHeader:
     @property
     def nodata(self) -> float | None:
         value = self.meta.get("data ignore value")
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
         if value is None:
             return None
         try:
             return float(value)
-        except ValueError:
+        except (TypeError, ValueError):
             raise InputProductError(
                 self.header_path, f"'data ignore value' is not a number: {value!r}"
             ) from None
@@ -241,15 +243,20 @@ class EnviReader:
 
 def _format_value(value: Any) -> str:
     if isinstance(value, str):
-        return "{" + value + "}" if ("," in value or value.startswith("{")) else value
+        if any(c in value for c in "{}"):
+            raise ValueError(f"ENVI header values cannot hold braces: {value!r}")
+        return "{" + value + "}" if "," in value else value
     if isinstance(value, Iterable):
         return "{" + ", ".join(_format_scalar(v) for v in value) + "}"
     return _format_scalar(value)
 
 
 def _format_scalar(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(int(value))
     if isinstance(value, float | np.floating):
-        return repr(float(value)) if not float(value).is_integer() else str(int(value))
+        # shortest text that reads back as the same value of its own precision
+        return np.format_float_positional(value, trim="-")
     return str(value)
 
 
@@ -260,6 +267,8 @@ def format_header(meta: Mapping[str, Any]) -> str:
         if value is None:
             continue
         if key == "description" and isinstance(value, str):
+            if any(c in value for c in "{}"):
+                raise ValueError(f"ENVI description cannot hold braces: {value!r}")
             lines.append(f"description = {{{value}}}")
         else:
             lines.append(f"{key} = {_format_value(value)}")
@@ -270,16 +279,20 @@ def raster_header(
     lines: int, samples: int, bands: int, dtype: np.dtype | type, interleave: str = "bil",
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The structural keys of a little-endian ENVI raster, followed by `extra`."""
+    """The structural keys of an ENVI raster of `dtype` (its byte order), followed by `extra`."""
+    dt = np.dtype(dtype)
+    code = ENVI_CODES.get(dt.newbyteorder("="))
+    if code is None:
+        raise ValueError(f"no ENVI data type for {dt}")
     meta: dict[str, Any] = {
         "samples": samples,
         "lines": lines,
         "bands": bands,
         "header offset": 0,
         "file type": "ENVI Standard",
-        "data type": ENVI_CODES[np.dtype(dtype)],
+        "data type": code,
         "interleave": interleave,
-        "byte order": 0,
+        "byte order": 1 if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian) else 0,
     }
     meta.update(extra or {})
     return meta

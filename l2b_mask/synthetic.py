@@ -276,10 +276,21 @@ class _Field:
         k = 2.0 * np.pi / wavelength
         return cls(k * np.cos(theta), k * np.sin(theta), phase, amp)
 
-    def __call__(
-        self, lines: np.ndarray, samples: np.ndarray, gradient: bool = False
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values (lines, samples); with `gradient`, also d/dline and d/dsample."""
+    def __call__(self, lines: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """Values at (lines, samples), as (n, m)."""
+        return self._evaluate(lines, samples, gradient=False)[0]
+
+    def with_gradient(
+        self, lines: np.ndarray, samples: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values and their exact derivatives per line and per sample, each (n, m)."""
+        value, d_line, d_sample = self._evaluate(lines, samples, gradient=True)
+        assert d_line is not None and d_sample is not None
+        return value, d_line, d_sample
+
+    def _evaluate(
+        self, lines: np.ndarray, samples: np.ndarray, gradient: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         a = lines[:, None] * self.k_line + self.phase  # (n, k)
         b = samples[:, None] * self.k_sample  # (m, k)
         ca, sa, cb, sb = np.cos(a), np.sin(a), np.cos(b), np.sin(b)
@@ -289,13 +300,11 @@ class _Field:
         for j in range(self.amp.size):
             cos_ab = np.outer(ca[:, j], cb[:, j]) - np.outer(sa[:, j], sb[:, j])
             value += self.amp[j] * cos_ab
-            if gradient:
+            if d_line is not None and d_sample is not None:
                 sin_ab = np.outer(sa[:, j], cb[:, j]) + np.outer(ca[:, j], sb[:, j])
                 d_line -= (self.amp[j] * self.k_line[j]) * sin_ab
                 d_sample -= (self.amp[j] * self.k_sample[j]) * sin_ab
-        if gradient:
-            return value, d_line, d_sample
-        return value
+        return value, d_line, d_sample
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +565,7 @@ class _Scene:
         self, ln: np.ndarray, sm: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Elevation (m), slope and aspect (degrees) from one smooth field and its gradient."""
-        value, d_line, d_sample = self.elevation_field(ln, sm, gradient=True)
+        value, d_line, d_sample = self.elevation_field.with_gradient(ln, sm)
         amplitude = 120.0
         elevation = 450.0 + amplitude * value
         # Metres of rise per metre along track / across track, then to east and north.

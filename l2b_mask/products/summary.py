@@ -1,0 +1,67 @@
+"""Scene statistics of the cloud flag, for headers, metadata and the run summary.
+
+Both denominators are kept because EMIT uses all pixels (its header and UMM-G cloud
+fraction) while a user of the mask usually wants the share of pixels that have a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FLAG_CLEAR, FLAG_CLOUD, FLAG_NO_VALUE = 0, 1, 255
+
+
+@dataclass(frozen=True)
+class CloudFraction:
+    """Pixel counts and percentages (full precision: the caller rounds for display)."""
+
+    valid_pixels: int
+    cloudy_pixels: int
+    total_pixels: int
+    percent_of_valid: float
+    percent_of_all: float
+
+    @classmethod
+    def from_counts(cls, valid_pixels: int, cloudy_pixels: int,
+                    total_pixels: int) -> CloudFraction:
+        if not 0 <= cloudy_pixels <= valid_pixels <= total_pixels:
+            raise ValueError(f"inconsistent counts: cloudy {cloudy_pixels}, valid {valid_pixels}, "
+                             f"total {total_pixels}")
+        return cls(
+            valid_pixels=valid_pixels,
+            cloudy_pixels=cloudy_pixels,
+            total_pixels=total_pixels,
+            percent_of_valid=100.0 * cloudy_pixels / valid_pixels if valid_pixels else 0.0,
+            percent_of_all=100.0 * cloudy_pixels / total_pixels if total_pixels else 0.0,
+        )
+
+    @property
+    def no_value_pixels(self) -> int:
+        return self.total_pixels - self.valid_pixels
+
+    @property
+    def percent_no_value(self) -> float:
+        """Share of pixels without a value (EMIT adds it to the cloud % for UMM-G CloudCover)."""
+        return 100.0 * self.no_value_pixels / self.total_pixels if self.total_pixels else 0.0
+
+    def __add__(self, other: CloudFraction) -> CloudFraction:
+        """Combine the counts of two blocks, so a streaming PGE can sum as it goes."""
+        if not isinstance(other, CloudFraction):
+            return NotImplemented
+        return CloudFraction.from_counts(self.valid_pixels + other.valid_pixels,
+                                         self.cloudy_pixels + other.cloudy_pixels,
+                                         self.total_pixels + other.total_pixels)
+
+
+def cloud_fraction(flag: np.ndarray) -> CloudFraction:
+    """Counts of a uint8 flag (0 clear, 1 cloud, 255 no value); other values are an error."""
+    flag = np.asarray(flag)
+    clear = int(np.count_nonzero(flag == FLAG_CLEAR))
+    cloudy = int(np.count_nonzero(flag == FLAG_CLOUD))
+    no_value = int(np.count_nonzero(flag == FLAG_NO_VALUE))
+    if clear + cloudy + no_value != flag.size:
+        raise ValueError(f"flag holds values other than {FLAG_CLEAR}, {FLAG_CLOUD} and "
+                         f"{FLAG_NO_VALUE}")
+    return CloudFraction.from_counts(clear + cloudy, cloudy, int(flag.size))

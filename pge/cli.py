@@ -1,0 +1,107 @@
+"""`l2b-mask-pge RUNCONFIG`: the one place where exceptions become exit codes and stderr.
+
+On success: JSON log events on stdout, then one JSON summary line, nothing on stderr, exit 0.
+On failure: the summary line with the exit code and error, ONE line on stderr naming the file
+and the problem, a distinct exit code, and no product left in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pge import logging as pge_logging
+from pge.errors import ExitCode, UsageError, exit_code_for, one_line, text_table
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see l2b-mask-pge --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="l2b-mask-pge",
+        description="EMIT L2B cloud mask PGE: one acquisition's L1B radiance and observation "
+                    "geometry in, the SpecTf cloud mask product out.",
+        epilog="exit codes:\n" + text_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runconfig", type=Path, nargs="?", help="JSON run configuration")
+    p.add_argument("--validate-only", action="store_true",
+                   help="check the run configuration, inputs and ancillary files; compute nothing")
+    p.add_argument("--print-schema", action="store_true",
+                   help="print the run configuration's JSON Schema and exit")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def _summary(products: dict[str, str] | None, code: ExitCode, error: str | None,
+             cloud: float | None) -> str:
+    body: dict[str, Any] = {"status": "success" if code == ExitCode.SUCCESS else "failure",
+                            "exit_code": int(code)}
+    if code == ExitCode.SUCCESS:
+        body["products"] = products
+        body["cloud_fraction_percent"] = cloud
+    else:
+        body["error"] = error
+    return json.dumps(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    pge_logging.configure("info")
+    log = pge_logging.get_logger()
+    run = None
+    try:
+        args = _parser().parse_args(args_list)
+        if args.version:
+            from pge.provenance import package_version
+
+            print(package_version())
+            return 0
+        if args.print_schema:
+            from pge.runconfig import schema_text
+
+            print(schema_text())
+            return 0
+        if args.runconfig is None:
+            raise UsageError("a run configuration file is required (see l2b-mask-pge --help)")
+        from pge import lifecycle
+
+        run = lifecycle.PgeRun(runconfig_path=args.runconfig,
+                               run_command=shlex.join(["l2b-mask-pge", *args_list]))
+        if args.validate_only:
+            try:
+                lifecycle.preprocess(run)
+            finally:
+                lifecycle.cleanup(run)
+            log.info("validation_passed", runconfig=str(args.runconfig))
+            print(json.dumps({"status": "valid", "exit_code": 0}))
+            return 0
+        lifecycle.execute(run)
+        products = {"envi_header": run.final.envi_header, "envi_data": run.final.envi_data,
+                    "netcdf": run.final.netcdf, "metadata": run.final.metadata,
+                    "provenance": run.final.provenance, "log": run.final.log}
+        published = {k: str(v) for k, v in products.items() if v in run.published}
+        print(_summary(published, ExitCode.SUCCESS, None,
+                       round(run.fraction.percent_of_valid, 4)), flush=True)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the single place failures are mapped
+        code = exit_code_for(exc)
+        line = one_line(exc)
+        try:
+            log.error("run_failed", exit_code=int(code), error=line,
+                      exc_info=code == ExitCode.UNEXPECTED)
+        except Exception:  # logging must never mask the real failure
+            pass
+        print(_summary(None, code, line, None), flush=True)
+        print(line, file=sys.stderr, flush=True)
+        return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The run configuration: the JSON file the orchestration writes for each PGE run.
+
+The models are the contract. They only check form (types, ranges, patterns, unknown keys),
+never whether a file exists: the PGE checks inputs and ancillary files in its own step so
+that a missing radiance exits 4 and a missing weights file exits 5, not 3.
+
+Coercion rules, on purpose:
+- numbers are lax: the orchestration's templating may write "4096" or "0.5" as strings, and
+  those are accepted; a boolean is never accepted as a number (true is not a batch size);
+- booleans are strict: only JSON true/false, since lax pydantic would read "off", "n", 0 or
+  "0" as false, and a mistyped `overwrite` must fail loudly instead;
+- relative paths resolve against the folder of the run configuration file, in `from_file`
+  (or against `base_dir` in `from_dict`), not against the working directory;
+- duplicate keys and the non-JSON constants NaN/Infinity are rejected when parsing.
+
+Regenerate the committed schema after changing a model:
+    .venv/bin/python -m pge.runconfig --write-schema run_configs/schema.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from l2b_mask.spec import ModelSpec, default_spec_path
+from pge.errors import RunConfigError, one_line
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_TITLE = "EMIT L2B cloud mask PGE run configuration"
+SCHEMA_DESCRIPTION = (
+    "One JSON object per PGE run. Relative paths resolve against the folder of the run "
+    "configuration file. Existence of files is not part of this schema: the PGE checks inputs "
+    "(exit 4) and ancillary files (exit 5) itself."
+)
+_RELATIVE = " Relative paths resolve against the run configuration file's folder."
+
+
+def _not_bool(value: Any) -> Any:
+    """Lax pydantic reads true as 1; a boolean where a number belongs is always a mistake."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean")
+    return value
+
+
+def _path_string(value: Any) -> Any:
+    """A path is a non-empty string: Path("") is ".", which would silently name the run
+    configuration's own folder, and pydantic's own wording for a non-string is obscure."""
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("path_type", "Input should be a string (a path)")
+    if not value.strip():
+        raise PydanticCustomError("empty_path", "Path should not be empty")
+    return value
+
+
+Number = BeforeValidator(_not_bool)
+FilePath = Annotated[Path, BeforeValidator(_path_string)]
+# Constraints come before the validator so they reach the JSON schema as JSON Schema keywords.
+Threshold = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), Number]
+ThreadCount = Annotated[int, Field(ge=1), Number]
+
+
+class _Model(BaseModel):
+    """Frozen, unknown keys rejected: a misspelt optional key must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputFiles(_Model):
+    radiance: FilePath = Field(
+        description="EMIT L1B radiance: the ENVI binary (.img) or its header (.hdr)." + _RELATIVE)
+    observation: FilePath = Field(
+        description="EMIT L1B observation geometry (ENVI .img or .hdr), same lines and samples "
+                    "as the radiance." + _RELATIVE)
+    location: FilePath | None = Field(
+        None, description="EMIT L1B location (ENVI); optional, copied into the product's "
+                          "geolocation when given." + _RELATIVE)
+    glt: FilePath | None = Field(
+        None, description="EMIT L1B geometry lookup table (ENVI); optional, used for the "
+                          "orthorectified outputs when given." + _RELATIVE)
+
+
+class AncillaryFiles(_Model):
+    model_weights: FilePath = Field(
+        description="SpecTf weights file (.pt); its sha256 must match the model "
+                    "specification." + _RELATIVE)
+    irradiance: FilePath = Field(
+        description="Solar irradiance table (.npy) for top-of-atmosphere reflectance; its sha256 "
+                    "must match the model specification." + _RELATIVE)
+    model_spec: FilePath | None = Field(
+        None, description="Model specification TOML; omitted means the default one in the "
+                          "project's ancillary/ folder." + _RELATIVE)
+
+    def spec_path(self) -> Path:
+        """The specification to load: the configured one, else the project default."""
+        return self.model_spec if self.model_spec is not None else default_spec_path()
+
+
+class Output(_Model):
+    directory: FilePath = Field(
+        description="Folder that receives the products; created if absent." + _RELATIVE)
+    scratch_directory: FilePath | None = Field(
+        None, description="Folder for intermediate files; omitted means a temporary folder "
+                          "inside the output directory, removed at the end." + _RELATIVE)
+    overwrite: StrictBool = Field(
+        False, description="Replace products that already exist; when false an existing "
+                           "product is an output error (exit 7). JSON true/false only.")
+    product_version: str = Field(
+        "01", pattern=r"^[0-9]{2}$",
+        description="Two-digit product version written into file names and metadata.")
+    write_netcdf: StrictBool = Field(
+        True, description="Write the NetCDF product. JSON true/false only.")
+    write_envi: StrictBool = Field(
+        True, description="Write the ENVI products. JSON true/false only.")
+
+
+class Algorithm(_Model):
+    threshold: Threshold | None = Field(
+        None, description="Cloud probability threshold, strictly between 0 and 1; omitted or null "
+                    "means the model specification's default.")
+    comparison: Literal[">", ">="] = Field(
+        ">", description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
+                         "ATBD rule); '>=' where P(cloud) >= threshold.")
+
+    def threshold_for(self, spec: ModelSpec) -> float:
+        """The threshold in force: the configured one, else the model's tuned default."""
+        return self.threshold if self.threshold is not None else spec.threshold
+
+
+class Processing(_Model):
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda|cuda:(0|[1-9][0-9]*))$",
+        description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'. Whether "
+                    "the device exists is checked when the model loads (exit 6), not here.")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Arithmetic of the model forward pass.")
+    batch_size: Annotated[int, Number] = Field(
+        4096, ge=1, le=1_000_000, description="Spectra per forward pass.")
+    lines_per_block: Annotated[int, Number] = Field(
+        64, ge=1, le=100_000,
+        description="Scene lines read and processed at a time; bounds memory use.")
+    threads: ThreadCount | None = Field(
+        None, description="CPU threads for torch; omitted means torch's default.")
+
+
+class PgeInfo(_Model):
+    pge_name: str = Field(
+        "l2b-mask-pge", min_length=1, max_length=64,
+        description="Name of the PGE, recorded in product metadata.")
+    software_build_version: str = Field(
+        "000000", pattern=r"^[A-Za-z0-9._-]{1,32}$",
+        description="Build identifier of the delivered software (e.g. '010635'), recorded in "
+                    "product metadata.")
+    documentation_version: str = Field(
+        "EMIT L2B Cloud Mask ATBD", min_length=1, max_length=200,
+        description="Algorithm document the product follows, recorded in product metadata.")
+
+
+class RunConfig(_Model):
+    """One PGE run: what to read, where to write, and how to compute."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, title=SCHEMA_TITLE,
+        json_schema_extra={"description": SCHEMA_DESCRIPTION})
+
+    input_files: InputFiles = Field(description="Input products of the scene.")
+    ancillary_files: AncillaryFiles = Field(description="Model files delivered with the PGE.")
+    output: Output = Field(description="Where and what to write.")
+    algorithm: Algorithm = Field(
+        default_factory=Algorithm, description="Decision rule; defaults follow the model.")
+    processing: Processing = Field(
+        default_factory=Processing, description="Compute settings; they do not change results "
+                                                "beyond the chosen precision.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level of log records emitted.")
+    pge: PgeInfo = Field(
+        default_factory=PgeInfo, description="Identification recorded in product metadata.")
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> RunConfig:
+        """Read, parse and validate a run configuration; any problem is a RunConfigError."""
+        p = Path(path)
+        data = _read_json_object(p)
+        return cls.from_dict(data, p.parent, source=p)
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: Path | str, *,
+                  source: Path | str | None = None) -> RunConfig:
+        """Validate already-parsed JSON; relative paths resolve against `base_dir`.
+
+        `source` only names the file in error messages.
+        """
+        if not isinstance(data, dict):
+            raise RunConfigError(source, f"top level must be a JSON object, not {_kind(data)}")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise RunConfigError(source, _describe(exc)) from None
+        return config.with_paths_resolved(base_dir)
+
+    def with_paths_resolved(self, base_dir: Path | str) -> RunConfig:
+        """A copy with every relative path joined to `base_dir` (made absolute).
+
+        The joined path is not normalised or symlink-resolved: input names must stay as the
+        orchestration staged them.
+        """
+        return _resolve(self, Path(base_dir).absolute())
+
+    def to_json(self) -> str:
+        """Canonical dump (sorted keys, every default spelled out) for provenance."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+def _resolve(model: BaseModel, base: Path) -> Any:
+    changes: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            changes[name] = _resolve(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            changes[name] = base / value
+    return model.model_copy(update=changes)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Python's json keeps the last of repeated keys; an operator's edit could vanish unseen."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RunConfigError(path, "run configuration not found") from None
+    except IsADirectoryError:
+        raise RunConfigError(path, "run configuration is a directory, not a file") from None
+    except OSError as exc:
+        raise RunConfigError(path, f"run configuration unreadable ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RunConfigError(path, f"run configuration is not UTF-8 text ({exc.reason} at "
+                                   f"byte {exc.start})") from None
+    if not text.strip():
+        raise RunConfigError(path, "run configuration is empty")
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise RunConfigError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column "
+                                   f"{exc.colno}") from None
+    except _DuplicateKey as exc:
+        raise RunConfigError(path, f"not valid JSON: duplicate key {exc.args[0]!r}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RunConfigError(path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunConfigError(path, f"top level must be a JSON object, not {_kind(data)}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    """JSON's name for a parsed value, for messages an operator reads."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    """Every validation error as '<dotted.location>: <message>', in field order."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{loc}: {err['msg']}")
+    return lines
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the run configuration, for the orchestration and editors."""
+    schema = RunConfig.model_json_schema()
+    return {"$schema": SCHEMA_DIALECT, "title": SCHEMA_TITLE,
+            "description": SCHEMA_DESCRIPTION, **schema}
+
+
+def schema_text() -> str:
+    """The exact text of the committed schema file (so a test can compare byte for byte)."""
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+def write_schema(path: Path | str) -> None:
+    Path(path).write_text(schema_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Small developer entry: print or write the schema, or check a run configuration."""
+    parser = argparse.ArgumentParser(prog="python -m pge.runconfig", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--schema", action="store_true", help="print the JSON Schema")
+    group.add_argument("--write-schema", metavar="PATH", help="write the JSON Schema to PATH")
+    group.add_argument("--check", metavar="RUNCONFIG",
+                       help="validate a run configuration and print it in canonical form")
+    args = parser.parse_args(argv)
+    if args.schema:
+        sys.stdout.write(schema_text())
+    elif args.write_schema:
+        write_schema(args.write_schema)
+    else:
+        try:
+            config = RunConfig.from_file(args.check)
+        except RunConfigError as exc:
+            print(one_line(exc), file=sys.stderr)
+            return int(exc.exit_code)
+        print(config.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
