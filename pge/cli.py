@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pge import logging as pge_logging
-from pge.errors import ExitCode, UsageError, exit_code_for, one_line, text_table
+from pge.errors import ExitCode, InterruptedRun, UsageError, exit_code_for, one_line, text_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +52,14 @@ def _summary(products: dict[str, str] | None, code: ExitCode, error: str | None,
     return json.dumps(body)
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    """SIGTERM (the scheduler's stop) unwinds like SIGINT: cleanup runs, exit code 8."""
+    raise InterruptedRun(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     pge_logging.configure("info")
     log = pge_logging.get_logger()
     run = None

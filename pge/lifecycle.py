@@ -30,6 +30,7 @@ from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, cl
 from l2b_mask.products.envi import read_envi_product, write_envi_product
 from l2b_mask.products.naming import ProductFiles, parse_identity, product_files, product_stem
 from l2b_mask.products.netcdf import (
+    emit_global_attributes,
     read_location,
     read_netcdf_product,
     write_netcdf_product,
@@ -217,11 +218,13 @@ def write_products(run: PgeRun) -> None:
     run.flag = cloud_flag(run.probability, run.threshold, cfg.algorithm.comparison)
     run.fraction = cloud_fraction(run.flag)
     if cfg.output.write_envi:
-        write_envi_product(staged.envi_data, run.probability, run.flag, _envi_keys(run))
+        write_envi_product(staged.envi_data, run.probability, run.flag, _emit_common(run))
     if cfg.output.write_netcdf:
         location = (read_location(cfg.input_files.location, (run.scene.lines, run.scene.samples))
                     if cfg.input_files.location is not None else None)
-        write_netcdf_product(staged.netcdf, run.probability, run.flag,
+        base = emit_global_attributes(product_version=cfg.output.product_version,
+                                      radiance_path=cfg.input_files.radiance)
+        write_netcdf_product(staged.netcdf, run.probability, run.flag, base_attrs=base,
                              global_attrs=_netcdf_attrs(run), location=location)
     run.log.info("products_written", cloud_fraction_percent=round(run.fraction.percent_of_valid, 4),
                  pixels_with_value=run.fraction.valid_pixels, pixels=run.fraction.total_pixels)
@@ -446,18 +449,11 @@ def _emit_common(run: PgeRun) -> dict[str, Any]:
     }
 
 
-def _envi_keys(run: PgeRun) -> dict[str, Any]:
-    return _emit_common(run)
-
-
 def _netcdf_attrs(run: PgeRun) -> dict[str, Any]:
     emit = _emit_common(run)
-    identity = parse_identity(run.config.input_files.radiance)
     return {
-        "flight_line": identity.flight_line if identity else None,
         "time_coverage_start": emit["emit acquisition start time"],
         "time_coverage_end": emit["emit acquisition stop time"],
-        "product_version": f"V0{run.config.output.product_version}",
         "software_build_version": emit["emit software build version"],
         "software_delivery_version": emit["emit pge version"],
         "history": f"PGE Run Command: {{{run.run_command}}}, "

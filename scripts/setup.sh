@@ -20,7 +20,7 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip "$@"; }
-pip install -q --upgrade pip "setuptools>=70.1" wheel
+pip install -q --upgrade pip "setuptools>=77" wheel
 # torch first and pinned: an unpinned torch pulls the CUDA build and gigabytes of NVIDIA
 # packages; on these machines 2.13.0 resolves to the local CPU wheel.
 pip install -q "torch==${TORCH_VERSION:-2.13.0}"

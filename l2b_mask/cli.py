@@ -1,0 +1,82 @@
+"""`l2b-mask RADIANCE OBSERVATION OUTPUT.tif`: the science without the PGE, for scientists.
+
+The options follow the published deployment script (`--proba`, `--threshold`, `--device`,
+`--weights`, `--irradiance`, model spec), with `--keep-bands` for instruments other than EMIT:
+the model then sees every band. Writes a uint8 cloud-flag GeoTIFF in raw geometry and, with
+`--proba`, the probability beside it. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from l2b_mask.errors import AncillaryError, InputProductError, L2BMaskError, OutputError, ProcessingError
+from l2b_mask.inference import (
+    PRECISIONS,
+    CloudModel,
+    InferenceSettings,
+    SceneInference,
+    cloud_flag,
+)
+from l2b_mask.products.geotiff import write_flag_and_probability
+from l2b_mask.scene import EMIT_RADIANCE_BANDS, Scene
+from l2b_mask.spec import ModelSpec
+
+_CODES = {InputProductError: 4, AncillaryError: 5, ProcessingError: 6, OutputError: 7}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0])
+    p.add_argument("radiance", type=Path, help="L1B radiance (ENVI .hdr or binary)")
+    p.add_argument("observation", type=Path, help="L1B observation geometry (ENVI)")
+    p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")
+    p.add_argument("--proba", action="store_true", help="also write <output stem>_prob.tif")
+    p.add_argument("--threshold", type=float, help="cloud threshold (default: the model spec's)")
+    p.add_argument("--comparison", choices=(">", ">="), default=">",
+                   help="cloud where P > threshold (ATBD, default) or P >= threshold")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lines-per-block", type=int, default=64)
+    p.add_argument("--spec", type=Path, help="model specification TOML (default: v0.1.0)")
+    p.add_argument("--weights", type=Path, help="weights file (default: the spec's)")
+    p.add_argument("--irradiance", type=Path, help="irradiance .npy (default: the spec's)")
+    p.add_argument("--no-checksum", action="store_true",
+                   help="accept weights/irradiance whose sha256 differs from the spec's")
+    p.add_argument("--keep-bands", action="store_true",
+                   help="no band dropping and any band count (non-EMIT data)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+            raise ValueError("--threshold must be strictly between 0 and 1")
+        settings = InferenceSettings(args.device, args.precision, args.batch_size,
+                                     args.lines_per_block)
+        spec = ModelSpec.load(args.spec)
+        scene = Scene.open(args.radiance, args.observation,
+                           expected_radiance_bands=None if args.keep_bands else EMIT_RADIANCE_BANDS)
+        model = CloudModel.load(spec, settings, args.weights, verify_checksum=not args.no_checksum)
+        inference = SceneInference(scene, model, args.irradiance, keep_all_bands=args.keep_bands,
+                                   verify_checksum=not args.no_checksum)
+        probability = inference.run(settings.lines_per_block)
+        threshold = spec.threshold if args.threshold is None else args.threshold
+        flag = cloud_flag(probability, threshold, args.comparison)
+        written = write_flag_and_probability(args.output, flag, probability if args.proba else None)
+    except L2BMaskError as exc:
+        print(f"l2b-mask: {exc}", file=sys.stderr)
+        return _CODES.get(type(exc), 1)
+    except ValueError as exc:
+        print(f"l2b-mask: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
