@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from l2b_mask.background import BackgroundWriter, prefetch
 from l2b_mask.bands import kept_bands
 from l2b_mask.errors import AncillaryError, ProcessingError
 from l2b_mask.model import SpecTf, load_model
@@ -157,12 +158,21 @@ class SceneInference:
         self.band_term = cloud_model.model.band_term(wl)
         self.earth_sun_au = scene.earth_sun_distance()
 
-    def blocks(self, lines_per_block: int) -> Iterator[ProbabilityBlock]:
+    def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(start, stop, radiance of the kept bands, solar zenith) for each block of lines."""
         scene = self.scene
         with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
             for start, stop in iter_line_blocks(scene.lines, lines_per_block):
-                yield self.block(rdn.read_lines(start, stop, self.bands),
-                                 obs.read_band(start, stop, scene.solar_zenith_band), start, stop)
+                yield (start, stop, rdn.read_lines(start, stop, self.bands),
+                       obs.read_band(start, stop, scene.solar_zenith_band))
+
+    def blocks(self, lines_per_block: int, read_ahead: int = 2) -> Iterator[ProbabilityBlock]:
+        """Probability blocks in order; the next blocks are read on a background thread."""
+        reads = self.read_blocks(lines_per_block)
+        if read_ahead > 0:
+            reads = prefetch(reads, read_ahead)
+        for start, stop, radiance, solar_zenith in reads:
+            yield self.block(radiance, solar_zenith, start, stop)
 
     def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
               stop: int) -> ProbabilityBlock:
@@ -177,12 +187,16 @@ class SceneInference:
 
     def run(self, lines_per_block: int,
             on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:
-        """The whole (lines, samples) probability; `on_block` sees each block as it is done."""
+        """The whole (lines, samples) probability.
+
+        `on_block` sees each block as it is done, on a background writer thread, so a callback
+        that writes to disk overlaps the next block's compute.
+        """
         out = np.empty((self.scene.lines, self.scene.samples), np.float32)
-        for block in self.blocks(lines_per_block):
-            out[block.start:block.stop] = block.probability
-            if on_block is not None:
-                on_block(block)
+        with BackgroundWriter(on_block or (lambda block: None)) as sink:
+            for block in self.blocks(lines_per_block):
+                out[block.start:block.stop] = block.probability
+                sink.submit(block)
         return out
 
 
