@@ -3,8 +3,10 @@
 Root: dimensions `downtrack` (lines) x `crosstrack` (samples), `cloud_mask` (uint8 flag) and
 `cloud_probability` (float32). Optional group `location` with `lon`, `lat`, `elev` on the
 root dimensions, under EMIT's names so GDAL's EMIT support and EMIT users' code find them.
-The GLT (`location/glt_x`, `glt_y` on `ortho_y` x `ortho_x`) is meant to join as one more
-optional argument and one more `_add_*` function; nothing else has to change for it.
+Optional GLT: root dimensions `ortho_y` x `ortho_x` and `location/glt_x`, `location/glt_y`
+(int32, 1-based, `_FillValue` 0), with the grid's `geotransform` and `spatial_ref` (WKT) as
+global attributes. Whenever location or GLT is given, the bounding box goes in EMIT's
+(`westernmost_longitude`, ...) and ACDD's (`geospatial_lon_min`, ...) attributes.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ import numpy as np
 from l2b_mask.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.products.envi import FLAG_NO_VALUE, check_pair
+from l2b_mask.products.glt import GLT_FILL, Bounds, Glt
 from l2b_mask.products.naming import parse_identity
 
 DIMS = ("downtrack", "crosstrack")
+ORTHO_DIMS = ("ortho_y", "ortho_x")
 MASK_VARIABLE = "cloud_mask"
 PROBABILITY_VARIABLE = "cloud_probability"
 LOCATION_GROUP = "location"
+GLT_VARIABLES = ("glt_x", "glt_y")
+COORDINATES = f"/{LOCATION_GROUP}/lon /{LOCATION_GROUP}/lat"
 FLOAT_FILL = -9999.0
 LOC_FILL = -9999.0
 SPECTF_DOI = "10.1073/pnas.2502903122"
@@ -136,11 +142,12 @@ def emit_global_attributes(
     *, product_version: str = "01", radiance_path: Path | str | None = None,
     flight_line: str | None = None, time_coverage_start: datetime | str | None = None,
     time_coverage_end: datetime | str | None = None, history: str | None = None,
-    date_created: datetime | None = None,
+    date_created: datetime | None = None, day_night_flag: str | None = None,
 ) -> dict[str, Any]:
     """The CF/ACDD/EMIT base attributes of the product; per-run values are merged over them.
 
     From an EMIT-named `radiance_path` come `flight_line` and the start time, unless given.
+    `day_night_flag` is EMIT's "Day"/"Night" (see `l2b_mask.products.ummg.day_night_flag`).
     """
     if not re.fullmatch(r"\d{2}", product_version):
         raise ValueError(f"product_version must be 2 digits, not {product_version!r}")
@@ -171,12 +178,16 @@ def emit_global_attributes(
             "Imaging Spectroscopy, Cloud Mask, EMIT, SpecTf, Transformer"
         ),
         "keywords_vocabulary": "NASA Global Change Master Directory (GCMD) Science Keywords",
-        # CF-1.8 is the first CF version that defines netCDF-4 groups (the `location` group),
-        # and everything used here (flag_values/flag_meanings, valid_range, standard names) is
-        # in it; it is also the newest version that common checkers (IOOS compliance-checker,
-        # cfchecks) support in full, so a claim of it can actually be verified.
-        "Conventions": "CF-1.8, ACDD-1.3",
+        # CF-1.9: groups (the `location` group, and the absolute-path `coordinates` references
+        # into it) came in CF-1.8, the netCDF-4 unsigned types (`cloud_mask` is ubyte) in
+        # CF-1.9, so 1.9 is the oldest version the file conforms to. The IOOS
+        # compliance-checker checks it (suite cf:1.9), so the claim can be verified.
+        "Conventions": "CF-1.9, ACDD-1.3",
         "stdname_vocabulary": "NetCDF Climate and Forecast (CF) Metadata Convention",
+        # ACDD's name for it. Only `longitude`, `latitude`, `cloud_binary_mask` are used, long in the table
+        # (any recent version); naming the checker's bundled version keeps compliance-checker offline (it
+        # downloads any other version it is told about).
+        "standard_name_vocabulary": "CF Standard Name Table v93",
         "cdm_data_type": "Swath",
         "sensor": "EMIT (Earth Surface Mineral Dust Source Investigation)",
         "instrument": "EMIT",
@@ -206,9 +217,51 @@ def emit_global_attributes(
         "flight_line": flight_line,
         "time_coverage_start": _iso_utc(time_coverage_start) if time_coverage_start else None,
         "time_coverage_end": _iso_utc(time_coverage_end) if time_coverage_end else None,
+        "day_night_flag": day_night_flag,
         "history": history or f"{created}: created by l2b_mask {_software_version()}",
     }
     return {k: v for k, v in attrs.items() if v is not None}
+
+
+def location_bounds(location: LocationArrays) -> Bounds | None:
+    """The box of the pixel centres that have a location (None when none has)."""
+    lon, lat = np.asarray(location.lon), np.asarray(location.lat)
+    ok = np.isfinite(lon) & np.isfinite(lat) & (lon != LOC_FILL) & (lat != LOC_FILL)
+    return Bounds.of_points(lon[ok], lat[ok]) if ok.any() else None
+
+
+def geospatial_attributes(*, glt: Glt | None = None,
+                          location: LocationArrays | None = None) -> dict[str, Any]:
+    """Georeferencing global attributes, EMIT's and ACDD's, from the GLT and/or the location.
+
+    The box is the GLT grid's outer edges when there is a GLT (as EMIT writes it), otherwise
+    that of the located pixel centres. With a GLT also `geotransform` (GDAL order, of the GLT
+    grid, not of the swath), `spatial_ref` (WKT) and `spatialResolution` (degrees).
+    """
+    attrs: dict[str, Any] = {}
+    bounds = glt.grid_bounds() if glt is not None else (
+        location_bounds(location) if location is not None else None)
+    if bounds is not None:
+        attrs.update({
+            "westernmost_longitude": bounds.west, "easternmost_longitude": bounds.east,
+            "southernmost_latitude": bounds.south, "northernmost_latitude": bounds.north,
+            "geospatial_lon_min": bounds.west, "geospatial_lon_max": bounds.east,
+            "geospatial_lat_min": bounds.south, "geospatial_lat_max": bounds.north,
+            "geospatial_lon_units": "degrees_east", "geospatial_lat_units": "degrees_north",
+            "geospatial_bounds": bounds_wkt(bounds), "geospatial_bounds_crs": "EPSG:4326",
+        })
+    if glt is not None:
+        attrs["spatialResolution"] = float(glt.resolution[0])
+        attrs["spatial_ref"] = glt.crs_wkt
+        attrs["geotransform"] = np.asarray(glt.geotransform, np.float64)
+    return attrs
+
+
+def bounds_wkt(bounds: Bounds) -> str:
+    """The box as an ACDD `geospatial_bounds` WKT polygon (lon lat, counter-clockwise)."""
+    w, s, e, n = bounds.west, bounds.south, bounds.east, bounds.north
+    points = [(w, s), (e, s), (e, n), (w, n), (w, s)]
+    return "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in points) + "))"
 
 
 def netcdf_value(value: Any) -> str | int | float | np.ndarray | None:
@@ -284,6 +337,7 @@ def _mask_attrs() -> dict[str, Any]:
     # CF flags carry no units; ACDD's content type for a class map is thematicClassification.
     return {
         "long_name": "Cloud mask (SpecTf)",
+        "standard_name": "cloud_binary_mask",  # CF: 1 where cloud, 0 elsewhere
         "flag_values": np.array([0, 1], np.uint8),
         "flag_meanings": "clear cloud",
         "coverage_content_type": "thematicClassification",
@@ -319,9 +373,13 @@ def _add_variable(group: Any, name: str, dtype: str, fill: Any, data: np.ndarray
     var[:] = data
 
 
+def _location_group(ds: Any) -> Any:
+    return ds.groups.get(LOCATION_GROUP) or ds.createGroup(LOCATION_GROUP)
+
+
 def _add_location(ds: Any, location: LocationArrays, extra: Mapping[str, Mapping[str, Any]],
                   storage: _Storage) -> None:
-    group = ds.createGroup(LOCATION_GROUP)
+    group = _location_group(ds)
     for name, _band, long_name, units, standard_name in _LOCATION_BANDS:
         data = np.asarray(getattr(location, name), np.float64)
         data = np.where(np.isfinite(data), data, LOC_FILL)
@@ -332,6 +390,29 @@ def _add_location(ds: Any, location: LocationArrays, extra: Mapping[str, Mapping
         _add_variable(group, name, "f8", np.float64(LOC_FILL), data, attrs, storage)
 
 
+# (variable, Glt field, long_name)
+_GLT_BANDS = (("glt_x", "sample", "GLT Sample Lookup"), ("glt_y", "line", "GLT Line Lookup"))
+
+
+def _add_glt(ds: Any, glt: Glt, extra: Mapping[str, Mapping[str, Any]], complevel: int) -> None:
+    """`location/glt_x`, `glt_y` on the root `ortho_y` x `ortho_x`, exactly as read."""
+    rows, cols = glt.shape
+    ds.createDimension(ORTHO_DIMS[0], rows)
+    ds.createDimension(ORTHO_DIMS[1], cols)
+    group = _location_group(ds)
+    chunks = (min(rows, _LINES_PER_CHUNK), cols)
+    for name, field_name, long_name in _GLT_BANDS:
+        var = group.createVariable(name, "i4", ORTHO_DIMS, fill_value=np.int32(GLT_FILL),
+                                   compression="zlib", complevel=complevel, shuffle=True,
+                                   chunksizes=chunks)
+        attrs: dict[str, Any] = {"long_name": long_name, "units": "pixel location",
+                                 "coverage_content_type": "referenceInformation"}
+        attrs.update(extra.get(f"{LOCATION_GROUP}/{name}", {}))
+        var.setncatts(attrs)
+        var.set_auto_maskandscale(False)
+        var[:] = np.asarray(getattr(glt, field_name), np.int32)
+
+
 def write_netcdf_product(
     path: Path | str, probability: np.ndarray, flag: np.ndarray, *,
     global_attrs: Mapping[str, Any],
@@ -339,12 +420,15 @@ def write_netcdf_product(
     location: LocationArrays | None = None,
     base_attrs: Mapping[str, Any] | None = None,
     complevel: int = 4,
+    glt: Glt | None = None,
 ) -> None:
     """Write the netCDF-4 product.
 
-    Global attributes: `base_attrs` (default `emit_global_attributes()`) with `global_attrs`
+    Global attributes: `base_attrs` (default `emit_global_attributes()`), then the
+    georeferencing ones of `geospatial_attributes(glt=, location=)`, then `global_attrs`
     merged over them; a None value drops the key. `variable_attrs` adds attributes per
-    variable, keyed `cloud_mask`, `cloud_probability` or `location/<lon|lat|elev>`.
+    variable, keyed `cloud_mask`, `cloud_probability` or `location/<lon|lat|elev|glt_x|glt_y>`.
+    `glt` adds the lookup table (checked against the swath: it must point inside it).
     A failed write leaves no file behind. zlib level 4 by default: on a full scene of model
     probabilities level 9 (EMIT's choice) took 20x longer (5 s) for a file under 2% smaller.
     """
@@ -354,17 +438,26 @@ def write_netcdf_product(
         raise ValueError(f"location is {location.shape}, the mask {prob.shape}")
     if not 1 <= complevel <= 9:
         raise ValueError(f"complevel must be 1..9, not {complevel}")
+    if glt is not None:
+        glt.check_swath(prob.shape)
     merged = dict(emit_global_attributes() if base_attrs is None else base_attrs)
+    merged.update(geospatial_attributes(glt=glt, location=location))
     merged.update(global_attrs)
     attrs = _checked_attrs(merged, "global attributes")
     known = {MASK_VARIABLE, PROBABILITY_VARIABLE}
     known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in _LOCATION_BANDS}
+    known |= {f"{LOCATION_GROUP}/{name}" for name in GLT_VARIABLES}
     per_var: dict[str, dict[str, Any]] = {}
     for var_name, var_attrs in (variable_attrs or {}).items():
         if var_name not in known:
             raise ValueError(f"variable_attrs names unknown variable {var_name!r} "
                              f"(one of {sorted(known)})")
         per_var[var_name] = _checked_attrs(var_attrs, var_name)
+    if location is not None:
+        # CF 1.8 group reference by absolute path: GDAL (3.5 on) then reports the lon/lat
+        # arrays as the variables' GEOLOCATION and warps them without any other help.
+        for name in (MASK_VARIABLE, PROBABILITY_VARIABLE):
+            per_var[name] = {"coordinates": COORDINATES, **per_var.get(name, {})}
 
     probability_out = np.where(np.isnan(prob), np.float32(FLOAT_FILL), prob).astype(np.float32)
     storage = _Storage(complevel, (min(lines, _LINES_PER_CHUNK), samples))
@@ -385,6 +478,8 @@ def write_netcdf_product(
                           storage)
             if location is not None:
                 _add_location(ds, location, per_var, storage)
+            if glt is not None:
+                _add_glt(ds, glt, per_var, complevel)
     except (OSError, RuntimeError) as exc:
         path.unlink(missing_ok=True)
         raise OutputError(path, f"cannot write netCDF product ({exc})") from None

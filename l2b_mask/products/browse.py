@@ -1,0 +1,164 @@
+"""The browse image: a small true-colour PNG quicklook with the cloud mask drawn over it.
+
+Red, green and blue are the radiance bands nearest 650, 560 and 470 nm, read block by block
+of lines (three bands kept, so memory is bounded by one block and the output image, never
+the cube). Scenes larger than `max_side` are reduced by area averaging: each browse pixel is
+the mean of the swath pixels that fall in it. Each channel gets a robust percentile stretch
+(2-98 %, taken over clear pixels when there are enough of them, so that bright clouds do not
+darken the ground) and a gamma. Cloud is blended in magenta, in proportion to the cloudy share
+of the browse pixel; pixels with no value are transparent (alpha 0, colour black).
+PNG is written by GDAL's PNG driver, so no imaging library is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2b_mask.envi import EnviReader, read_header
+from l2b_mask.errors import InputProductError, OutputError
+from l2b_mask.products.envi import FLAG_NO_VALUE
+
+BROWSE_WAVELENGTHS_NM = (650.0, 560.0, 470.0)
+CLOUD_RGB = (255.0, 0.0, 255.0)  # magenta: stands out against white cloud and natural ground
+CLOUD_ALPHA = 0.5
+STRETCH_PERCENTILES = (2.0, 98.0)
+GAMMA = 1.8  # output = stretched ** (1 / GAMMA): lifts dark ground, as screens expect
+_RADIANCE_FILL_BELOW = -9990.0  # EMIT: radiance <= -9990 is fill
+_BLOCK_BYTES = 32 << 20  # at most this much radiance read at once
+_MIN_CLEAR_SHARE = 0.05
+
+
+def browse_bands(radiance_path: Path | str) -> list[int]:
+    """0-based radiance band indices nearest 650, 560 and 470 nm (header `wavelength`)."""
+    header = read_header(radiance_path)
+    wl = header.float_list("wavelength")
+    if wl is None or wl.size != header.bands:
+        raise InputProductError(header.header_path, "radiance header has no 'wavelength' for "
+                                                    "every band; the browse needs them")
+    units = str(header.meta.get("wavelength units", "nanometers")).strip().lower()
+    if units.startswith("micro") or (units in ("", "unknown") and np.nanmax(wl) < 100):
+        wl = wl * 1000.0
+    return [int(np.argmin(np.abs(wl - target))) for target in BROWSE_WAVELENGTHS_NM]
+
+
+def browse_size(lines: int, samples: int, max_side: int) -> tuple[int, int]:
+    """(rows, cols) of the browse: the scene's, scaled down so the longer side is <= max_side."""
+    if max_side < 1:
+        raise ValueError(f"max_side must be positive, not {max_side}")
+    scale = min(1.0, max_side / max(lines, samples))
+    return (min(max_side, max(1, round(lines * scale))),
+            min(max_side, max(1, round(samples * scale))))
+
+
+def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: int,
+                bands: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid counts, cloudy counts)."""
+    header = read_header(radiance_path)
+    lines, samples = header.lines, header.samples
+    if flag.shape != (lines, samples):
+        raise ValueError(f"flag is {flag.shape}, the radiance {lines} x {samples}")
+    nodata = header.nodata
+    col_of = (np.arange(samples) * cols) // samples
+    rgb = np.zeros((rows, cols, 3), np.float64)
+    valid_n = np.zeros((rows, cols), np.int64)
+    cloud_n = np.zeros((rows, cols), np.int64)
+    step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
+    with EnviReader(header) as reader:
+        for start in range(0, lines, step):
+            stop = min(lines, start + step)
+            block = reader.read_lines(start, stop, bands, np.float64)  # (n, samples, 3)
+            f = flag[start:stop]
+            ok = np.isfinite(block).all(axis=2) & (block > _RADIANCE_FILL_BELOW).all(axis=2)
+            if nodata is not None:
+                ok &= (block != nodata).all(axis=2)
+            ok &= f != FLAG_NO_VALUE
+            row_of = (np.arange(start, stop) * rows) // lines
+            r_idx = np.broadcast_to(row_of[:, None], ok.shape)[ok]
+            c_idx = np.broadcast_to(col_of[None, :], ok.shape)[ok]
+            np.add.at(rgb, (r_idx, c_idx), block[ok])
+            np.add.at(valid_n, (r_idx, c_idx), 1)
+            np.add.at(cloud_n, (r_idx, c_idx), (f[ok] == 1).astype(np.int64))
+    return rgb, valid_n, cloud_n
+
+
+def stretch(rgb: np.ndarray, valid: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel percentile stretch to [0, 1] and gamma; percentiles over `reference` pixels
+    (default: the valid ones)."""
+    ref = valid if reference is None else reference
+    out = np.zeros(rgb.shape, np.float64)
+    if not ref.any():
+        return out
+    for ch in range(rgb.shape[-1]):
+        lo, hi = np.percentile(rgb[..., ch][ref], STRETCH_PERCENTILES)
+        span = hi - lo if hi > lo else 1.0
+        out[..., ch] = np.clip((rgb[..., ch] - lo) / span, 0.0, 1.0) ** (1.0 / GAMMA)
+    out[~valid] = 0.0
+    return out
+
+
+def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(rows, cols, 4) uint8 RGBA: the stretched image with cloud blended in, alpha 0 where
+    no value. A fully cloudy pixel is `(1 - CLOUD_ALPHA) * colour + CLOUD_ALPHA * magenta`."""
+    colour = stretched * 255.0
+    a = (CLOUD_ALPHA * np.clip(cloud_share, 0.0, 1.0))[..., None]
+    colour = colour * (1.0 - a) + np.asarray(CLOUD_RGB) * a
+    rgba = np.zeros((*valid.shape, 4), np.uint8)
+    rgba[..., :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    rgba[..., 3] = np.where(valid, 255, 0).astype(np.uint8)
+    rgba[~valid, :3] = 0
+    return rgba
+
+
+def render_browse(radiance_path: Path | str, flag: np.ndarray, *,
+                  max_side: int = 1000) -> np.ndarray:
+    """The browse as a (rows, cols, 4) uint8 RGBA array (what `write_browse_png` writes)."""
+    flag = np.asarray(flag)
+    header = read_header(radiance_path)
+    rows, cols = browse_size(header.lines, header.samples, max_side)
+    sums, valid_n, cloud_n = _accumulate(radiance_path, flag, rows, cols, browse_bands(header.header_path))
+    valid = valid_n > 0
+    mean = np.zeros_like(sums)
+    mean[valid] = sums[valid] / valid_n[valid][:, None]
+    share = np.zeros(valid.shape)
+    share[valid] = cloud_n[valid] / valid_n[valid]
+    clear = valid & (share < 0.5)
+    reference = clear if clear.sum() >= max(1, _MIN_CLEAR_SHARE * valid.sum()) else valid
+    return compose(stretch(mean, valid, reference), share, valid)
+
+
+def write_png(path: Path | str, rgba: np.ndarray) -> None:
+    """Write an (rows, cols, 3 or 4) uint8 array as PNG with GDAL (zlib level 9)."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    rows, cols, nb = rgba.shape
+    mem: Any = gdal.GetDriverByName("MEM").Create("", cols, rows, nb, gdal.GDT_Byte)
+    interp = [gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand, gdal.GCI_AlphaBand]
+    for i in range(nb):
+        band = mem.GetRasterBand(i + 1)
+        band.WriteArray(np.ascontiguousarray(rgba[..., i]))
+        band.SetColorInterpretation(interp[i])
+    out = gdal.GetDriverByName("PNG").CreateCopy(str(path), mem, strict=1, options=["ZLEVEL=9"])
+    out.FlushCache()
+    out = None
+    Path(f"{path}.aux.xml").unlink(missing_ok=True)  # PAM side-car: nothing in it for a PNG
+
+
+def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
+                     max_side: int = 1000) -> None:
+    """Write the browse PNG of an acquisition: RGBA, longer side <= `max_side` pixels.
+
+    `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value).
+    A failure leaves no file behind (`OutputError`); a radiance without wavelengths is an
+    `InputProductError`.
+    """
+    p = Path(path)
+    rgba = render_browse(radiance_path, flag, max_side=max_side)
+    try:
+        write_png(p, rgba)
+    except (RuntimeError, OSError) as exc:
+        p.unlink(missing_ok=True)
+        raise OutputError(p, f"cannot write browse PNG ({exc})") from None

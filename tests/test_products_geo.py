@@ -1,0 +1,504 @@
+"""Geolocated and catalogue products, each opened with the library a user would use.
+
+GLT reading, the netCDF with the GLT (netCDF4 and GDAL, with a warp through the geolocation
+arrays), the IOOS compliance-checker, the orthorectified COGs (GDAL), the browse PNG (GDAL's
+PNG driver) and the UMM-G record (json, hashlib).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2b_mask.envi import read_header
+from l2b_mask.errors import InputProductError
+from l2b_mask.products import (
+    Glt,
+    build_ummg,
+    day_night_flag,
+    emit_global_attributes,
+    granule_ur,
+    mean_solar_angles,
+    ortho_paths,
+    parse_identity,
+    parse_map_info,
+    read_glt,
+    read_location,
+    swath_polygon,
+    validate_ummg,
+    write_browse_png,
+    write_netcdf_product,
+    write_ortho_geotiff,
+    write_ummg,
+)
+from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose
+from l2b_mask.products.netcdf import LocationArrays
+from l2b_mask.synthetic import generate_acquisition
+
+gdal = pytest.importorskip("osgeo.gdal")
+gdal.UseExceptions()
+
+LINES, SAMPLES = 40, 36
+STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
+
+
+@dataclass(frozen=True)
+class Scene:
+    folder: Path
+    radiance: Path
+    observation: Path
+    location: Path
+    glt_path: Path
+    glt: Glt
+    loc: LocationArrays
+    flag: np.ndarray
+    probability: np.ndarray
+    netcdf: Path
+    ortho: Path
+
+    def interior_cloud_pixel(self) -> tuple[int, int]:
+        """A cloud pixel whose 8 neighbours are cloud too (a warp cannot miss it)."""
+        c = self.flag == 1
+        inner = np.ones_like(c[1:-1, 1:-1])
+        for dl in (-1, 0, 1):
+            for ds in (-1, 0, 1):
+                inner &= c[1 + dl:c.shape[0] - 1 + dl, 1 + ds:c.shape[1] - 1 + ds]
+        found = np.argwhere(inner) + 1
+        assert found.size, "the synthetic scene has no interior cloud pixel"
+        line, sample = found[len(found) // 2]
+        return int(line), int(sample)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Scene:
+    folder = tmp_path_factory.mktemp("geo")
+    acq = generate_acquisition(folder, lines=LINES, samples=SAMPLES, seed=3)
+    # A probability that differs pixel by pixel, so a value identifies its pixel.
+    rng = np.random.default_rng(1)
+    cloudy = acq.truth >= 2
+    prob = np.where(cloudy, rng.uniform(0.6, 1.0, cloudy.shape), rng.uniform(0.0, 0.4, cloudy.shape))
+    prob = prob.astype(np.float32)
+    prob[acq.truth == 0] = np.nan
+    flag = np.where(np.isnan(prob), 255, prob > 0.51).astype(np.uint8)
+    glt = read_glt(acq.glt, (LINES, SAMPLES))
+    loc = read_location(acq.location, (LINES, SAMPLES))
+    nc = folder / f"{STEM}.nc"
+    base = emit_global_attributes(radiance_path=acq.radiance, day_night_flag="Day")
+    write_netcdf_product(nc, prob, flag, base_attrs=base, location=loc, glt=glt,
+                         global_attrs={"time_coverage_end": "2024-03-02T00:58:30+0000"})
+    ortho = folder / f"{STEM}_ortho.tif"
+    write_ortho_geotiff(ortho, flag, prob, glt)
+    return Scene(folder, acq.radiance, acq.observation, acq.location, acq.glt, glt, loc, flag,
+                 prob, nc, ortho)
+
+
+def _raw_glt(path: Path) -> np.ndarray:
+    """The GLT as (2, rows, cols) int32, read with GDAL's ENVI driver."""
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+# ---------------------------------------------------------------------------------------------
+# GLT
+
+
+def test_glt_read_is_one_based_with_zero_fill_and_gdal_geotransform(scene):
+    raw = _raw_glt(scene.glt_path)
+    np.testing.assert_array_equal(scene.glt.sample, raw[0])
+    np.testing.assert_array_equal(scene.glt.line, raw[1])
+    valid = scene.glt.valid
+    assert valid.any() and (~valid).any()
+    assert scene.glt.sample[valid].min() >= 1 and scene.glt.line[valid].min() >= 1
+    assert scene.glt.sample[valid].max() <= SAMPLES and scene.glt.line[valid].max() <= LINES
+    assert (scene.glt.sample[~valid] == 0).all()
+    np.testing.assert_allclose(scene.glt.geotransform,
+                               gdal.Open(str(scene.glt_path)).GetGeoTransform(), rtol=0, atol=1e-12)
+    # Each valid cell's centre lies within a pixel or so of the pixel it names.
+    rows, cols = np.nonzero(valid)
+    for r, c in list(zip(rows, cols, strict=True))[:: max(1, len(rows) // 25)]:
+        lon, lat = scene.glt.cell_centre(r, c)
+        line, sample = scene.glt.line[r, c] - 1, scene.glt.sample[r, c] - 1
+        assert abs(scene.loc.lon[line, sample] - lon) < 1.5e-3
+        assert abs(scene.loc.lat[line, sample] - lat) < 1.5e-3
+
+
+def test_map_info_reference_pixel_and_rotation():
+    info = parse_map_info("{Geographic Lat/Lon, 1.5, 2, 10.0, 50.0, 0.5, 0.25, WGS-84, units=Degrees}")
+    assert info.geotransform == (9.75, 0.5, 0.0, 50.25, 0.0, -0.25)
+    assert info.epsg == 4326 and info.units == "Degrees"
+    assert parse_map_info(["UTM", "1", "1", "5e5", "4e6", "60", "60", "11", "North", "WGS-84"]).epsg is None
+    with pytest.raises(InputProductError, match="rotated"):
+        parse_map_info("{Geographic Lat/Lon, 1, 1, 10, 50, 0.5, 0.5, WGS-84, rotation=12.0}")
+
+
+def test_glt_pointing_outside_the_swath_is_refused(scene):
+    with pytest.raises(InputProductError, match="outside the swath"):
+        read_glt(scene.glt_path, (LINES - 5, SAMPLES))
+
+
+def test_glt_negative_entries_are_neighbour_fill(scene):
+    glt = Glt(sample=-scene.glt.sample, line=-scene.glt.line, geotransform=scene.glt.geotransform)
+    np.testing.assert_array_equal(glt.resample(scene.flag, 255), scene.glt.resample(scene.flag, 255))
+
+
+# ---------------------------------------------------------------------------------------------
+# netCDF with the GLT
+
+
+def test_netcdf_glt_layout(scene):
+    from netCDF4 import Dataset
+
+    with Dataset(scene.netcdf) as ds:
+        ds.set_auto_mask(False)
+        assert {k: len(v) for k, v in ds.dimensions.items()} == {
+            "downtrack": LINES, "crosstrack": SAMPLES,
+            "ortho_y": scene.glt.shape[0], "ortho_x": scene.glt.shape[1]}
+        loc = ds["location"]
+        raw = _raw_glt(scene.glt_path)
+        for name, band, long_name in (("glt_x", 0, "GLT Sample Lookup"), ("glt_y", 1, "GLT Line Lookup")):
+            var = loc[name]
+            assert var.dimensions == ("ortho_y", "ortho_x") and var.dtype == np.int32
+            assert var.getncattr("_FillValue") == 0
+            assert var.long_name == long_name and var.units == "pixel location"
+            np.testing.assert_array_equal(var[:], raw[band])
+        for name in ("lon", "lat", "elev"):
+            assert loc[name].dimensions == ("downtrack", "crosstrack")
+        gt = np.asarray(ds.geotransform)
+        np.testing.assert_allclose(gt, scene.glt.geotransform, rtol=0, atol=1e-12)
+        assert "WGS 84" in ds.spatial_ref and 'AUTHORITY["EPSG","4326"]' in ds.spatial_ref
+        rows, cols = scene.glt.shape
+        assert ds.westernmost_longitude == pytest.approx(gt[0])
+        assert ds.easternmost_longitude == pytest.approx(gt[0] + cols * gt[1])
+        assert ds.northernmost_latitude == pytest.approx(gt[3])
+        assert ds.southernmost_latitude == pytest.approx(gt[3] + rows * gt[5])
+        assert (ds.geospatial_lon_min, ds.geospatial_lon_max, ds.geospatial_lat_min,
+                ds.geospatial_lat_max) == (ds.westernmost_longitude, ds.easternmost_longitude,
+                                           ds.southernmost_latitude, ds.northernmost_latitude)
+        # The located pixels lie inside the box.
+        ok = scene.loc.lon != -9999
+        assert ds.westernmost_longitude < scene.loc.lon[ok].min() < scene.loc.lon[ok].max() < \
+            ds.easternmost_longitude
+        assert ds.title == "EMIT L2B Cloud Mask 60 m V001"
+        assert ds.flight_line == STEM[:31] and ds.day_night_flag == "Day"
+        assert ds.time_coverage_start == "2024-03-02T00:58:29Z"
+        assert ds.time_coverage_end == "2024-03-02T00:58:30Z"
+        assert ds["cloud_mask"].coordinates == "/location/lon /location/lat"
+
+
+def test_netcdf_without_glt_keeps_its_old_layout(scene, tmp_path):
+    from netCDF4 import Dataset
+
+    path = tmp_path / "plain.nc"
+    write_netcdf_product(path, scene.probability, scene.flag, global_attrs={})
+    with Dataset(path) as ds:
+        assert set(ds.dimensions) == {"downtrack", "crosstrack"} and not ds.groups
+        assert "geotransform" not in ds.ncattrs() and "coordinates" not in ds["cloud_mask"].ncattrs()
+
+
+def test_gdal_sees_the_geolocation_and_the_glt(scene):
+    sub = f'NETCDF:"{scene.netcdf}":cloud_mask'
+    info = gdal.Open(str(scene.netcdf)).GetMetadata("SUBDATASETS")
+    names = [v for k, v in info.items() if k.endswith("_NAME")]
+    for var in ("cloud_mask", "cloud_probability", "/location/lon", "/location/lat", "/location/glt_x"):
+        assert f'NETCDF:"{scene.netcdf}":{var}' in names
+    geoloc = gdal.Open(sub).GetMetadata("GEOLOCATION")
+    assert geoloc["X_DATASET"].endswith(":/location/lon")
+    assert geoloc["Y_DATASET"].endswith(":/location/lat")
+    assert "4326" in geoloc["SRS"]
+    # With no y coordinate variable GDAL's netCDF driver shows rows bottom-up (flipped); the
+    # data and the geolocation arrays flip together, so warps are right, but a user reading
+    # the GLT itself with GDAL must ask for the file's order.
+    glt_x = gdal.Open(f'NETCDF:"{scene.netcdf}":/location/glt_x')
+    np.testing.assert_array_equal(glt_x.ReadAsArray()[::-1], scene.glt.sample)
+    assert glt_x.GetRasterBand(1).GetNoDataValue() == 0
+    gdal.SetConfigOption("GDAL_NETCDF_BOTTOMUP", "NO")
+    try:
+        glt_x = gdal.Open(f'NETCDF:"{scene.netcdf}":/location/glt_x')
+        np.testing.assert_array_equal(glt_x.ReadAsArray(), scene.glt.sample)
+    finally:
+        gdal.SetConfigOption("GDAL_NETCDF_BOTTOMUP", None)
+
+
+def _warp_to_glt_grid(source, glt: Glt, **kwargs):
+    rows, cols = glt.shape
+    b = glt.grid_bounds()
+    return gdal.Warp("", source, format="MEM", dstSRS="EPSG:4326", width=cols, height=rows,
+                     outputBounds=(b.west, b.south, b.east, b.north), resampleAlg="near",
+                     geoloc=True, **kwargs)
+
+
+def test_geolocation_round_trip_ortho_and_gdal_warp(scene):
+    line, sample = scene.interior_cloud_pixel()
+    lon, lat = scene.loc.lon[line, sample], scene.loc.lat[line, sample]
+    row, col = scene.glt.cell_of(lon, lat)
+    assert 0 <= row < scene.glt.shape[0] and 0 <= col < scene.glt.shape[1]
+    expected_prob = scene.probability[line, sample]
+
+    paths = ortho_paths(scene.ortho)
+    flag_ortho = gdal.Open(str(paths.flag)).ReadAsArray()
+    prob_ortho = gdal.Open(str(paths.probability)).ReadAsArray()
+    assert flag_ortho[row, col] == 1
+    # The GLT names this pixel or a neighbour (the cell centre is within a pixel of it): the
+    # value is that pixel's, exactly.
+    named = (scene.glt.line[row, col] - 1, scene.glt.sample[row, col] - 1)
+    assert max(abs(named[0] - line), abs(named[1] - sample)) <= 1
+    assert prob_ortho[row, col] == scene.probability[named]
+
+    # GDAL 3.5+: the netCDF subdataset carries GEOLOCATION, so a plain warp orthorectifies it.
+    warped = _warp_to_glt_grid(f'NETCDF:"{scene.netcdf}":cloud_mask', scene.glt)
+    assert warped.ReadAsArray()[row, col] == 1
+    warped_p = _warp_to_glt_grid(f'NETCDF:"{scene.netcdf}":cloud_probability', scene.glt)
+    value = warped_p.ReadAsArray()[row, col]
+    neighbourhood = scene.probability[line - 1:line + 2, sample - 1:sample + 2]
+    assert value in neighbourhood and value > 0.51
+    # Both orthorectifications agree almost everywhere both have a value.
+    both = (warped.ReadAsArray() != 255) & (flag_ortho != 255)
+    assert both.sum() > 100 and (warped.ReadAsArray()[both] == flag_ortho[both]).mean() > 0.9
+    del expected_prob
+
+
+def test_explicit_geolocation_vrt_works_without_driver_support(scene, tmp_path):
+    """What a user of any GDAL version (2.x on) can do: name the lon/lat arrays explicitly."""
+    vrt = gdal.Translate(str(tmp_path / "mask.vrt"), f'NETCDF:"{scene.netcdf}":cloud_mask', format="VRT")
+    vrt.SetMetadata({}, "GEOLOCATION")
+    vrt.SetMetadata({
+        "X_DATASET": f'NETCDF:"{scene.netcdf}":/location/lon', "X_BAND": "1",
+        "Y_DATASET": f'NETCDF:"{scene.netcdf}":/location/lat', "Y_BAND": "1",
+        "PIXEL_OFFSET": "0", "LINE_OFFSET": "0", "PIXEL_STEP": "1", "LINE_STEP": "1",
+        "SRS": "EPSG:4326", "GEOREFERENCING_CONVENTION": "PIXEL_CENTER"}, "GEOLOCATION")
+    vrt = None
+    line, sample = scene.interior_cloud_pixel()
+    row, col = scene.glt.cell_of(scene.loc.lon[line, sample], scene.loc.lat[line, sample])
+    warped = _warp_to_glt_grid(str(tmp_path / "mask.vrt"), scene.glt)
+    assert warped.ReadAsArray()[row, col] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Compliance
+
+
+# High-priority results the checker reports wrongly, each with the reason.
+KNOWN_CHECKER_FALSE_POSITIVES = {
+    # CF-1.8 §2.7 lets `coordinates` name variables in other groups by absolute path; the
+    # checker (6.1) looks names up in the root group only.
+    r"references non-existent variable '/location/(lon|lat)'",
+    r"auxiliary coordinate specified by the coordinates attribute, /location/(lon|lat), is not a "
+    r"variable in this dataset",
+}
+# ACDD high-priority items left on purpose.
+ACCEPTED_ACDD = {
+    # No CF standard name exists for a classifier's probability; a wrong one would mislead.
+    ("cloud_probability", "standard_name"),
+}
+
+
+def _run_checker(path: Path, monkeypatch) -> dict[str, list]:
+    pytest.importorskip("compliance_checker")
+    from compliance_checker.cf import util as cf_util
+    from compliance_checker.runner import CheckSuite
+
+    def offline(*args, **kwargs):
+        raise OSError("tests run offline; the packaged standard name table is used")
+
+    # The checker downloads a standard-name table only when the file names a version other
+    # than its packaged one; make sure a future checker version cannot go to the network.
+    monkeypatch.setattr(cf_util, "download_cf_standard_name_table", offline)
+    suite = CheckSuite()
+    suite.load_all_available_checkers()
+    ds = suite.load_dataset(str(path))
+    results = suite.run_all(ds, ["cf:1.9", "acdd:1.3"], skip_checks=[])
+    out: dict[str, list] = {}
+    for name, (checks, errors) in results.items():
+        assert not errors, f"{name} checker crashed: {errors}"
+        out[name] = [r for r in checks]
+    return out
+
+
+def _failures(results: list, weight: int) -> list[tuple[str, list[str]]]:
+    bad = []
+    for r in results:
+        score, total = r.value if isinstance(r.value, tuple) else (int(bool(r.value)), 1)
+        if r.weight == weight and score < total:
+            bad.append((str(r.name), list(r.msgs)))
+    return bad
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compliance_checker_no_high_priority_failures(scene, monkeypatch):
+    results = _run_checker(scene.netcdf, monkeypatch)
+    assert set(results) >= {"cf:1.9", "acdd:1.3"}
+    unexpected = []
+    for name, checks in results.items():
+        for check, msgs in _failures(checks, weight=3):
+            left = [m for m in msgs if not any(re.search(p, m) for p in KNOWN_CHECKER_FALSE_POSITIVES)]
+            if name.startswith("acdd"):
+                left = [m for m in left if not any(var in check and m == attr
+                                                   for var, attr in ACCEPTED_ACDD)]
+            if left or not msgs:
+                unexpected.append((name, check, left))
+    assert not unexpected, unexpected
+
+
+# ---------------------------------------------------------------------------------------------
+# Orthorectified COGs
+
+
+def test_ortho_cog_layout_crs_nodata(scene):
+    paths = ortho_paths(scene.ortho)
+    assert paths.probability.name == f"{STEM}_ortho_prob.tif"
+    for path, dtype, nodata, description in ((paths.flag, "Byte", 255, "Cloud Flag"),
+                                             (paths.probability, "Float32", -9999, "Cloud Probability")):
+        info = gdal.Info(str(path), format="json")
+        assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
+        assert info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
+        assert 'ID["EPSG",4326]' in info["coordinateSystem"]["wkt"]
+        np.testing.assert_allclose(info["geoTransform"], scene.glt.geotransform, rtol=0, atol=1e-12)
+        assert info["size"] == [scene.glt.shape[1], scene.glt.shape[0]]
+        band = info["bands"][0]
+        assert band["type"] == dtype and band["noDataValue"] == nodata
+        assert band["description"] == description
+        assert not Path(f"{path}.aux.xml").exists()
+    from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
+
+    for path in paths.all():
+        warnings, errors, _ = validate(str(path), full_check=True)
+        assert not errors, errors
+
+
+def test_ortho_values_are_the_glt_lookup(scene):
+    paths = ortho_paths(scene.ortho)
+    flag = gdal.Open(str(paths.flag)).ReadAsArray()
+    prob = gdal.Open(str(paths.probability)).ReadAsArray()
+    valid, line, sample = scene.glt.indices()
+    np.testing.assert_array_equal(flag[valid], scene.flag[line[valid], sample[valid]])
+    assert (flag[~valid] == 255).all() and (prob[~valid] == -9999).all()
+    expected = scene.probability[line[valid], sample[valid]]
+    np.testing.assert_array_equal(prob[valid], np.where(np.isnan(expected), -9999, expected))
+    assert ((flag == 255) == (prob == -9999)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Browse
+
+
+def test_browse_png_rgba_with_cloud_overlay(scene, tmp_path):
+    path = tmp_path / f"{STEM}.png"
+    write_browse_png(path, scene.radiance, scene.flag)
+    ds = gdal.Open(str(path))
+    assert ds.GetDriver().ShortName == "PNG" and ds.RasterCount == 4
+    assert (ds.RasterYSize, ds.RasterXSize) == (LINES, SAMPLES)
+    rgba = ds.ReadAsArray().transpose(1, 2, 0).astype(int)
+    no_value = scene.flag == 255
+    assert (rgba[no_value] == 0).all()
+    assert (rgba[~no_value, 3] == 255).all()
+    cloud = rgba[scene.flag == 1]
+    # Magenta at CLOUD_ALPHA: red and blue at least (alpha * 255), green at most (1-alpha) * 255.
+    floor, ceiling = CLOUD_ALPHA * 255 - 1, (1 - CLOUD_ALPHA) * 255 + 1
+    assert (cloud[:, 0] >= floor).all() and (cloud[:, 2] >= floor).all()
+    assert (cloud[:, 1] <= ceiling).all()
+    clear = rgba[scene.flag == 0]
+    assert np.mean((clear[:, 0] >= floor) & (clear[:, 2] >= floor) & (clear[:, 1] <= ceiling)) < 0.5
+
+
+def test_browse_downsamples_large_scenes(scene, tmp_path):
+    path = tmp_path / "small.png"
+    write_browse_png(path, scene.radiance, scene.flag, max_side=20)
+    ds = gdal.Open(str(path))
+    assert max(ds.RasterXSize, ds.RasterYSize) == 20
+    assert ds.RasterXSize == round(SAMPLES * 20 / LINES)
+
+
+def test_browse_bands_are_nearest_650_560_470(scene):
+    wl = read_header(scene.radiance).float_list("wavelength")
+    bands = browse_bands(scene.radiance)
+    for band, target in zip(bands, (650, 560, 470), strict=True):
+        assert abs(wl[band] - target) == np.min(np.abs(wl - target))
+
+
+def test_browse_compose_blend():
+    stretched = np.full((1, 3, 3), 1.0)
+    rgba = compose(stretched, np.array([[0.0, 1.0, 0.5]]), np.array([[True, True, False]]))
+    assert rgba[0, 0].tolist() == [255, 255, 255, 255]
+    assert rgba[0, 1].tolist() == [255, 128, 255, 255]
+    assert rgba[0, 2].tolist() == [0, 0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# UMM-G
+
+
+def test_granule_ur_pattern():
+    identity = parse_identity(STEM)
+    assert granule_ur(identity, "01") == "EMIT_L2B_MASK_001_20240302T005829_2406201_000"
+    assert granule_ur(identity, "02", scene=7) == "EMIT_L2B_MASK_002_20240302T005829_2406201_007"
+
+
+def test_ummg_record(scene, tmp_path):
+    files = [scene.netcdf, *ortho_paths(scene.ortho).all()]
+    browse = tmp_path / f"{STEM}.png"
+    write_browse_png(browse, scene.radiance, scene.flag)
+    files.append(browse)
+    sza, saz = mean_solar_angles(scene.observation)
+    identity = parse_identity(scene.radiance)
+    ummg = build_ummg(
+        product_version="01", identity=identity, files=files, cloud_cover_percent=37.6,
+        bounds=scene.glt.grid_bounds(), pge_name="https://github.com/example/l2b-mask-pge",
+        pge_version="0.1.0", production_time=datetime(2024, 3, 3, 1, 2, 3, tzinfo=UTC),
+        end_time=datetime(2024, 3, 2, 0, 58, 30, tzinfo=UTC), day_night=day_night_flag(sza),
+        polygon=swath_polygon(scene.loc.lon, scene.loc.lat), solar_zenith=sza,
+        solar_azimuth=saz, software_build_version="010635")
+    out = tmp_path / f"{STEM}.cmr.json"
+    write_ummg(out, ummg)
+    record = json.loads(out.read_text())
+    assert validate_ummg(record) == []
+    assert re.fullmatch(r"EMIT_L2B_MASK_\d{3}_\d{8}T\d{6}_\d{7}_\d{3}", record["GranuleUR"])
+    assert record["CollectionReference"] == {"ShortName": "EMITL2BMASK", "Version": "001"}
+    assert record["CloudCover"] == 38 and isinstance(record["CloudCover"], int)
+    assert record["TemporalExtent"]["RangeDateTime"] == {
+        "BeginningDateTime": "2024-03-02T00:58:29.000Z", "EndingDateTime": "2024-03-02T00:58:30.000Z"}
+    granule = record["DataGranule"]
+    assert granule["DayNightFlag"] == "Day" and granule["ProductionDateTime"] == "2024-03-03T01:02:03.000Z"
+    entries = granule["ArchiveAndDistributionInformation"]
+    assert [e["Name"] for e in entries] == [f.name for f in files]
+    for entry, path in zip(entries, files, strict=True):
+        assert entry["SizeInBytes"] == path.stat().st_size
+        assert entry["Checksum"] == {"Algorithm": "SHA-512",
+                                     "Value": hashlib.sha512(path.read_bytes()).hexdigest()}
+    assert [e["Format"] for e in entries] == ["NETCDF-4", "GeoTIFF", "GeoTIFF", "PNG"]
+    attrs = {a["Name"]: a["Values"] for a in record["AdditionalAttributes"]}
+    assert attrs["ORBIT"] == ["2406201"] and attrs["ORBIT_SEGMENT"] == ["0"] and attrs["SCENE"] == ["0"]
+    assert 25 < float(attrs["SOLAR_ZENITH"][0]) < 45 and float(attrs["SOLAR_AZIMUTH"][0]) > 0
+    geometry = record["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]
+    rect = geometry["BoundingRectangles"][0]
+    points = geometry["GPolygons"][0]["Boundary"]["Points"]
+    assert points[0] == points[-1] and len(points) == 5
+    for p in points:
+        assert rect["WestBoundingCoordinate"] <= p["Longitude"] <= rect["EastBoundingCoordinate"]
+        assert rect["SouthBoundingCoordinate"] <= p["Latitude"] <= rect["NorthBoundingCoordinate"]
+    ring = [(p["Longitude"], p["Latitude"]) for p in points]
+    area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring[:-1], ring[1:], strict=True))
+    assert area2 > 0  # counter-clockwise, as CMR requires
+
+
+def test_ummg_validation_catches_broken_records(scene):
+    good = build_ummg(product_version="01", identity=parse_identity(scene.radiance),
+                      files=[scene.netcdf], cloud_cover_percent=0.0, bounds=None, pge_name="p",
+                      pge_version="1", production_time=datetime(2024, 1, 1, tzinfo=UTC))
+    assert validate_ummg(good) == []
+    broken = json.loads(json.dumps(good))
+    del broken["CollectionReference"]
+    broken["CloudCover"] = 12.5
+    broken["DataGranule"]["DayNightFlag"] = "Dusk"
+    broken["DataGranule"]["ArchiveAndDistributionInformation"][0]["Checksum"]["Algorithm"] = "SHA512"
+    broken["GranuleUR"] = "EMIT_L2B_MASK_1_x"
+    problems = " | ".join(validate_ummg(broken))
+    for needle in ("CollectionReference", "CloudCover", "Dusk", "SHA512", "GranuleUR"):
+        assert needle in problems
+    with pytest.raises(ValueError):
+        write_ummg(Path("/nonexistent/never-written.json"), broken)
