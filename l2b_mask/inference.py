@@ -23,7 +23,7 @@ from l2b_mask.reflectance import band_irradiance, load_irradiance, toa_reflectan
 from l2b_mask.scene import Scene
 from l2b_mask.spec import ModelSpec, verify_sha256
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "float32-fastexp", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ class ProbabilityBlock:
     start: int
     stop: int
     probability: np.ndarray  # (stop - start, samples) float32
+    radiance_not_finite: int = 0  # pixels with NaN or Inf in a model band (they have no value)
 
 
 class SceneInference:
@@ -183,7 +184,8 @@ class SceneInference:
                               self.band_irradiance)
         probability = np.full(valid.shape, np.nan, np.float32)
         probability[valid] = self.cloud_model.predict(rho, self.band_term)
-        return ProbabilityBlock(start, stop, probability)
+        not_finite = int(np.count_nonzero(~np.isfinite(radiance).all(axis=-1)))
+        return ProbabilityBlock(start, stop, probability, not_finite)
 
     def run(self, lines_per_block: int,
             on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ import json
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,15 +53,72 @@ def _summary(products: dict[str, str] | None, code: ExitCode, error: str | None,
     return json.dumps(body)
 
 
+class _Stop:
+    """What the signal handler needs: the run in progress and whether it was already told."""
+
+    run: Any = None
+    raised: bool = False
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
-    """SIGTERM (the scheduler's stop) unwinds like SIGINT: cleanup runs, exit code 8."""
+    """SIGTERM (the scheduler's stop) and SIGINT unwind the run: cleanup runs, exit code 8.
+
+    Raised once: a second signal while the run is already unwinding (rolling back, removing
+    scratch) is ignored, so clean-up is never cut short. After the publication has committed
+    (`run.interruptible` false) the product is complete and a signal no longer stops the run.
+    """
+    run = _Stop.run
+    if _Stop.raised or (run is not None and not run.interruptible):
+        try:
+            pge_logging.get_logger().warning("signal_ignored", signal=signal.Signals(signum).name,
+                                             reason="run already stopping or product committed")
+        except Exception:  # noqa: BLE001 - never fail inside a signal handler
+            pass
+        return
+    _Stop.raised = True
     raise InterruptedRun(signum)
+
+
+def _install_handlers() -> dict[int, Any]:
+    """Our handlers, returning the previous ones (in-process callers get them back).
+
+    SIGXFSZ is ignored so that exceeding a file-size limit makes the write fail with EFBIG (an
+    output failure, exit 7, scratch removed) instead of killing the process. An inherited
+    SIG_IGN for SIGINT (a background job) is respected.
+    """
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGXFSZ):
+        current = signal.getsignal(sig)
+        if sig == signal.SIGINT and current is signal.SIG_IGN:
+            continue
+        previous[sig] = current
+        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGXFSZ else _raise_interrupted)
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        try:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        except (TypeError, ValueError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    pge_logging.configure("info")
+    _Stop.run, _Stop.raised = None, False
+    previous = _install_handlers()
+    try:
+        return _main(args_list)
+    finally:
+        _Stop.run = None
+        _restore_handlers(previous)
+
+
+def _main(args_list: list[str]) -> int:
+    pge_logging.configure("info", console=sys.stdout)
     log = pge_logging.get_logger()
     run = None
     try:
@@ -77,10 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.runconfig is None:
             raise UsageError("a run configuration file is required (see l2b-mask-pge --help)")
+        from pge.runconfig import RunConfig
+
+        RunConfig.from_file(args.runconfig)  # a bad run configuration fails before torch loads
         from pge import lifecycle
 
         run = lifecycle.PgeRun(runconfig_path=args.runconfig,
                                run_command=shlex.join(["l2b-mask-pge", *args_list]))
+        _Stop.run = run
         if args.validate_only:
             try:
                 lifecycle.preprocess(run)
@@ -97,17 +159,26 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary(published, ExitCode.SUCCESS, None,
                        round(run.fraction.percent_of_valid, 4)), flush=True)
         return 0
+    except SystemExit as exc:  # argparse's --help: it has printed and wants to stop
+        if exc.code in (None, 0):
+            return 0
+        return _fail(log, UsageError(f"command line rejected (exit {exc.code})"))
     except BaseException as exc:  # noqa: BLE001 - the single place failures are mapped
-        code = exit_code_for(exc)
-        line = one_line(exc)
-        try:
-            log.error("run_failed", exit_code=int(code), error=line,
-                      exc_info=code == ExitCode.UNEXPECTED)
-        except Exception:  # logging must never mask the real failure
-            pass
-        print(_summary(None, code, line, None), flush=True)
-        print(line, file=sys.stderr, flush=True)
-        return int(code)
+        return _fail(log, exc)
+
+
+def _fail(log: Any, exc: BaseException) -> int:
+    _Stop.raised = True  # the run is over: a signal now must not cut the report short
+    code = exit_code_for(exc)
+    line = one_line(exc)
+    try:
+        log.error("run_failed", exit_code=int(code), error=line,
+                  exc_info=code == ExitCode.UNEXPECTED)
+    except Exception:  # logging must never mask the real failure
+        pass
+    print(_summary(None, code, line, None), flush=True)
+    print(line, file=sys.stderr, flush=True)
+    return int(code)
 
 
 if __name__ == "__main__":

@@ -136,14 +136,23 @@ class OutputProductError(PgeError):
     exit_code = ExitCode.OUTPUT
 
 
-class InterruptedRun(PgeError):
-    """SIGTERM/SIGINT arrived; raised from the handler so clean-up runs on the way out."""
+class InterruptedRun(BaseException):
+    """SIGTERM/SIGINT arrived; raised from the handler so clean-up runs on the way out.
+
+    A BaseException, like KeyboardInterrupt: the signal lands wherever the main thread is, and
+    an `except Exception` on the way (a reader, a library) must not turn it into another error.
+    """
 
     exit_code = ExitCode.INTERRUPTED
+    path = None
 
     def __init__(self, signal: int | str) -> None:
         self.signal_name = _signal_name(signal)
-        super().__init__(None, f"received {self.signal_name}; run stopped")
+        self.problem = f"received {self.signal_name}; run stopped"
+        super().__init__(self.problem)
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 def _signal_name(signal: int | str) -> str:
@@ -157,7 +166,7 @@ def _signal_name(signal: int | str) -> str:
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The one mapping from an exception to the process exit code."""
-    if isinstance(exc, PgeError):
+    if isinstance(exc, PgeError | InterruptedRun):
         return exc.exit_code
     if isinstance(exc, InputProductError):
         return ExitCode.INPUT
@@ -189,7 +198,7 @@ def one_line(exc: BaseException) -> str:
     """
     code = exit_code_for(exc)
     message = " ".join(str(exc).split())
-    anticipated = isinstance(exc, PgeError | InputProductError | AncillaryError
+    anticipated = isinstance(exc, PgeError | InterruptedRun | InputProductError | AncillaryError
                              | ProcessingError | OutputError)
     if not anticipated:
         name = type(exc).__name__

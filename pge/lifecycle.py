@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,14 +38,20 @@ from l2b_mask.products.netcdf import (
 )
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
 from l2b_mask.scene import Scene
-from l2b_mask.spec import ModelSpec, verify_sha256
+from l2b_mask.spec import ModelSpec, sha256_of, verify_sha256
 from pge import logging as pge_logging
 from pge import provenance
 from pge.errors import OutputProductError
+from pge.locking import OWNER_LOCK, FileLock, acquire_acquisition_lock, scratch_is_live
 from pge.runconfig import RunConfig
 
 EMIT_TIME = "%Y-%m-%dT%H:%M:%S%z"
 PROGRESS_EVERY_S = 10.0
+# A full disk (ENOSPC), a file-size limit (EFBIG, once SIGXFSZ is ignored) or a quota (EDQUOT):
+# wherever the write happens (product, metadata, the log file), it is an output failure.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+JOURNAL = "publish_journal.json"
+BACKUP = "backup"
 
 
 @dataclass
@@ -56,7 +63,7 @@ class PgeRun:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings_s: dict[str, float] = field(default_factory=dict)
     config: RunConfig | None = None
-    config_text: str = ""
+    config_bytes: bytes = b""
     stem: str = ""
     scratch: Path | None = None
     staged: ProductFiles | None = None
@@ -69,6 +76,16 @@ class PgeRun:
     flag: np.ndarray | None = None
     fraction: CloudFraction | None = None
     published: list[Path] = field(default_factory=list)
+    lock: FileLock | None = None
+    owner_lock: FileLock | None = None
+    publish_lock: FileLock | None = None
+    publish_dir: Path | None = None
+    committed: bool = False
+    # False from the commit of the publication on: a signal then no longer stops the run
+    interruptible: bool = True
+    radiance_not_finite: int = 0
+    radiance_no_value: int = 0
+    geometry_no_value: int = 0
 
     @property
     def log(self) -> Any:
@@ -77,12 +94,25 @@ class PgeRun:
 
 @contextmanager
 def step(run: PgeRun, name: str) -> Iterator[None]:
-    """Time a step and log its start and end."""
-    run.log.info("step_started", step=name)
-    t0 = time.perf_counter()
-    yield
-    run.timings_s[name] = time.perf_counter() - t0
-    run.log.info("step_finished", step=name, seconds=round(run.timings_s[name], 3))
+    """Time a step and log its start and end; a full disk anywhere in it is an output failure."""
+    with disk_full_is_output_error(run):
+        run.log.info("step_started", step=name)
+        t0 = time.perf_counter()
+        yield
+        run.timings_s[name] = time.perf_counter() - t0
+        run.log.info("step_finished", step=name, seconds=round(run.timings_s[name], 3))
+
+
+@contextmanager
+def disk_full_is_output_error(run: PgeRun) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = exc.filename or run.scratch or (run.config.output.directory if run.config else None)
+        raise OutputProductError(where, f"cannot write ({exc.strerror}): output disk full or "
+                                        "file size limit reached") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,13 +121,13 @@ def step(run: PgeRun, name: str) -> Iterator[None]:
 
 def load_config(run: PgeRun) -> None:
     """Read and validate the run configuration, then start logging at its level."""
-    run.config = RunConfig.from_file(run.runconfig_path)
-    run.config_text = run.runconfig_path.read_text(encoding="utf-8")
-    pge_logging.configure(run.config.log_level)
+    run.config, run.config_bytes = RunConfig.read(run.runconfig_path)
+    pge_logging.configure(run.config.log_level, console=sys.stdout)
 
 
 def prepare_output(run: PgeRun) -> None:
-    """Output folder usable, no product in the way (unless overwrite), scratch ready, log open."""
+    """Output folder usable, the acquisition locked, leftovers of killed runs recovered, no
+    product in the way (unless overwrite), scratch ready, log open."""
     cfg = run.config
     assert cfg is not None
     out = cfg.output.directory
@@ -105,6 +135,8 @@ def prepare_output(run: PgeRun) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputProductError(out, f"cannot create output folder ({exc.strerror})") from None
+    if not out.is_dir():
+        raise OutputProductError(out, "output folder is not a folder")
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputProductError(out, "output folder is not writable")
     run.stem = product_stem(cfg.input_files.radiance, cfg.output.product_version)
@@ -113,20 +145,91 @@ def prepare_output(run: PgeRun) -> None:
     clash = [p for p in run.final.all() if p.resolve() in inputs]
     if clash:
         raise OutputProductError(clash[0], "product name collides with an input file")
+    run.lock = acquire_acquisition_lock(out, run.stem)
+    parent = cfg.output.scratch_directory or out
+    for folder in dict.fromkeys((out, parent)):
+        recover_leftovers(run, folder)
     existing = [p for p in run.final.all() if p.exists()]
     if existing and not cfg.output.overwrite:
+        problem = product_problem(run.final)
+        if problem is None:
+            raise OutputProductError(
+                existing[0], "product already exists; set output.overwrite to true to replace it")
         raise OutputProductError(
-            existing[0], "product already exists; set output.overwrite to true to replace it")
-    parent = cfg.output.scratch_directory or out
+            existing[0], f"an incomplete product is in the way ({problem}); set "
+                         "output.overwrite to true to replace it")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         run.scratch = Path(tempfile.mkdtemp(prefix=f".{run.stem}.", suffix=".scratch", dir=parent))
+        run.owner_lock = FileLock(run.scratch / OWNER_LOCK, remove=False)
+        run.owner_lock.try_acquire()
     except OSError as exc:
         raise OutputProductError(parent, f"cannot create scratch folder ({exc.strerror})") from None
     run.staged = product_files(run.stem, run.scratch)
     pge_logging.open_file(run.staged.log)
     run.log.info("run_configuration", path=str(run.runconfig_path), product=run.stem,
                  output=str(out), scratch=str(run.scratch), overwrite=cfg.output.overwrite)
+
+
+def recover_leftovers(run: PgeRun, folder: Path) -> None:
+    """Finish what killed runs of this acquisition left in `folder`.
+
+    Called with the acquisition lock held. A scratch folder `.<stem>.*.scratch` whose owner
+    lock is free belongs to a dead run: if it holds a publish journal, the publication is
+    rolled back (old product restored) or, when it was committed, left as it is; then the
+    folder is removed. Live scratch folders (another output folder sharing the scratch
+    directory) are left alone.
+    """
+    assert run.final is not None
+    for scratch in sorted(folder.glob(f".{glob_escape(run.stem)}.*.scratch")):
+        if not scratch.is_dir() or scratch_is_live(scratch):
+            continue
+        journal = _read_journal(scratch)
+        if journal is not None and Path(journal.get("output", "")) == run.final.envi_data.parent:
+            outcome = "kept the committed product" if journal.get("state") == "committed" else (
+                "rolled back the interrupted publication")
+            if journal.get("state") != "committed":
+                try:
+                    _roll_back(scratch, run.final, journal)
+                except OSError as exc:
+                    raise OutputProductError(
+                        scratch, f"cannot restore the product of a killed run ({exc.strerror}); "
+                                 "its backup is kept there") from None
+            run.log.warning("recovered_killed_run", scratch=str(scratch), action=outcome)
+        else:
+            run.log.warning("removed_killed_run_scratch", scratch=str(scratch))
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def product_problem(files: ProductFiles) -> str | None:
+    """None when the product in place is complete: its provenance exists and every output it
+    lists is there with the recorded size and sha256. Otherwise what is wrong, in words."""
+    try:
+        record = json.loads(files.provenance.read_text(encoding="utf-8"))
+        outputs = record["outputs"]
+    except FileNotFoundError:
+        return f"{files.provenance.name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{files.provenance.name} is unreadable ({type(exc).__name__})"
+    return _checksum_problem(outputs, files.envi_data.parent)
+
+
+def _checksum_problem(outputs: Any, folder: Path) -> str | None:
+    if not isinstance(outputs, dict) or not outputs:
+        return "the provenance lists no outputs"
+    for key, entry in outputs.items():
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue  # the log: written after the record, so it has no checksum
+        path = folder / Path(str(entry.get("path", ""))).name
+        if not path.is_file():
+            return f"{path.name} ({key}) is missing"
+        if path.stat().st_size != entry.get("size_bytes") or sha256_of(path) != entry["sha256"]:
+            return f"{path.name} ({key}) does not match its checksum in the provenance"
+    return None
 
 
 def validate_inputs(run: PgeRun) -> None:
@@ -194,6 +297,7 @@ def infer(run: PgeRun) -> None:
 
     def progress(block: Any) -> None:
         valid_done[0] += int(np.count_nonzero(~np.isnan(block.probability)))
+        run.radiance_not_finite += getattr(block, "radiance_not_finite", 0)
         now = time.perf_counter()
         if now - last[0] < PROGRESS_EVERY_S and block.stop != scene.lines:
             return
@@ -206,6 +310,29 @@ def infer(run: PgeRun) -> None:
                      pixels_with_value=valid_done[0])
 
     run.probability = inference.run(cfg.processing.lines_per_block, on_block=progress)
+    if run.radiance_not_finite:
+        run.log.warning("radiance_not_finite", pixels=run.radiance_not_finite,
+                        detail="pixels with NaN or Inf radiance in a model band have no value")
+    if not np.isfinite(run.probability).any():
+        raise _no_value_error(scene)
+
+
+def _no_value_error(scene: Scene) -> InputProductError:
+    """Exit 4 when the scene streamed but no pixel got a value: name the file to blame."""
+    nodata = scene.observation_nodata
+    sun_up = 0
+    with scene.observation_reader() as reader:
+        for start in range(0, scene.lines, 512):
+            sza = reader.read_band(start, min(start + 512, scene.lines), scene.solar_zenith_band)
+            sun_up += int(np.count_nonzero(np.isfinite(sza) & (sza != nodata) & (sza >= 0)
+                                           & (sza < 90)))
+    if sun_up == 0:
+        return InputProductError(scene.observation_header.header_path,
+                                 "no pixel has a value: the solar zenith is fill, not finite or "
+                                 ">= 90 degrees in every pixel")
+    return InputProductError(scene.radiance_header.header_path,
+                             "no pixel has a value: every pixel with the sun up has -9999, NaN or "
+                             "Inf radiance in a model band")
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +422,7 @@ def write_provenance(run: PgeRun) -> None:
     assert cfg is not None and staged is not None and run.inference is not None
     outputs = {k: run.final.as_dict()[k] for k in _written(run, staged)}
     record = provenance.build_record(
-        runconfig_path=run.runconfig_path, runconfig_text=run.config_text,
+        runconfig_path=run.runconfig_path, runconfig_bytes=run.config_bytes,
         run_command=run.run_command, inputs=_input_paths(cfg),
         ancillary=_ancillary_paths(run),
         outputs={k: staged.as_dict()[k] for k in outputs},
@@ -317,15 +444,127 @@ def write_provenance(run: PgeRun) -> None:
     staged.provenance.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def verify_staged(run: PgeRun) -> None:
+    """The staged files match the checksums their provenance records, before anything moves."""
+    staged = run.staged
+    assert staged is not None
+    problem = product_problem(staged)
+    if problem is not None:
+        raise OutputProductError(staged.provenance, f"staged product fails its provenance check "
+                                                    f"({problem}); nothing was published")
+    run.log.info("staged_product_verified", folder=str(run.scratch))
+
+
 def publish(run: PgeRun) -> None:
-    """Move the validated files into the output folder, provenance and log last."""
-    staged, final = run.staged, run.final
-    assert staged is not None and final is not None
+    """Swap the validated product into the output folder so that a reader, or a later run after
+    a crash, sees the old product or the new one, never a mix.
+
+    1. The staged files reach a publish folder inside the output folder (the scratch itself when
+       it lives there; a copy, re-verified, when the scratch is elsewhere).
+    2. A journal listing the product files already in place is written atomically.
+    3. Those old files move into `backup/` of the publish folder.
+    4. The new files move in, provenance and log last, and are verified against the provenance.
+    5. The journal is marked committed (from then on a signal no longer stops the run) and the
+       publish folder, backup included, is removed.
+    A failure or signal in 2-4 restores the old product (`_roll_back`); a kill in 2-4 leaves the
+    journal, and the next run on the acquisition rolls back the same way (`recover_leftovers`).
+    """
+    cfg, staged, final = run.config, run.staged, run.final
+    assert cfg is not None and staged is not None and final is not None
+    out = final.envi_data.parent
     pge_logging.close_file()
     order = [*(k for k in _written(run, staged)), "provenance", "log"]
-    for key in order:
-        _move(staged.as_dict()[key], final.as_dict()[key])
-        run.published.append(final.as_dict()[key])
+    names = [final.as_dict()[k].name for k in order]
+    if run.scratch is not None and run.scratch.parent.resolve() == out.resolve():
+        run.publish_dir = run.scratch
+    else:
+        run.publish_dir = Path(tempfile.mkdtemp(prefix=f".{run.stem}.", suffix=".scratch", dir=out))
+        run.publish_lock = FileLock(run.publish_dir / OWNER_LOCK, remove=False)
+        run.publish_lock.try_acquire()
+        for key in order:
+            _move(staged.as_dict()[key], run.publish_dir / staged.as_dict()[key].name)
+        problem = product_problem(product_files(run.stem, run.publish_dir))
+        if problem is not None:
+            raise OutputProductError(run.publish_dir, f"copy for publication is damaged ({problem})")
+    pub = run.publish_dir
+    for name in names:
+        _fsync(pub / name)
+    old = [name for name in names if (out / name).exists()]
+    _write_journal(pub, {"output": str(out), "stem": run.stem, "names": names, "old": old,
+                         "state": "swapping"})
+    (pub / BACKUP).mkdir(exist_ok=True)
+    for name in old:
+        _rename(out / name, pub / BACKUP / name)
+    for name in names:
+        _rename(pub / name, out / name)
+    _fsync_dir(out)
+    problem = product_problem(final)
+    if problem is not None:
+        raise OutputProductError(out, f"published product fails its provenance check ({problem})")
+    run.interruptible = False
+    _write_journal(pub, {"output": str(out), "stem": run.stem, "names": names, "old": old,
+                         "state": "committed"})
+    run.committed = True
+    run.published = [final.as_dict()[k] for k in order]
+
+
+def _rename(src: Path, dst: Path) -> None:
+    try:
+        src.replace(dst)
+    except OSError as exc:
+        raise OutputProductError(dst, f"cannot move product file into place ({exc.strerror})") from None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(path)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the renames are still atomic
+
+
+def _write_journal(folder: Path, record: dict[str, Any]) -> None:
+    tmp = folder / (JOURNAL + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(folder / JOURNAL)
+    _fsync_dir(folder)
+
+
+def _read_journal(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _roll_back(pub: Path, final: ProductFiles, journal: dict[str, Any]) -> None:
+    """Put the output folder back as the journal found it, from the filesystem's state alone
+    (so it works in-process after any interruption, and in a later run after a kill).
+
+    Every old file moved into backup/ before any new file moved in, so: a name in backup/ is
+    restored over whatever is in its place; a name that was not there before and is there now
+    is a new file and is removed; an old name not in backup/ never moved.
+    """
+    out = final.envi_data.parent
+    old = set(journal.get("old", []))
+    for name in journal.get("names", []):
+        name = Path(str(name)).name
+        saved, target = pub / BACKUP / name, out / name
+        if saved.exists():
+            saved.replace(target)
+        elif name not in old:
+            target.unlink(missing_ok=True)
 
 
 def postprocess(run: PgeRun) -> None:
@@ -340,14 +579,34 @@ def postprocess(run: PgeRun) -> None:
                  cloud_fraction_percent=round(run.fraction.percent_of_valid, 4))
     with step(run, "write_provenance"):
         write_provenance(run)
-    publish(run)
+        verify_staged(run)
+    with disk_full_is_output_error(run):
+        publish(run)
 
 
 def cleanup(run: PgeRun) -> None:
-    """Remove scratch, whatever happened; close the log file first."""
+    """Whatever happened: close the log, undo an unfinished publication, remove scratch and the
+    publish folder, release the locks. Each part runs even if another fails."""
     pge_logging.close_file()
-    if run.scratch is not None and run.scratch.exists():
-        shutil.rmtree(run.scratch, ignore_errors=True)
+    pub, keep = run.publish_dir, None
+    try:
+        if pub is not None and not run.committed and run.final is not None:
+            journal = _read_journal(pub)
+            if journal is not None:
+                _roll_back(pub, run.final, journal)
+    except Exception as exc:  # noqa: BLE001 - keep the backup; the next run rolls back again
+        keep = pub
+        try:
+            run.log.error("rollback_failed", publish_folder=str(pub), error=str(exc))
+        except Exception:  # noqa: BLE001 - logging must not mask the run's own failure
+            pass
+    finally:
+        for folder in dict.fromkeys(f for f in (run.publish_dir, run.scratch) if f is not None):
+            if folder != keep and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+        for lock in (run.publish_lock, run.owner_lock, run.lock):
+            if lock is not None:
+                lock.release()
 
 
 def execute(run: PgeRun) -> None:

@@ -98,9 +98,12 @@ def close_file() -> Path | None:
     """Stop writing the log file; returns its path."""
     if _sinks is None or _sinks.file is None:
         return None
-    _sinks.file.close()
-    _sinks.file = None
+    file, _sinks.file = _sinks.file, None
     path, _sinks.file_path = _sinks.file_path, None
+    try:
+        file.close()
+    except (OSError, ValueError):  # a full disk can fail the last flush; the handle is gone
+        pass
     return path
 
 

@@ -73,7 +73,7 @@ def host_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "python_executable": sys.executable}
 
 
-def build_record(*, runconfig_path: Path, runconfig_text: str, run_command: str,
+def build_record(*, runconfig_path: Path, runconfig_bytes: bytes, run_command: str,
                  inputs: Mapping[str, Path], ancillary: Mapping[str, Path],
                  outputs: Mapping[str, Path], processing: Mapping[str, Any],
                  timings_s: Mapping[str, float], started: str, finished: str) -> dict[str, Any]:
@@ -82,8 +82,8 @@ def build_record(*, runconfig_path: Path, runconfig_text: str, run_command: str,
                                "git_commit": git_commit(), "run_command": run_command,
                                "started_utc": started, "finished_utc": finished},
         "run_configuration": {"path": str(runconfig_path.resolve()),
-                              "sha256": hashlib.sha256(runconfig_text.encode()).hexdigest(),
-                              "text": runconfig_text},
+                              "sha256": hashlib.sha256(runconfig_bytes).hexdigest(),
+                              "text": runconfig_bytes.decode("utf-8-sig")},
         "inputs": {k: file_record(v) for k, v in inputs.items()},
         "ancillary": {k: file_record(v) for k, v in ancillary.items()},
         "outputs": {k: file_record(v) for k, v in outputs.items()},

@@ -71,7 +71,8 @@ Number = BeforeValidator(_not_bool)
 FilePath = Annotated[Path, BeforeValidator(_path_string)]
 # Constraints come before the validator so they reach the JSON schema as JSON Schema keywords.
 Threshold = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), Number]
-ThreadCount = Annotated[int, Field(ge=1), Number]
+# torch crashes (SIGSEGV) when asked for ~100000 threads: bound it where configs are checked.
+ThreadCount = Annotated[int, Field(ge=1, le=1024), Number]
 
 
 class _Model(BaseModel):
@@ -193,9 +194,14 @@ class RunConfig(_Model):
     @classmethod
     def from_file(cls, path: Path | str) -> RunConfig:
         """Read, parse and validate a run configuration; any problem is a RunConfigError."""
+        return cls.read(path)[0]
+
+    @classmethod
+    def read(cls, path: Path | str) -> tuple[RunConfig, bytes]:
+        """The validated configuration and the file's bytes as read (once), for provenance."""
         p = Path(path)
-        data = _read_json_object(p)
-        return cls.from_dict(data, p.parent, source=p)
+        raw = _read_bytes(p)
+        return cls.from_dict(_parse_json_object(raw, p), p.parent, source=p), raw
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: Path | str, *,
@@ -254,15 +260,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise RunConfigError(path, "run configuration not found") from None
     except IsADirectoryError:
         raise RunConfigError(path, "run configuration is a directory, not a file") from None
     except OSError as exc:
         raise RunConfigError(path, f"run configuration unreadable ({exc.strerror})") from None
+
+
+def _parse_json_object(raw: bytes, path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

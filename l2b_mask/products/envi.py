@@ -188,6 +188,8 @@ def read_envi_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         cube = reader.read_lines(0, header.lines, dtype=np.float32)
     flag_band, prob = cube[:, :, 0], np.ascontiguousarray(cube[:, :, 1])
     no_value = (flag_band == NODATA) | (prob == NODATA)
+    if not np.isin(flag_band[~no_value], (0.0, 1.0)).all():
+        raise OutputError(header.data_path, "Cloud Flag band holds values other than 0, 1 and -9999")
     flag = np.where(no_value, FLAG_NO_VALUE, flag_band).astype(np.uint8)
     prob[no_value] = np.nan
     return flag, prob
