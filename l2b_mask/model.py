@@ -3,10 +3,21 @@
 Module names mirror the published state_dict keys, so the official files load strictly.
 Each band of a reflectance spectrum is one token [reflectance, normalised band centre];
 one pre-norm encoder layer without residual connections; max over tokens; a 2-class head.
+
+Two implementations of the same forward pass: on the CPU, the compiled kernel of
+`l2b_mask.kernels` (the whole pass per pixel in cache, AVX2) when it is available; otherwise, and
+on CUDA, the torch path below (fused SDPA attention). `SpecTf.set_precision` picks the arithmetic:
+
+* ``float32``: faithful (kernel: max |dP| ~1e-7 against the torch float32 path);
+* ``float32-fastexp``: float32 with a degree-3 exp2 in the softmax (kernel only; max |dP| ~3e-6
+  measured, bound 1e-4); where the kernel is not used it runs the float32 torch path;
+* ``bfloat16``: bfloat16 attention products in the torch path (the GPU option; slow on CPUs
+  without bfloat16 hardware).
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,8 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2b_mask import kernels
 from l2b_mask.errors import AncillaryError
 from l2b_mask.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "float32-fastexp", "bfloat16")
+BACKENDS = ("auto", "kernel", "torch")
 
 
 class SpectralEmbed(nn.Module):
@@ -88,12 +105,50 @@ class SpecTf(nn.Module):
         )
         self.head = nn.Linear(spec.embed_dim, 2)
 
-    def set_precision(self, precision: str) -> SpecTf:
-        """`float32` everywhere, or `bfloat16` attention products (see SelfAttention)."""
-        dtype = {"float32": None, "bfloat16": torch.bfloat16}[precision]
+    precision: str = "float32"
+    backend: str = "auto"
+    #: threads of the CPU kernel; None: torch.get_num_threads()
+    num_threads: int | None = None
+
+    def set_precision(self, precision: str, backend: str | None = None) -> SpecTf:
+        """Arithmetic (one of PRECISIONS) and, optionally, the CPU implementation (BACKENDS).
+
+        backend ``auto`` uses the compiled kernel on the CPU when it is available (else the torch
+        path, logged once), ``kernel`` requires it, ``torch`` never uses it.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        backend = self.backend if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if backend == "kernel":
+            if precision not in kernels.EXP_DEGREE:
+                raise ValueError(f"the CPU kernel has no {precision!r} arithmetic")
+            why = kernels.supports(self) or kernels.unavailable_reason()
+            if why:
+                raise RuntimeError(f"CPU kernel requested but unavailable: {why}")
+        dtype = torch.bfloat16 if precision == "bfloat16" else None
         for layer in self.layers:
             layer.attention.product_dtype = dtype
+        self.precision, self.backend = precision, backend
         return self
+
+    def uses_kernel(self, device: torch.device | str = "cpu") -> bool:
+        """Whether forward() on this device runs the compiled CPU kernel."""
+        if torch.device(device).type != "cpu" or self.backend == "torch":
+            return False
+        if self.precision not in kernels.EXP_DEGREE or kernels.supports(self):
+            return False
+        return kernels.load() is not None
+
+    def _kernel_parameters(self, band_term: torch.Tensor) -> np.ndarray:
+        key = (tuple((p.data_ptr(), p._version) for p in self.parameters()),
+               band_term.detach().cpu().numpy().tobytes())
+        cached = getattr(self, "_packed", None)
+        if cached is None or cached[0] != key:
+            cached = (key, kernels.pack_parameters(self, band_term))
+            self._packed = cached
+        return cached[1]
 
     def band_term(self, wavelengths_nm: np.ndarray) -> torch.Tensor:
         """The second token feature, computed in float32 as the published implementation does."""
@@ -104,6 +159,16 @@ class SpecTf(nn.Module):
 
     def forward(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
         """P(cloud) for (N, T) reflectance and the (T,) band term; float32 out."""
+        if reflectance.device.type == "cpu" and self.uses_kernel():
+            lib = kernels.load()
+            if lib is not None:
+                threads = self.num_threads or torch.get_num_threads()
+                return kernels.forward(lib, self._kernel_parameters(band_term), reflectance, threads,
+                                       kernels.EXP_DEGREE[self.precision])
+        return self.forward_torch(reflectance, band_term)
+
+    def forward_torch(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
+        """The torch implementation (CPU fallback, CUDA): fused SDPA attention."""
         n, t = reflectance.shape
         tokens = torch.stack((reflectance, band_term.to(reflectance).expand(n, t)), dim=-1)
         x = torch.tanh(self.spectral_embed.linear(tokens))

@@ -147,8 +147,11 @@ class Processing(_Model):
         "auto", pattern=r"^(auto|cpu|cuda|cuda:(0|[1-9][0-9]*))$",
         description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'. Whether "
                     "the device exists is checked when the model loads (exit 6), not here.")
-    precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Arithmetic of the model forward pass.")
+    precision: Literal["float32", "float32-fastexp", "bfloat16"] = Field(
+        "float32", description="Arithmetic of the model forward pass: 'float32' (the reference; "
+                               "the compiled CPU kernel when available), 'float32-fastexp' (a "
+                               "cheaper exponential, max |dP| ~3e-4), 'bfloat16' (bfloat16 "
+                               "attention products; meant for GPUs).")
     batch_size: Annotated[int, Number] = Field(
         4096, ge=1, le=1_000_000, description="Spectra per forward pass.")
     lines_per_block: Annotated[int, Number] = Field(

@@ -29,6 +29,8 @@ pip install -q numpy
 # no build isolation, or gdal_array is silently left out.
 pip install -q --no-build-isolation "gdal[numpy]==$(gdal-config --version)"
 pip install -q -e ".[dev]"
+# The AVX2 SpecTf kernel (C++, built once into the venv's cache; the torch path is the fallback).
+"$VENV/bin/python" -m l2b_mask.kernels.build || echo "setup: kernel not built; the torch path will be used"
 "$VENV/bin/python" -c "from osgeo import gdal_array, gdal; import torch, netCDF4, spectral, structlog, pydantic"
 
 "$VENV/bin/python" -m l2b_mask.ancillary_install "${ANCILLARY_SOURCE:-../shared/ancillary}" ancillary

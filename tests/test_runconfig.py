@@ -286,7 +286,7 @@ def test_optional_keys_may_be_omitted(field):
     ("processing.batch_size", 1_000_001, "less than or equal to 1000000"),
     ("processing.lines_per_block", 0, "greater than or equal to 1"),
     ("processing.threads", 0, "greater than or equal to 1"),
-    ("processing.precision", "float16", "Input should be 'float32' or 'bfloat16'"),
+    ("processing.precision", "float16", "Input should be 'float32', 'float32-fastexp' or 'bfloat16'"),
     ("processing.device", 0, "Input should be a valid string"),
     ("input_files", "rdn.img", "Input should be a valid dictionary"),
     ("input_files.radiance", 5, "Input should be a string (a path)"),
