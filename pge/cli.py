@@ -152,10 +152,7 @@ def _main(args_list: list[str]) -> int:
             print(json.dumps({"status": "valid", "exit_code": 0}))
             return 0
         lifecycle.execute(run)
-        products = {"envi_header": run.final.envi_header, "envi_data": run.final.envi_data,
-                    "netcdf": run.final.netcdf, "metadata": run.final.metadata,
-                    "provenance": run.final.provenance, "log": run.final.log}
-        published = {k: str(v) for k, v in products.items() if v in run.published}
+        published = {k: str(v) for k, v in run.final.as_dict().items() if v in run.published}
         print(_summary(published, ExitCode.SUCCESS, None,
                        round(run.fraction.percent_of_valid, 4)), flush=True)
         return 0

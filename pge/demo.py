@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "ancillary_files": {"model_weights": str(spec.weights_path),
                             "irradiance": str(spec.irradiance_path),
                             "model_spec": str(spec.path)},
-        "output": {"directory": str(folder / "products"), "overwrite": True},
+        "output": {"directory": str(folder / "products"), "overwrite": True, "write_ortho": True},
         "processing": {"device": args.device, "precision": args.precision},
     }
     runconfig = folder / "runconfig.json"

@@ -28,15 +28,27 @@ import torch
 from l2b_mask.envi import read_header
 from l2b_mask.errors import InputProductError
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, cloud_flag
+from l2b_mask.products.browse import write_browse_png
 from l2b_mask.products.envi import read_envi_product, write_envi_product
+from l2b_mask.products.glt import Glt, read_glt
 from l2b_mask.products.naming import ProductFiles, parse_identity, product_files, product_stem
 from l2b_mask.products.netcdf import (
+    LocationArrays,
     emit_global_attributes,
+    location_bounds,
     read_location,
     read_netcdf_product,
     write_netcdf_product,
 )
+from l2b_mask.products.ortho import orthorectify, write_ortho_geotiff
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
+from l2b_mask.products.ummg import (
+    build_ummg,
+    day_night_flag,
+    mean_solar_angles,
+    swath_polygon,
+    write_ummg,
+)
 from l2b_mask.scene import Scene
 from l2b_mask.spec import ModelSpec, sha256_of, verify_sha256
 from pge import logging as pge_logging
@@ -69,6 +81,9 @@ class PgeRun:
     staged: ProductFiles | None = None
     final: ProductFiles | None = None
     scene: Scene | None = None
+    glt: Glt | None = None
+    location: LocationArrays | None = None
+    solar_angles: tuple[float | None, float | None] = (None, None)
     spec: ModelSpec | None = None
     threshold: float = 0.0
     inference: SceneInference | None = None
@@ -84,6 +99,8 @@ class PgeRun:
     # False from the commit of the publication on: a signal then no longer stops the run
     interruptible: bool = True
     radiance_not_finite: int = 0
+    # product files the configuration asks for but this run could not make, with the reason
+    skipped: dict[str, str] = field(default_factory=dict)
     radiance_no_value: int = 0
     geometry_no_value: int = 0
 
@@ -241,8 +258,11 @@ def validate_inputs(run: PgeRun) -> None:
         path = getattr(cfg.input_files, name)
         if path is None:
             continue
+        if name == "glt":  # read whole (it is small): every entry must point inside this swath
+            run.glt = read_glt(path, (run.scene.lines, run.scene.samples))
+            continue
         h = read_header(path)
-        if (h.lines, h.samples) != (run.scene.lines, run.scene.samples) and name == "location":
+        if (h.lines, h.samples) != (run.scene.lines, run.scene.samples):
             raise InputProductError(
                 h.header_path, f"location is {h.lines} x {h.samples} but the radiance is "
                                f"{run.scene.lines} x {run.scene.samples}")
@@ -346,13 +366,20 @@ def write_products(run: PgeRun) -> None:
     run.fraction = cloud_fraction(run.flag)
     if cfg.output.write_envi:
         write_envi_product(staged.envi_data, run.probability, run.flag, _emit_common(run))
+    if cfg.input_files.location is not None:
+        run.location = read_location(cfg.input_files.location, (run.scene.lines, run.scene.samples))
+    run.solar_angles = mean_solar_angles(cfg.input_files.observation)
     if cfg.output.write_netcdf:
-        location = (read_location(cfg.input_files.location, (run.scene.lines, run.scene.samples))
-                    if cfg.input_files.location is not None else None)
         base = emit_global_attributes(product_version=cfg.output.product_version,
-                                      radiance_path=cfg.input_files.radiance)
+                                      radiance_path=cfg.input_files.radiance,
+                                      day_night_flag=day_night_flag(run.solar_angles[0]))
         write_netcdf_product(staged.netcdf, run.probability, run.flag, base_attrs=base,
-                             global_attrs=_netcdf_attrs(run), location=location)
+                             global_attrs=_netcdf_attrs(run), location=run.location, glt=run.glt)
+    if cfg.output.write_browse:
+        write_browse_png(staged.browse, cfg.input_files.radiance, run.flag)
+    if cfg.output.write_ortho:
+        assert run.glt is not None  # the run configuration refuses write_ortho without a GLT
+        write_ortho_geotiff(staged.ortho_flag, run.flag, run.probability, run.glt)
     run.log.info("products_written", cloud_fraction_percent=round(run.fraction.percent_of_valid, 4),
                  pixels_with_value=run.fraction.valid_pixels, pixels=run.fraction.total_pixels)
 
@@ -372,7 +399,45 @@ def validate_products(run: PgeRun) -> None:
         except Exception as exc:  # a product that cannot be read back is an output failure
             raise OutputProductError(path, f"product does not read back ({exc})") from None
         _compare(path, flag, probability, run.flag, run.probability)
-    run.log.info("products_valid", files=[p.name for p, _ in readers])
+    checked = [p.name for p, _ in readers]
+    if cfg.output.write_ortho:
+        _compare_ortho(run)
+        checked += [staged.ortho_flag.name, staged.ortho_probability.name]
+    if cfg.output.write_browse:
+        _check_browse(staged.browse)
+        checked.append(staged.browse.name)
+    run.log.info("products_valid", files=checked)
+
+
+def _compare_ortho(run: PgeRun) -> None:
+    """The GeoTIFFs hold exactly the swath product resampled through the GLT."""
+    from osgeo import gdal
+
+    staged = run.staged
+    expected = orthorectify(run.flag, run.probability, run.glt)
+    for path, want in ((staged.ortho_flag, expected[0]), (staged.ortho_probability, expected[1])):
+        try:
+            ds = gdal.Open(str(path))
+            got = ds.GetRasterBand(1).ReadAsArray()
+            ds = None
+        except Exception as exc:  # noqa: BLE001 - unreadable is an output failure
+            raise OutputProductError(path, f"product does not read back ({exc})") from None
+        if not np.array_equal(got, want):
+            raise OutputProductError(path, "orthorectified values differ from the swath product's")
+
+
+def _check_browse(path: Path) -> None:
+    from osgeo import gdal
+
+    try:
+        ds = gdal.Open(str(path))
+        size = (ds.RasterXSize, ds.RasterYSize, ds.RasterCount, ds.GetDriver().ShortName)
+        ds = None
+    except Exception as exc:  # noqa: BLE001 - unreadable is an output failure
+        raise OutputProductError(path, f"browse image does not read back ({exc})") from None
+    if size[3] != "PNG" or max(size[:2]) > 1000 or size[2] not in (3, 4):
+        raise OutputProductError(path, f"browse image is not a PNG of at most 1000 px with 3-4 "
+                                       f"bands ({size})")
 
 
 def _compare(path: Path, flag: np.ndarray, probability: np.ndarray, expected_flag: np.ndarray,
@@ -417,6 +482,43 @@ def write_metadata(run: PgeRun) -> None:
     staged.metadata.write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def write_granule_metadata(run: PgeRun) -> None:
+    """The UMM-G record the DAAC ingests: the data files (checksummed as staged), cloud cover,
+    time, extent from the GLT grid or the located pixels, day or night."""
+    cfg, staged, fraction = run.config, run.staged, run.fraction
+    assert cfg is not None and staged is not None and fraction is not None
+    data = [p for k, p in _written(run, staged).items() if k not in ("metadata", "ummg")]
+    data.sort(key=lambda p: p.suffix != ".nc")  # the netCDF, when written, is the granule's file
+    bounds = (run.glt.grid_bounds() if run.glt is not None
+              else location_bounds(run.location) if run.location is not None else None)
+    polygon = swath_polygon(run.location.lon, run.location.lat) if run.location is not None else None
+    no_value_percent = 100.0 * (fraction.total_pixels - fraction.valid_pixels) / fraction.total_pixels
+    emit = _emit_common(run)
+    identity = parse_identity(cfg.input_files.radiance)
+    start = _parse_time(emit["emit acquisition start time"])
+    if identity is None and start is None:
+        run.skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
+                               "start time': a granule record needs the acquisition time")
+        run.log.warning("granule_metadata_skipped", reason=run.skipped["ummg"])
+        return
+    record = build_ummg(
+        product_version=cfg.output.product_version,
+        identity=identity, files=data,
+        # EMIT's convention: pixels without a value count as cloud cover (nothing is seen there)
+        cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
+        bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
+        pge_version=emit["emit pge version"], production_time=datetime.now(UTC),
+        start_time=start,
+        end_time=_parse_time(emit["emit acquisition stop time"]),
+        day_night=day_night_flag(run.solar_angles[0]), solar_zenith=run.solar_angles[0],
+        solar_azimuth=run.solar_angles[1],
+        software_build_version=cfg.pge.software_build_version,
+        software_delivery_version=emit["emit pge version"])
+    write_ummg(staged.ummg, record)
+    run.log.info("granule_metadata_written", granule_ur=record["GranuleUR"],
+                 cloud_cover=record["CloudCover"])
+
+
 def write_provenance(run: PgeRun) -> None:
     cfg, staged = run.config, run.staged
     assert cfg is not None and staged is not None and run.inference is not None
@@ -441,6 +543,8 @@ def write_provenance(run: PgeRun) -> None:
     for key, path in outputs.items():
         record["outputs"][key]["path"] = str(path.resolve())
     record["outputs"]["log"] = {"path": str(run.final.log.resolve())}
+    if run.skipped:
+        record["skipped_outputs"] = dict(run.skipped)
     staged.provenance.write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -489,9 +593,12 @@ def publish(run: PgeRun) -> None:
     pub = run.publish_dir
     for name in names:
         _fsync(pub / name)
-    old = [name for name in names if (out / name).exists()]
-    _write_journal(pub, {"output": str(out), "stem": run.stem, "names": names, "old": old,
-                         "state": "swapping"})
+    # Files of an earlier product that this run does not write (an optional product switched
+    # off) leave with the old product, or they would sit beside it unaccounted for.
+    stale = [p.name for p in final.all() if p.name not in names and p.exists()]
+    old = [name for name in names if (out / name).exists()] + stale
+    journal = {"output": str(out), "stem": run.stem, "names": names + stale, "old": old}
+    _write_journal(pub, {**journal, "state": "swapping"})
     (pub / BACKUP).mkdir(exist_ok=True)
     for name in old:
         _rename(out / name, pub / BACKUP / name)
@@ -502,8 +609,7 @@ def publish(run: PgeRun) -> None:
     if problem is not None:
         raise OutputProductError(out, f"published product fails its provenance check ({problem})")
     run.interruptible = False
-    _write_journal(pub, {"output": str(out), "stem": run.stem, "names": names, "old": old,
-                         "state": "committed"})
+    _write_journal(pub, {**journal, "state": "committed"})
     run.committed = True
     run.published = [final.as_dict()[k] for k in order]
 
@@ -574,6 +680,9 @@ def postprocess(run: PgeRun) -> None:
         validate_products(run)
     with step(run, "write_metadata"):
         write_metadata(run)
+    if run.config.output.write_ummg:
+        with step(run, "write_granule_metadata"):
+            write_granule_metadata(run)
     run.log.info("run_finished", product=run.stem,
                  timings_s={k: round(v, 3) for k, v in run.timings_s.items()},
                  cloud_fraction_percent=round(run.fraction.percent_of_valid, 4))
@@ -649,10 +758,7 @@ def _ancillary_paths(run: PgeRun) -> dict[str, Path]:
 
 def _written(run: PgeRun, staged: ProductFiles) -> dict[str, Path]:
     """The product files of this run other than provenance and log, as staged."""
-    cfg = run.config
-    keys = (["envi_data", "envi_header"] if cfg.output.write_envi else []) + (
-        ["netcdf"] if cfg.output.write_netcdf else []) + ["metadata"]
-    return {k: staged.as_dict()[k] for k in keys}
+    return {k: staged.as_dict()[k] for k in run.config.output.product_keys() if k not in run.skipped}
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -673,6 +779,17 @@ def _move(src: Path, dst: Path) -> None:
 
 def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime(EMIT_TIME)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    """An EMIT header time ('2024-03-02T00:58:29+0000'), None when absent or not a time."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _emit_common(run: PgeRun) -> dict[str, Any]:

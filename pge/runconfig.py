@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -127,6 +128,26 @@ class Output(_Model):
         True, description="Write the NetCDF product. JSON true/false only.")
     write_envi: StrictBool = Field(
         True, description="Write the ENVI products. JSON true/false only.")
+    write_browse: StrictBool = Field(
+        True, description="Write the browse image (<product>.png: true colour with the cloud "
+                          "mask drawn over it, longest side at most 1000 px).")
+    write_ummg: StrictBool = Field(
+        True, description="Write the granule metadata for the DAAC (<product>.cmr.json, NASA "
+                          "UMM-G: cloud cover, extent, files with SHA-512).")
+    write_ortho: StrictBool = Field(
+        False, description="Also write the mask and probability resampled to the GLT grid as "
+                           "cloud-optimised GeoTIFFs (<product>_ortho.tif, _ortho_prob.tif, "
+                           "EPSG:4326); needs input_files.glt.")
+
+    def product_keys(self) -> list[str]:
+        """The product files (`ProductFiles` fields) these settings write, provenance and log
+        aside: one list, so the PGE and the campaign agree on what a complete product is."""
+        return [*(["envi_data", "envi_header"] if self.write_envi else []),
+                *(["netcdf"] if self.write_netcdf else []),
+                *(["browse"] if self.write_browse else []),
+                *(["ortho_flag", "ortho_probability"] if self.write_ortho else []),
+                "metadata",
+                *(["ummg"] if self.write_ummg else [])]
 
 
 class Algorithm(_Model):
@@ -193,6 +214,14 @@ class RunConfig(_Model):
         "info", description="Lowest level of log records emitted.")
     pge: PgeInfo = Field(
         default_factory=PgeInfo, description="Identification recorded in product metadata.")
+
+    @model_validator(mode="after")
+    def _ortho_needs_glt(self) -> RunConfig:
+        if self.output.write_ortho and self.input_files.glt is None:
+            raise PydanticCustomError(
+                "ortho_needs_glt", "output.write_ortho is true but input_files.glt is not given "
+                                   "(the orthorectified grid is the GLT's)")
+        return self
 
     @classmethod
     def from_file(cls, path: Path | str) -> RunConfig:

@@ -25,7 +25,8 @@ import pge.cli
 
 ALLOWED = {0, 2, 3, 4, 5, 6, 7}
 STEM = "scene_rdn_l2b_mask"
-SUFFIXES = (".img", ".hdr", ".nc", "_metadata.json", "_provenance.json", "_pge.log")
+# a non-EMIT name: no granule record (it needs the acquisition time); ortho is off by default
+SUFFIXES = (".img", ".hdr", ".nc", ".png", "_metadata.json", "_provenance.json", "_pge.log")
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])

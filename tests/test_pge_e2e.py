@@ -41,12 +41,19 @@ START = datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)  # generate_acquisition's de
 STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
 BUILD_VERSION = "010635"
 STEPS = ("load_config", "prepare_output", "validate_inputs", "validate_ancillary", "run",
-         "write_products", "validate_products", "write_metadata", "write_provenance")
-PRODUCT_KEYS = ("envi_header", "envi_data", "netcdf", "metadata", "provenance", "log")
+         "write_products", "validate_products", "write_metadata", "write_granule_metadata",
+         "write_provenance")
+# Every product file of the shared successful run (its configuration turns the ortho on).
 PRODUCT_SUFFIXES = {
-    "envi_data": ".img", "envi_header": ".hdr", "netcdf": ".nc",
-    "metadata": "_metadata.json", "provenance": "_provenance.json", "log": "_pge.log",
+    "envi_data": ".img", "envi_header": ".hdr", "netcdf": ".nc", "browse": ".png",
+    "ortho_flag": "_ortho.tif", "ortho_probability": "_ortho_prob.tif",
+    "metadata": "_metadata.json", "ummg": ".cmr.json", "provenance": "_provenance.json",
+    "log": "_pge.log",
 }
+PRODUCT_KEYS = tuple(PRODUCT_SUFFIXES)
+# What a run with the default output switches writes (no ortho, UMM-G only with an EMIT name).
+DEFAULT_SUFFIXES = {k: v for k, v in PRODUCT_SUFFIXES.items()
+                    if k not in ("ortho_flag", "ortho_probability")}
 NODATA = -9999.0
 
 
@@ -174,7 +181,7 @@ class Success:
 def success(tmp_path_factory, spec) -> Success:
     base = tmp_path_factory.mktemp("e2e_success").resolve()
     acq = generate_acquisition(base / "in", lines=LINES, samples=SAMPLES, seed=SEED)
-    rc = write_config(base / "rc.json", config(acq, base, spec))
+    rc = write_config(base / "rc.json", config(acq, base, spec, output={"write_ortho": True}))
     started = datetime.now(UTC).replace(microsecond=0)
     result = run_pge(["rc.json"], base)
     finished = datetime.now(UTC)
@@ -235,7 +242,7 @@ def test_stdout_is_json_events_with_steps_and_progress(ok):
     assert not [e for e in events if e["level"] in ("warning", "error")]
 
 
-def test_output_folder_holds_exactly_the_six_products(ok):
+def test_output_folder_holds_exactly_the_products(ok):
     names = sorted(p.name for p in ok.out.iterdir())
     assert names == sorted(p.name for p in ok.products.values())
     for p in ok.out.iterdir():
@@ -323,7 +330,10 @@ def netcdf(ok) -> dict[str, Any]:
 
 
 def test_netcdf_variables(netcdf):
-    assert netcdf["dims"] == {"downtrack": LINES, "crosstrack": SAMPLES}
+    dims = netcdf["dims"]
+    assert {k: dims[k] for k in ("downtrack", "crosstrack")} == {"downtrack": LINES,
+                                                                 "crosstrack": SAMPLES}
+    assert set(dims) == {"downtrack", "crosstrack", "ortho_y", "ortho_x"}  # the GLT's grid
     mask = netcdf["vars"]["cloud_mask"]
     assert mask["dtype"] == np.uint8
     assert mask["dims"] == ("downtrack", "crosstrack")
@@ -387,7 +397,7 @@ def test_netcdf_global_attributes(ok, netcdf, spec):
 def test_provenance_checksums_match_the_files(ok):
     record = json.loads(ok.products["provenance"].read_text())
     outputs = record["outputs"]
-    assert set(outputs) == {"envi_data", "envi_header", "netcdf", "metadata", "log"}
+    assert set(outputs) == set(PRODUCT_KEYS) - {"provenance"}
     assert outputs["log"] == {"path": str(ok.products["log"].resolve())}
     for key, entry in outputs.items():
         if key == "log":
@@ -458,8 +468,70 @@ def test_metadata_cloud_fraction_matches_the_envi_flags(ok, envi, spec):
     assert (meta["lines"], meta["samples"]) == (LINES, SAMPLES)
     assert meta["threshold"] == spec.threshold
     assert meta["model"]["version"] == spec.version
-    assert set(meta["files"].values()) == {ok.products[k].name for k in
-                                           ("envi_data", "envi_header", "netcdf", "metadata")}
+    assert set(meta["files"].values()) == {ok.products[k].name for k in PRODUCT_KEYS
+                                           if k not in ("provenance", "log")}
+
+
+def test_granule_metadata_describes_the_product(ok):
+    """The UMM-G record: granule UR from the EMIT name, cloud cover as EMIT counts it (cloud
+    plus no-value pixels, of all), the files with their SHA-512, the GLT grid's extent."""
+    from l2b_mask.products.glt import read_glt
+    from l2b_mask.products.ummg import validate_ummg
+
+    ummg = json.loads(ok.products["ummg"].read_text())
+    assert validate_ummg(ummg) == []
+    assert ummg["GranuleUR"] == "EMIT_L2B_MASK_001_20240302T005829_2406201_000"
+    fraction = json.loads(ok.products["metadata"].read_text())["cloud_fraction"]
+    no_value = 100.0 * (fraction["pixels"] - fraction["pixels_with_value"]) / fraction["pixels"]
+    assert ummg["CloudCover"] == round(min(fraction["percent_of_all_pixels"] + no_value, 100.0))
+    assert ummg["TemporalExtent"]["RangeDateTime"]["BeginningDateTime"] == (
+        "2024-03-02T00:58:29.000Z")
+    assert ummg["DataGranule"]["DayNightFlag"] == "Day"
+    files = ummg["DataGranule"]["ArchiveAndDistributionInformation"]
+    assert files[0]["Name"] == ok.products["netcdf"].name  # the granule's data file first
+    assert {f["Name"] for f in files} == {ok.products[k].name for k in PRODUCT_KEYS if k not in (
+        "metadata", "ummg", "provenance", "log")}
+    for entry in files:
+        path = ok.out / entry["Name"]
+        assert entry["SizeInBytes"] == path.stat().st_size
+        assert entry["Checksum"] == {"Algorithm": "SHA-512",
+                                     "Value": hashlib.sha512(path.read_bytes()).hexdigest()}
+    box = ummg["SpatialExtent"]["HorizontalSpatialDomain"]["Geometry"]["BoundingRectangles"][0]
+    grid = read_glt(ok.acq.glt).grid_bounds()
+    assert (box["WestBoundingCoordinate"], box["SouthBoundingCoordinate"],
+            box["EastBoundingCoordinate"], box["NorthBoundingCoordinate"]) == pytest.approx(
+        (grid.west, grid.south, grid.east, grid.north))
+
+
+def test_orthorectified_geotiffs_and_browse_open_in_gdal(ok, envi):
+    """The GeoTIFFs are on the GLT grid in EPSG:4326 with nodata set, and every located cell
+    holds the swath pixel its GLT entry names; the browse is a small RGBA PNG."""
+    from osgeo import gdal, osr
+
+    from l2b_mask.products.glt import read_glt
+
+    glt = read_glt(ok.acq.glt)
+    valid = glt.valid
+    lines, samples = np.abs(glt.line[valid]) - 1, np.abs(glt.sample[valid]) - 1
+    for key, swath, nodata in (("ortho_flag", envi["flag"], 255), ("ortho_probability",
+                                                                    envi["prob"], NODATA)):
+        ds = gdal.Open(str(ok.products[key]))
+        assert (ds.RasterYSize, ds.RasterXSize) == glt.shape
+        assert ds.GetGeoTransform() == pytest.approx(glt.geotransform)
+        srs = osr.SpatialReference(wkt=ds.GetProjection())
+        srs.AutoIdentifyEPSG()
+        assert srs.GetAuthorityCode(None) == "4326"
+        band = ds.GetRasterBand(1)
+        assert band.GetNoDataValue() == nodata
+        grid = band.ReadAsArray().astype(np.float64)
+        assert (grid[~valid] == nodata).all()
+        expected = swath[lines, samples].astype(np.float64)
+        expected[expected == NODATA] = nodata  # a located pixel may have no value
+        assert np.array_equal(grid[valid], expected)
+        ds = None
+    png = gdal.Open(str(ok.products["browse"]))
+    assert png.GetDriver().ShortName == "PNG" and png.RasterCount == 4
+    assert max(png.RasterXSize, png.RasterYSize) <= 1000
 
 
 def test_log_file_is_json_and_holds_this_runs_events(ok):
@@ -566,8 +638,12 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
     assert result.code == 0, str(result)
     assert result.stderr == ""
     stem = "public_s7_rdn_l2b_mask"
+    # Not an EMIT name and no acquisition time in the header: no granule record (and a warning)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{s}" for s in PRODUCT_SUFFIXES.values())
+        f"{stem}{s}" for k, s in DEFAULT_SUFFIXES.items() if k != "ummg")
+    provenance = json.loads((out / f"{stem}_provenance.json").read_text())
+    assert set(provenance["skipped_outputs"]) == {"ummg"}
+    assert any(e["event"] == "granule_metadata_skipped" for e in result.events)
     reference = np.load(reference_dir / "reference_prob_fp32.npy")
     ref_no_value = np.isnan(reference)
     assert 0 < ref_no_value.sum() < reference.size or not ref_no_value.any()

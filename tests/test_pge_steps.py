@@ -27,7 +27,8 @@ LINES, SAMPLES = 16, 16
 SEED = 5
 STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
 PREPROCESS_STEPS = ("load_config", "prepare_output", "validate_inputs", "validate_ancillary")
-PUBLISH_ORDER = ("envi_data", "envi_header", "netcdf", "metadata", "provenance", "log")
+PUBLISH_ORDER = ("envi_data", "envi_header", "netcdf", "browse", "metadata", "ummg", "provenance",
+                 "log")
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +98,7 @@ def _finish(run: PgeRun) -> None:
     """The post-process steps after write_products, up to and including publish."""
     lifecycle.validate_products(run)
     lifecycle.write_metadata(run)
+    lifecycle.write_granule_metadata(run)
     lifecycle.write_provenance(run)
     lifecycle.publish(run)
 
@@ -333,7 +335,7 @@ def test_publish_from_a_scratch_directory_elsewhere(make_run, tmp_path):
     lifecycle.cleanup(run)
     assert not scratch.exists()
     out = tmp_path / "out"
-    assert _entries(out) == sorted(p.name for p in run.final.all())
+    assert _entries(out) == sorted(run.final.as_dict()[k].name for k in PUBLISH_ORDER)
     record = json.loads(run.final.provenance.read_text())
     for key in ("envi_data", "envi_header", "netcdf", "metadata"):
         assert record["outputs"][key]["path"] == str(run.final.as_dict()[key].resolve())

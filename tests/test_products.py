@@ -26,6 +26,7 @@ from l2b_mask.products import (
     write_netcdf_product,
 )
 from l2b_mask.products.netcdf import netcdf_value
+from l2b_mask.products.ortho import ortho_paths
 
 RDN = "emit20240302t005829_o06201_s000_l1b_rdn_b0106_v01"
 LINES, SAMPLES = 7, 5
@@ -102,7 +103,13 @@ def test_product_files(tmp_path):
     assert files.provenance == tmp_path / f"{stem}_provenance.json"
     assert files.log == tmp_path / f"{stem}_pge.log"
     assert files.metadata == tmp_path / f"{stem}_metadata.json"
-    assert len(files.all()) == 6 and all(p.parent == tmp_path for p in files.all())
+    assert files.browse == tmp_path / f"{stem}.png"
+    assert files.ummg == tmp_path / f"{stem}.cmr.json"
+    assert files.ortho_flag == tmp_path / f"{stem}_ortho.tif"
+    # the ortho writer names the probability file itself: the two must agree
+    assert ortho_paths(files.ortho_flag).probability == files.ortho_probability
+    assert len(files.all()) == 10 and all(p.parent == tmp_path for p in files.all())
+    assert len({p.name for p in files.all()}) == 10
     assert product_files(stem).netcdf == Path(f"{stem}.nc")
 
 

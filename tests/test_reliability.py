@@ -41,7 +41,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("l2b-mask-pge")
 PGE = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "pge.cli"]
 STEM = "scene_rdn_l2b_mask"
-SUFFIXES = (".img", ".hdr", ".nc", "_metadata.json", "_provenance.json", "_pge.log")
+# a non-EMIT name: no granule record (it needs the acquisition time); ortho is off by default
+SUFFIXES = (".img", ".hdr", ".nc", ".png", "_metadata.json", "_provenance.json", "_pge.log")
 LINES = SAMPLES = 8
 
 
@@ -218,7 +219,7 @@ def snapshot(out: Path) -> dict[str, str]:
 
 
 def assert_complete_product(out: Path, stem: str = STEM) -> None:
-    """Exactly the six files, and every output matches its provenance checksum."""
+    """Exactly the product files, and every output matches its provenance checksum."""
     assert files_in(out) == sorted(stem + s for s in SUFFIXES)
     record = json.loads((out / f"{stem}_provenance.json").read_text())
     for key, entry in record["outputs"].items():
@@ -689,8 +690,8 @@ def _copy_published(published: tuple[Path, dict[str, str]], dest: Path, spec: An
     return dest
 
 
-# 6 old files move to backup (renames 1-6), then 6 new ones move in (7-12)
-@pytest.mark.parametrize("at", [3, 7, 12])
+# 7 old files move to backup (renames 1-7), then 7 new ones move in (8-14)
+@pytest.mark.parametrize("at", [3, 8, 14])
 def test_killed_mid_publication_rerun_restores_the_old_product(tmp_path, spec, published, at):
     d = _copy_published(published, tmp_path / "p", spec)
     out = d / "out"
@@ -728,6 +729,29 @@ def test_failure_mid_publication_restores_the_old_product(tmp_path, spec, publis
         del os.environ["KILL_AT_RENAME"], os.environ["KILL_HOW"]
     assert_failure(result, 7, ["injected"], None)
     assert snapshot(out) == before
+
+
+def test_overwrite_without_an_optional_product_removes_the_old_one(tmp_path, spec, published):
+    """A file of the earlier product that the new configuration does not write leaves with the
+    old product (not left beside the new one, outside its provenance); when the publication
+    fails, it comes back with the rest of the old product."""
+    switched_off = {"overwrite": True, "write_netcdf": False, "write_browse": False}
+    d = _copy_published(published, tmp_path / "full", spec, output=switched_off)
+    before = snapshot(d / "out")
+    assert {f"{STEM}.nc", f"{STEM}.png"} <= set(before)
+    # 5 old files and the 2 switched off move to backup (renames 1-7); fail at the 2nd move in
+    os.environ["KILL_AT_RENAME"], os.environ["KILL_HOW"] = "9", "raise"
+    try:
+        result = run_pge(["rc.json"], d, cmd=[sys.executable, "-c", _KILL_AT])
+    finally:
+        del os.environ["KILL_AT_RENAME"], os.environ["KILL_HOW"]
+    assert_failure(result, 7, ["injected"], None)
+    assert snapshot(d / "out") == before
+    result = run_pge(["rc.json"], d)
+    assert result.code == 0, str(result)
+    assert files_in(d / "out") == sorted(STEM + s for s in SUFFIXES if s not in (".nc", ".png"))
+    record = json.loads((d / "out" / f"{STEM}_provenance.json").read_text())
+    assert "netcdf" not in record["outputs"] and "browse" not in record["outputs"]
 
 
 # ---------------------------------------------------------------------------------------------

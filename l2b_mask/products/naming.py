@@ -106,6 +106,10 @@ class ProductFiles:
     provenance: Path
     log: Path
     metadata: Path
+    browse: Path
+    ummg: Path
+    ortho_flag: Path
+    ortho_probability: Path
 
     def all(self) -> list[Path]:
         """Every path, in field order (for moving, checksumming or cleaning up)."""
@@ -127,4 +131,8 @@ def product_files(stem: str, folder: Path | str | None = None) -> ProductFiles:
         provenance=base / f"{stem}_provenance.json",
         log=base / f"{stem}_pge.log",
         metadata=base / f"{stem}_metadata.json",
+        browse=base / f"{stem}.png",
+        ummg=base / f"{stem}.cmr.json",
+        ortho_flag=base / f"{stem}_ortho.tif",
+        ortho_probability=base / f"{stem}_ortho_prob.tif",  # as ortho.ortho_paths names it
     )
