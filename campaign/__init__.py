@@ -1,0 +1,12 @@
+"""`l2b-mask-campaign`: reprocess many EMIT acquisitions with the L2B cloud-mask PGE on Dask.
+
+One run configuration per acquisition is derived from a template and kept under the output
+root; each PGE runs as its own subprocess on a Dask worker (a local cluster by default, or an
+existing scheduler); finished products that still validate are skipped, so a rerun completes
+only what is missing; a JSON and a CSV report record every acquisition's outcome.
+
+Modules: `inventory` (what to process), `template` (run configurations), `products` (is a
+product there and intact), `policy` (what to retry), `plan` (sizing the local cluster),
+`worker` (the tasks that run on Dask workers), `report` (report files and live progress),
+`engine` (the Dask loop), `cli` (the command and its exit codes).
+"""

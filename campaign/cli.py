@@ -1,0 +1,190 @@
+"""`l2b-mask-campaign INVENTORY TEMPLATE OUTPUT_ROOT`: reprocess many acquisitions on Dask.
+
+Stdout: the campaign's structured log (JSON lines, one per finished acquisition with the
+counts and ETA) and, last, one JSON summary line; on a terminal, a progress bar instead of
+the log lines (the log always goes to `<output root>/logs/campaign-<time>.log` too).
+Stderr: silent unless the campaign fails; then one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from campaign.engine import EngineError, Settings, UsageProblem, run_campaign
+from campaign.inventory import InventoryError
+from campaign.plan import DEFAULT_CPU_THREADS, DEFAULT_MEMORY_PER_PGE
+from campaign.template import TemplateError
+
+EXIT_CODES = (
+    (0, "success", "Every acquisition is done or skipped (its valid product was already there); "
+                   "with --limit, the rest may be pending."),
+    (1, "some failed", "At least one acquisition failed (see the report: exit code and error "
+                       "per acquisition); the others were processed. A rerun retries them, but "
+                       "not those that failed with 2-5 and whose inputs did not change."),
+    (2, "usage error", "Bad command line, inventory unreadable or inconsistent, output root "
+                       "unusable or locked by another campaign."),
+    (3, "template invalid", "The run configuration template is invalid (every problem is "
+                            "listed) or its ancillary files are missing or fail their checksums."),
+    (6, "engine failed", "No Dask cluster to run on: scheduler unreachable or no worker joined."),
+    (8, "interrupted", "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
+                       "outputs), the report was written; rerun to finish."),
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see l2b-mask-campaign --help)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+        return value
+
+    return parse
+
+
+def _gpus(text: str) -> list[str]:
+    if text.strip().lower() in ("none", ""):
+        return []
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(i.isdigit() for i in ids):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of GPU indices or 'none', not "
+                                         f"{text!r}")
+    return ids
+
+
+def parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {c}  {name:<16}  {text}" for c, name, text in EXIT_CODES)
+    p = _Parser(
+        prog="l2b-mask-campaign",
+        description="Reprocess many EMIT acquisitions with the L2B cloud-mask PGE, one PGE "
+                    "subprocess per acquisition on a Dask cluster (an embedded local one by "
+                    "default). Valid products are skipped, so a rerun finishes what is missing.",
+        epilog="exit codes:\n" + table + "\n\nsee docs/campaigns.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inventory", type=Path,
+                   help="folder tree to scan for *_l1b_rdn_*.img (paired with _l1b_obs_, and "
+                        "_l1b_loc_/_l1b_glt_ when present), or a CSV with columns "
+                        "radiance,observation[,location,glt]")
+    p.add_argument("template", type=Path,
+                   help="run configuration template: a PGE run configuration without "
+                        "input_files and output.directory")
+    p.add_argument("output_root", type=Path,
+                   help="receives runconfigs/, products/<acquisition>/, logs/ and the report")
+    e = p.add_argument_group("engine")
+    e.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of an existing Dask scheduler (tcp://host:8786); default: an "
+                        "embedded LocalCluster sized to this machine")
+    e.add_argument("--workers", type=_positive_int,
+                   help="local cluster: PGEs in flight (default: one per GPU, else cores // "
+                        "threads per PGE, capped by memory)")
+    e.add_argument("--threads-per-pge", type=_positive_int,
+                   help=f"CPU threads of each PGE, written as processing.threads (default: the "
+                        f"template's, else {DEFAULT_CPU_THREADS} on CPU, cores / GPUs with GPUs; "
+                        f"with --scheduler: cores / worker threads of each worker's machine)")
+    e.add_argument("--gpus", type=_gpus, metavar="IDS",
+                   help="local cluster: GPU indices to use, e.g. 0,1, or 'none' for CPU only "
+                        "(default: CUDA_VISIBLE_DEVICES, else nvidia-smi)")
+    e.add_argument("--memory-per-pge", type=float, metavar="GIB",
+                   default=DEFAULT_MEMORY_PER_PGE / 2**30,
+                   help="local CPU cluster: memory one PGE may need, bounds the default worker "
+                        "count (default %(default)g)")
+    e.add_argument("--processes", action="store_true",
+                   help="local cluster: workers as processes instead of threads (each only waits "
+                        "on its PGE subprocess, so threads are enough)")
+    e.add_argument("--dashboard", metavar="ADDRESS",
+                   help="local cluster: serve Dask's dashboard there, e.g. :8787 (needs bokeh)")
+    e.add_argument("--connect-timeout", type=_non_negative(float), default=60.0, metavar="S",
+                   help="--scheduler: seconds to wait for the scheduler and a first worker")
+    r = p.add_argument_group("what to run")
+    r.add_argument("--retries", type=_non_negative(int), default=2,
+                   help="retries per acquisition after exit 6 (processing failed); exit 1, a "
+                        "killed PGE or a timeout gets one retry; others none (default "
+                        "%(default)s)")
+    r.add_argument("--retry-delay", type=_non_negative(float), default=5.0, metavar="S",
+                   help="seconds before a retry starts (default %(default)g)")
+    r.add_argument("--limit", type=_non_negative(int), metavar="N",
+                   help="start at most N PGE runs (acquisitions needing one); the rest are "
+                        "reported pending, and a rerun continues with them")
+    r.add_argument("--force", action="store_true",
+                   help="run the PGE for every acquisition, even where a valid product is there "
+                        "or the same run already failed for good")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="rerun acquisitions that failed with exit 2-5 in an earlier campaign run "
+                        "although neither their inputs nor their run configuration changed")
+    r.add_argument("--pge-timeout", type=_non_negative(float), metavar="S",
+                   help="stop a PGE after S seconds (SIGTERM, then SIGKILL); retried once")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    return p
+
+
+def _finish(code: int, status: str, error: str | None, extra: dict[str, Any] | None = None) -> int:
+    body: dict[str, Any] = {"status": status, "exit_code": code}
+    if error:
+        body["error"] = error
+    body.update(extra or {})
+    print(json.dumps(body), flush=True)
+    if error:
+        print(f"l2b-mask-campaign: {error}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser().parse_args(args_list)
+        if args.output_root.exists() and not args.output_root.is_dir():
+            raise UsageError(f"{args.output_root}: output root exists and is not a folder")
+        settings = Settings(
+            inventory=args.inventory, template=args.template, output_root=args.output_root,
+            scheduler=args.scheduler, workers=args.workers, threads_per_pge=args.threads_per_pge,
+            gpus=args.gpus, memory_per_pge=int(args.memory_per_pge * 2**30) or None,
+            retries=args.retries, retry_delay_s=args.retry_delay, limit=args.limit,
+            force=args.force, retry_failed=args.retry_failed, timeout_s=args.pge_timeout,
+            dashboard=args.dashboard, local_processes=args.processes,
+            connect_timeout_s=args.connect_timeout, log_level=args.log_level, stdout=sys.stdout,
+            command=["l2b-mask-campaign", *args_list])
+        outcome = run_campaign(settings)
+    except UsageError as exc:
+        return _finish(2, "usage error", str(exc))
+    except (InventoryError, UsageProblem) as exc:
+        return _finish(2, "usage error", " ".join(str(exc).split()))
+    except TemplateError as exc:
+        return _finish(3, "template invalid", f"template invalid: {exc}")
+    except EngineError as exc:
+        return _finish(6, "engine failed", str(exc))
+    except KeyboardInterrupt:
+        return _finish(8, "interrupted", "interrupted before the campaign started")
+    totals = outcome.report.totals()
+    paths = {"report_json": str(outcome.report.json_path),
+             "report_csv": str(outcome.report.csv_path)}
+    if outcome.interrupted:
+        return _finish(8, "interrupted", f"interrupted: {totals['done']} done, {totals['pending']} "
+                       f"pending (report: {outcome.report.json_path})", {"totals": totals, **paths})
+    if outcome.exit_code:
+        return _finish(outcome.exit_code, "failure",
+                       f"{totals['failed']} of {totals['acquisitions']} acquisitions failed "
+                       f"(report: {outcome.report.json_path})", {"totals": totals, **paths})
+    return _finish(0, "success", None, {"totals": totals, **paths})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

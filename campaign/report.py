@@ -1,0 +1,184 @@
+"""The campaign report (JSON and CSV under the output root) and the live progress display.
+
+`campaign_report.json` holds the campaign's settings, the totals and one record per
+acquisition with every attempt; `campaign_report.csv` has one row per acquisition for
+spreadsheets and `grep`. Both are rewritten atomically while the campaign runs (at most every
+`REWRITE_EVERY_S`) and at its end, so an interrupted campaign still leaves a current report.
+
+Statuses: `done` (made by this campaign run), `skipped` (a valid product was already there),
+`failed` (the PGE failed and the retry policy gave up, the same run failed for good in an
+earlier campaign run, or the inventory could not pair the radiance), `pending` (not run:
+`--limit` reached, or the campaign was interrupted).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+from l2b_mask.products.naming import ProductFiles
+
+DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
+STATUSES = (DONE, SKIPPED, FAILED, PENDING)
+REPORT_JSON = "campaign_report.json"
+REPORT_CSV = "campaign_report.csv"
+REWRITE_EVERY_S = 15.0
+PRODUCT_KEYS = tuple(f.name for f in fields(ProductFiles))  # every file a PGE may write
+CSV_COLUMNS = (
+    "acquisition", "product_stem", "status", "exit_code", "error", "attempts", "duration_s",
+    "cloud_fraction_percent", "reason", "radiance", "observation", "location", "glt",
+    "runconfig", "product_dir", *(f"product_{k}" for k in PRODUCT_KEYS), "failure_log",
+)
+
+
+@dataclass
+class Entry:
+    """One acquisition's line of the report."""
+
+    acquisition: str
+    product_stem: str
+    radiance: str
+    observation: str | None
+    location: str | None
+    glt: str | None
+    runconfig: str
+    product_dir: str
+    status: str = PENDING
+    exit_code: int | None = None
+    error: str | None = None
+    attempts: int = 0  # PGE subprocesses started for it in this campaign run
+    retries: int = 0  # of those, reruns after a retryable failure
+    duration_s: float = 0.0  # their wall time, summed
+    cloud_fraction_percent: float | None = None
+    reason: str | None = None  # why skipped, remade, not rerun, or pending
+    products: dict[str, str] = field(default_factory=dict)
+    failure_log: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def csv_row(self) -> dict[str, Any]:
+        row = {k: getattr(self, k) for k in CSV_COLUMNS if hasattr(self, k)}
+        row.update({f"product_{k}": self.products.get(k) for k in PRODUCT_KEYS})
+        return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+class Report:
+    def __init__(self, root: Path, campaign: dict[str, Any]) -> None:
+        self.root = root
+        self.campaign = campaign
+        self.entries: dict[str, Entry] = {}
+        self.started = time.time()
+        self._last_write = 0.0
+        self._write_s = 0.0
+
+    @property
+    def json_path(self) -> Path:
+        return self.root / REPORT_JSON
+
+    @property
+    def csv_path(self) -> Path:
+        return self.root / REPORT_CSV
+
+    def add(self, entry: Entry) -> None:
+        self.entries[entry.product_stem] = entry
+
+    def counts(self) -> Counter[str]:
+        return Counter(e.status for e in self.entries.values())
+
+    def totals(self) -> dict[str, Any]:
+        counts = self.counts()
+        elapsed = time.time() - self.started
+        return {
+            "acquisitions": len(self.entries),
+            **{s: counts.get(s, 0) for s in STATUSES},
+            "pge_runs": sum(e.attempts for e in self.entries.values()),
+            "retries": sum(e.retries for e in self.entries.values()),
+            "failed_by_exit_code": dict(sorted(Counter(
+                str(e.exit_code) for e in self.entries.values() if e.status == FAILED).items())),
+            "pge_seconds": round(sum(e.duration_s for e in self.entries.values()), 3),
+            "elapsed_s": round(elapsed, 3),
+            "done_per_minute": round(counts.get(DONE, 0) / elapsed * 60.0, 3) if elapsed else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"campaign": self.campaign, "totals": self.totals(),
+                "acquisitions": [asdict(e) for e in self.entries.values()]}
+
+    def write(self, *, force: bool = True) -> None:
+        """Rewrite both files; unless `force`, only when `REWRITE_EVERY_S` have passed and at
+        most 5 % of the time (a report of a whole archive takes a while to write)."""
+        now = time.monotonic()
+        if not force and now - self._last_write < max(REWRITE_EVERY_S, 20 * self._write_s):
+            return
+        self._last_write = now
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.json_path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for e in self.entries.values():
+                writer.writerow(e.csv_row())
+        tmp.replace(self.csv_path)
+        self._write_s = time.monotonic() - now
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """A one-line progress bar, redrawn in place, for a terminal (the JSON log events carry the
+    same counts, one line per update, when stdout is not a terminal)."""
+
+    WIDTH = 28
+
+    def __init__(self, stream: IO[str], total: int) -> None:
+        self.stream = stream
+        self.total = total
+        self._last = 0.0
+        self._drawn = False
+
+    def update(self, finished: int, counts: Counter[str], running: int,
+               rate_per_min: float | None, eta_s: float | None, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        filled = int(self.WIDTH * finished / self.total) if self.total else self.WIDTH
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        rate = f"{rate_per_min:.1f}/min" if rate_per_min else "--/min"
+        line = (f"[{bar}] {finished}/{self.total}  done {counts.get(DONE, 0)}  skipped "
+                f"{counts.get(SKIPPED, 0)}  failed {counts.get(FAILED, 0)}  pending "
+                f"{counts.get(PENDING, 0) - (self.total - finished)}  running {running}  "
+                f"{rate}  ETA {format_seconds(eta_s)}")
+        self.stream.write("\r\x1b[2K" + line)
+        self.stream.flush()
+        self._drawn = True
+
+    def message(self, text: str) -> None:
+        """A line above the bar (a failure worth seeing at once)."""
+        self.stream.write("\r\x1b[2K" + text + "\n")
+        self.stream.flush()
+        self._last = 0.0
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
