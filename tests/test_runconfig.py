@@ -268,15 +268,39 @@ def test_missing_required_keys(field):
 
 
 @pytest.mark.parametrize("field", [
-    "input_files.location", "input_files.glt", "ancillary_files.model_spec",
+    "input_files.location", "ancillary_files.model_spec",
     "output.scratch_directory", "output.overwrite", "output.product_version",
-    "output.write_netcdf", "output.write_envi", "algorithm", "algorithm.threshold",
+    "output.write_netcdf", "output.write_envi", "output.write_browse", "output.write_ummg",
+    "output.write_ortho", "algorithm", "algorithm.threshold",
     "algorithm.comparison", "processing", "processing.device", "processing.precision",
     "processing.batch_size", "processing.lines_per_block", "processing.threads", "log_level",
     "pge", "pge.software_build_version",
 ])
 def test_optional_keys_may_be_omitted(field):
     RunConfig.from_dict(without(field), "/b")
+
+
+def test_glt_may_be_omitted_when_no_ortho_is_asked():
+    data = without("input_files.glt")
+    data["output"]["write_ortho"] = False
+    assert RunConfig.from_dict(data, "/b").input_files.glt is None
+
+
+def test_ortho_without_a_glt_is_refused():
+    data = without("input_files.glt")
+    assert data["output"]["write_ortho"] is True
+    [line] = errors_of(data)
+    assert "output.write_ortho" in line and "input_files.glt" in line
+
+
+def test_product_keys_follow_the_switches():
+    out = RunConfig.from_dict(example(), "/b").output
+    assert out.product_keys() == ["envi_data", "envi_header", "netcdf", "browse", "ortho_flag",
+                                  "ortho_probability", "metadata", "ummg"]
+    bare = out.model_copy(update={"write_envi": False, "write_netcdf": False,
+                                  "write_browse": False, "write_ummg": False,
+                                  "write_ortho": False})
+    assert bare.product_keys() == ["metadata"]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
