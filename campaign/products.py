@@ -1,8 +1,9 @@
 """Is an acquisition's product there, complete and current? The campaign's skip rule.
 
-A product is `valid` when its provenance JSON exists and parses, records a sha256 and size
-for every file the run configuration writes (`Output.product_keys()`), every output it
-records matches the file beside it, the PGE log is there (published last, after the
+A product is `valid` when it passes the PGE's own check (`pge.lifecycle.product_problem`:
+the provenance parses and every output it records matches the file beside it), the
+provenance accounts for every file the run configuration writes (`Output.product_keys()`),
+the PGE log is there (published last, after the
 provenance), and, unless the caller passes no fingerprint, it was made with the settings the
 campaign would use now (see `fingerprint`). A product with no file at all is `absent`.
 Anything in between (a provenance missing after a crash mid-publish, a truncated or edited
@@ -15,7 +16,6 @@ the absolute paths the provenance recorded, so an output root that was moved sti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -25,6 +25,7 @@ from typing import Any
 
 from l2b_mask.products.naming import product_files
 from pge.errors import RunConfigError
+from pge.lifecycle import product_problem
 from pge.runconfig import RunConfig
 
 ABSENT, VALID, INVALID = "absent", "valid", "invalid"
@@ -39,14 +40,6 @@ class ProductState:
     reason: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # product files present, by key
     cloud_fraction_percent: float | None = None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(config: RunConfig, ancillary_sha256: Mapping[str, str]) -> dict[str, Any]:
@@ -96,43 +89,25 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") ->
 def product_state(stem: str, folder: Path | str, product_keys: Sequence[str],
                   expected_fingerprint: Mapping[str, Any] | None = None) -> ProductState:
     """The state of `stem`'s product in `folder`. `product_keys`: the files the run
-    configuration writes (`Output.product_keys()`), each of which the provenance must record;
-    `expected_fingerprint`: the settings it must have been made with (None: not compared)."""
-    files = product_files(stem, folder).as_dict()
-    present = {k: str(p) for k, p in files.items() if p.exists()}
+    configuration writes (`Output.product_keys()`), each of which the provenance must record
+    (or name as skipped, with the PGE's reason); `expected_fingerprint`: the settings it must
+    have been made with (None: not compared). The checksums are checked by the PGE's own rule."""
+    files = product_files(stem, folder)
+    present = {k: str(p) for k, p in files.as_dict().items() if p.exists()}
     if not present:
         return ProductState(ABSENT)
 
     def invalid(reason: str) -> ProductState:
         return ProductState(INVALID, reason, present)
 
-    provenance = files["provenance"]
-    if "provenance" not in present:
-        return invalid("provenance missing (the run that wrote this product did not finish)")
-    try:
-        record = json.loads(provenance.read_text(encoding="utf-8"))
-        outputs = record["outputs"]
-        if not isinstance(outputs, dict):
-            raise TypeError("outputs is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return invalid(f"provenance unreadable ({exc})")
-    for key in product_keys:
-        entry = outputs.get(key)
-        if not isinstance(entry, dict) or "sha256" not in entry or "size_bytes" not in entry:
-            return invalid(f"provenance records no checksum for {key}")
-    for key, entry in outputs.items():
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            continue  # the log: recorded by path only, it is still being written then
-        path = files.get(key)
-        if path is None:
-            return invalid(f"provenance records an unknown output {key!r}")
-        if not path.is_file():
-            return invalid(f"{path.name} missing")
-        if path.stat().st_size != entry.get("size_bytes"):
-            return invalid(f"{path.name}: size {path.stat().st_size} bytes, provenance says "
-                           f"{entry.get('size_bytes')}")
-        if sha256_file(path) != entry["sha256"]:
-            return invalid(f"{path.name}: sha256 differs from the provenance")
+    problem = product_problem(files)
+    if problem is not None:
+        return invalid(problem)
+    record = json.loads(files.provenance.read_text(encoding="utf-8"))
+    accounted = set(record["outputs"]) | set(record.get("skipped_outputs") or {})
+    missing = [k for k in product_keys if k not in accounted]
+    if missing:
+        return invalid(f"provenance records no {', '.join(missing)} (made with other output switches)")
     if "log" not in present:
         return invalid("PGE log missing (the run stopped while publishing)")
     if expected_fingerprint is not None:
@@ -142,7 +117,7 @@ def product_state(stem: str, folder: Path | str, product_keys: Sequence[str],
         changed = differences(made, expected_fingerprint)
         if changed:
             return invalid(f"made with a different run configuration ({', '.join(changed[:5])})")
-    return ProductState(VALID, None, present, _cloud_fraction(files["metadata"]))
+    return ProductState(VALID, None, present, _cloud_fraction(files.metadata))
 
 
 def _cloud_fraction(metadata: Path) -> float | None:

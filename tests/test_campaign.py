@@ -397,7 +397,7 @@ def test_crash_leftovers_are_remade_and_a_changed_input_is_rerun(first, archive,
     e = run.entries
     assert run.outcome.exit_code == 1
     assert (e[crashed].status, e[crashed].attempts) == ("done", 1)
-    assert "provenance missing" in e[crashed].reason
+    assert "provenance.json is missing" in e[crashed].reason
     assert (e[intact].status, e[intact].attempts) == ("skipped", 0)
     assert (e[NO_GLT].status, e[NO_GLT].exit_code, e[NO_GLT].attempts) == ("failed", 3, 1)
     assert (e[TRUNCATED].status, e[TRUNCATED].exit_code, e[TRUNCATED].attempts) == ("failed", 4, 0)
@@ -673,7 +673,7 @@ def test_product_state_reasons(first, archive, tmp_path):
     files.log.unlink()
     assert "log missing" in products.product_state(stem, folder, keys).reason
     files.browse.write_bytes(b"x")
-    assert "size" in products.product_state(stem, folder, keys).reason
+    assert "checksum" in products.product_state(stem, folder, keys).reason
     files.provenance.write_text("{")
     assert "unreadable" in products.product_state(stem, folder, keys).reason
     for p in folder.iterdir():
