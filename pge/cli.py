@@ -106,7 +106,10 @@ def _restore_handlers(previous: dict[int, Any]) -> None:
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
+    """Run the PGE and return its exit code. `exiting`: the process ends right after (the
+    console script), so SIGTERM and SIGINT stay ignored instead of restored: a signal in the
+    last moments must not turn a finished run into one killed by the signal."""
     args_list = sys.argv[1:] if argv is None else argv
     _Stop.run, _Stop.raised = None, False
     previous = _install_handlers()
@@ -114,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args_list)
     finally:
         _Stop.run = None
-        _restore_handlers(previous)
+        if exiting:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+        else:
+            _restore_handlers(previous)
+
+
+def entry() -> None:
+    """The `l2b-mask-pge` console script."""
+    sys.exit(main(exiting=True))
 
 
 def _main(args_list: list[str]) -> int:
@@ -179,4 +191,4 @@ def _fail(log: Any, exc: BaseException) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

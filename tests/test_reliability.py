@@ -944,3 +944,19 @@ def restore_logging():
 def test_report_stop_latency():
     """Not a check: prints the measured stop latencies for the report (-s to see them)."""
     print(f"stop latency after signal (s): {STOP_LATENCIES}")
+
+
+def test_console_script_ignores_signals_once_the_run_is_over():
+    """After the run the console script only exits: a SIGTERM then must not turn a published
+    product's exit 0 into death by signal; in-process callers get their handlers back."""
+    import pge.cli
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert pge.cli.main(["--version"]) == 0
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+        assert pge.cli.main(["--version"], exiting=True) == 0
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in before)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
