@@ -450,6 +450,34 @@ def _build_cases(root: Path, spec: Any) -> dict[str, Case]:
     write_config(d, base_config(d, shared_rdn, shared_obs, spec,
                                 ancillary_files={"irradiance": str(i)}))
     add("irradiance_wrong_checksum", d, 5, [str(i), "sha256 mismatch"])
+
+    # --- 4: geolocation inputs (checked before any compute)
+    map_info = {"map info": ["Geographic Lat/Lon", 1, 1, "10.0", "20.0", "0.0005", "0.0005",
+                             "WGS-84", "units=Degrees"]}
+
+    def geo_case(name: str, key: str, cube: np.ndarray, extra: dict[str, Any], needles: list[str],
+                 named: str = ".hdr") -> None:
+        d = new(name)
+        path = write_raster(d / f"scene_{key}.img", cube, extra=extra)
+        cfg = base_config(d, shared_rdn, shared_obs, spec)
+        cfg["input_files"][key] = str(path)
+        write_config(d, cfg)
+        add(name, d, 4, [str(path.with_suffix(named)), *needles])
+
+    glt = np.ones((6, 2, 5), np.int32)  # (rows, [sample, line], cols): every cell -> pixel (1, 1)
+    outside = glt.copy()
+    outside[2, 1, 3] = LINES + 5  # a line the swath does not have
+    geo_case("glt_points_outside_the_swath", "glt", outside, map_info, ["outside the swath"],
+             named=".img")
+    half = glt.copy()
+    half[0, 0, 0] = 0  # sample 0 (no pixel) but line 1
+    geo_case("glt_half_empty_cell", "glt", half, map_info, ["only one of"])
+    geo_case("glt_without_map_info", "glt", glt, {}, ["map info"])
+    utm = {"map info": ["UTM", 1, 1, "5e5", "4e6", "60", "60", "11", "North", "WGS-84"]}
+    geo_case("glt_not_geographic", "glt", glt, utm, ["EPSG:4326"])
+    geo_case("glt_floats", "glt", glt.astype(np.float32), map_info, ["integers"])
+    geo_case("location_dimensions_differ", "location", np.zeros((LINES + 1, 3, SAMPLES)),
+             {"data ignore value": -9999}, ["location is", "radiance is"])
     return cases
 
 
@@ -485,6 +513,8 @@ _NAMES = [
     "weights_wrong_checksum", "weights_other_keys", "weights_wrong_shapes",
     "weights_not_a_state_dict", "irradiance_wrong_shape", "irradiance_wrong_units",
     "irradiance_unsorted", "irradiance_wrong_checksum",
+    "glt_points_outside_the_swath", "glt_half_empty_cell", "glt_without_map_info",
+    "glt_not_geographic", "glt_floats", "location_dimensions_differ",
 ]
 
 
