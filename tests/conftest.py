@@ -80,3 +80,23 @@ def reference_dir() -> Path:
     if not (REFERENCE / "reference_prob_fp32.npy").is_file():
         pytest.skip(f"reference scene not found at {REFERENCE} (../shared is absent)")
     return REFERENCE
+
+
+@pytest.fixture
+def restore_logging():
+    """In-process PGE runs and campaigns configure structlog and the root logger for the whole
+    process (pge.logging); put them back for the tests that follow."""
+    import logging
+
+    import structlog
+
+    from pge import logging as pge_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    pge_logging.close_file()
+    logging.captureWarnings(False)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import shutil
 import signal
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from campaign import cli, engine, inventory, plan, policy, products
 from campaign.engine import Outcome, Settings, run_campaign
@@ -38,9 +36,11 @@ from campaign.report import CSV_COLUMNS, PRODUCT_KEYS, Progress
 from campaign.template import TemplateError, load_template
 from l2b_mask.products.naming import product_files
 from l2b_mask.synthetic import generate_acquisition
-from pge import logging as pge_logging
 from pge.errors import RunConfigError
 from pge.runconfig import RunConfig
+
+# in-process runs reconfigure structlog and the root logger: conftest puts them back
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 LINES, SAMPLES = 8, 16
 START = datetime(2024, 3, 2, 0, 0, 0, tzinfo=UTC)
@@ -66,20 +66,6 @@ BAD_STEMS = [TRUNCATED, NO_GLT, NO_OBS]
 
 # ---------------------------------------------------------------------------------------------
 # The archive and the first campaign, shared
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """In-process campaigns configure structlog and the root logger (pge.logging); put them
-    back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    pge_logging.close_file()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 @dataclass

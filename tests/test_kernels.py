@@ -38,9 +38,9 @@ def _forward(model, rho, band, precision, backend):
         model.set_precision("float32", backend="auto")
 
 
-@pytest.fixture(scope="module")
-def reference_rho(spec, reference_dir):
-    scene = Scene.open(reference_dir / "public_s7_rdn.hdr", reference_dir / "public_s7_obs.img")
+def _model_input(spec, radiance, observation):
+    """(reflectance of the pixels with a value, band term): what the model sees of a scene."""
+    scene = Scene.open(radiance, observation)
     si = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cpu")))
     with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
         r = rdn.read_lines(0, scene.lines, si.bands)
@@ -48,6 +48,11 @@ def reference_rho(spec, reference_dir):
     ok = pixels_with_value(r, z, scene.radiance_nodata, scene.observation_nodata)
     rho = toa_reflectance(r[ok], z[ok], si.earth_sun_au, si.band_irradiance)
     return torch.from_numpy(np.ascontiguousarray(rho, np.float32)), si.band_term
+
+
+@pytest.fixture(scope="module")
+def reference_rho(spec, reference_dir):
+    return _model_input(spec, reference_dir / "public_s7_rdn.hdr", reference_dir / "public_s7_obs.img")
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +61,7 @@ def synthetic_rho(spec, tmp_path_factory):
 
     acq = generate_acquisition(tmp_path_factory.mktemp("syn"), lines=24, samples=160, seed=3,
                                cloud_fraction=0.45)
-    scene = Scene.open(acq.radiance, acq.observation)
-    si = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cpu")))
-    with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
-        r = rdn.read_lines(0, scene.lines, si.bands)
-        z = obs.read_band(0, scene.lines, scene.solar_zenith_band)
-    ok = pixels_with_value(r, z, scene.radiance_nodata, scene.observation_nodata)
-    rho = toa_reflectance(r[ok], z[ok], si.earth_sun_au, si.band_irradiance)
-    return torch.from_numpy(np.ascontiguousarray(rho, np.float32)), si.band_term
+    return _model_input(spec, acq.radiance, acq.observation)
 
 
 @needs_kernel

@@ -31,7 +31,6 @@ import pytest
 
 import pge.cli
 from l2b_mask.synthetic import TIME_FORMAT, SyntheticAcquisition, generate_acquisition
-from pge import logging as pge_logging
 from pge.errors import ExitCode
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -1024,23 +1023,6 @@ def test_in_process_log_events_follow_stdout(tmp_path, spec, capsys, restore_log
     assert code == ExitCode.ANCILLARY
     events = [json.loads(line)["event"] for line in out[:-1]]
     assert "run_configuration" in events and "run_failed" in events, events
-
-
-@pytest.fixture
-def restore_logging():
-    """In-process runs reconfigure structlog and the root logger; put them back."""
-    import logging
-
-    import structlog
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    pge_logging.close_file()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 # ---------------------------------------------------------------------------------------------

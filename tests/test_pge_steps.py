@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import structlog
 
 from l2b_mask.bands import kept_bands
 from l2b_mask.errors import InputProductError
 from l2b_mask.products.naming import product_files
 from l2b_mask.synthetic import SyntheticAcquisition, emit_wavelengths, generate_acquisition
 from pge import lifecycle
-from pge import logging as pge_logging
 from pge.errors import ExitCode, OutputProductError, RunConfigError, exit_code_for
 from pge.lifecycle import PgeRun
 from pge.runconfig import RunConfig
+
+# in-process runs reconfigure structlog and the root logger: conftest puts them back
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 LINES, SAMPLES = 16, 16
 SEED = 5
@@ -29,19 +29,6 @@ STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
 PREPROCESS_STEPS = ("load_config", "prepare_output", "validate_inputs", "validate_ancillary")
 PUBLISH_ORDER = ("envi_data", "envi_header", "netcdf", "browse", "metadata", "ummg", "provenance",
                  "log")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The steps reconfigure structlog and the root logger for the process; put them back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    pge_logging.close_file()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 @pytest.fixture

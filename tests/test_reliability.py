@@ -952,25 +952,6 @@ def test_in_process_main_restores_signal_handlers(tmp_path, restore_logging):
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-@pytest.fixture
-def restore_logging():
-    """In-process runs reconfigure structlog and the root logger; put them back."""
-    import logging
-
-    import structlog
-
-    from pge import logging as pge_logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    pge_logging.close_file()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-
-
 def test_report_stop_latency():
     """Not a check: prints the measured stop latencies for the report (-s to see them)."""
     print(f"stop latency after signal (s): {STOP_LATENCIES}")
