@@ -170,6 +170,17 @@ def test_build_is_cached(tmp_path, monkeypatch):
     assert kernels.library_path() == path
 
 
+@needs_kernel
+def test_a_fresh_build_loads_for_other_users(tmp_path, monkeypatch):
+    """Built by root in a container's build stage, loaded by its non-root user: the library
+    must be readable by all (mkstemp alone would leave it 0600), and found without a compiler."""
+    monkeypatch.setenv("L2B_MASK_KERNEL_CACHE", str(tmp_path))
+    path = kernels.build()
+    assert path.parent == tmp_path and path.stat().st_mode & 0o005 == 0o005
+    monkeypatch.setattr(kernels, "compiler", lambda: None)
+    assert kernels.build() == path  # the cached library, no compiler needed
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_paths_agree_with_cpu_float32(model, reference_rho):

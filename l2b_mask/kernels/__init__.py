@@ -110,6 +110,7 @@ def build(force: bool = False) -> Path:
                                   timeout=600)
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling {SOURCE.name} failed: {proc.stderr.strip()[-2000:]}")
+            Path(tmp).chmod(0o755)  # mkstemp makes it 0600: other users of the venv must load it
             Path(tmp).replace(target)                 # atomic: readers never see a partial file
         finally:
             Path(tmp).unlink(missing_ok=True)
