@@ -364,6 +364,10 @@ def write_products(run: PgeRun) -> None:
     assert cfg is not None and staged is not None and run.probability is not None
     run.flag = cloud_flag(run.probability, run.threshold, cfg.algorithm.comparison)
     run.fraction = cloud_fraction(run.flag)
+    if cfg.output.write_ummg and _parse_time(_emit_common(run)["emit acquisition start time"]) is None:
+        run.skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
+                               "start time': a granule record needs the acquisition time")
+        run.log.warning("granule_metadata_skipped", reason=run.skipped["ummg"])
     if cfg.output.write_envi:
         write_envi_product(staged.envi_data, run.probability, run.flag, _emit_common(run))
     if cfg.input_files.location is not None:
@@ -487,28 +491,21 @@ def write_granule_metadata(run: PgeRun) -> None:
     time, extent from the GLT grid or the located pixels, day or night."""
     cfg, staged, fraction = run.config, run.staged, run.fraction
     assert cfg is not None and staged is not None and fraction is not None
+    emit = _emit_common(run)
     data = [p for k, p in _written(run, staged).items() if k not in ("metadata", "ummg")]
     data.sort(key=lambda p: p.suffix != ".nc")  # the netCDF, when written, is the granule's file
     bounds = (run.glt.grid_bounds() if run.glt is not None
               else location_bounds(run.location) if run.location is not None else None)
     polygon = swath_polygon(run.location.lon, run.location.lat) if run.location is not None else None
     no_value_percent = 100.0 * (fraction.total_pixels - fraction.valid_pixels) / fraction.total_pixels
-    emit = _emit_common(run)
-    identity = parse_identity(cfg.input_files.radiance)
-    start = _parse_time(emit["emit acquisition start time"])
-    if identity is None and start is None:
-        run.skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
-                               "start time': a granule record needs the acquisition time")
-        run.log.warning("granule_metadata_skipped", reason=run.skipped["ummg"])
-        return
     record = build_ummg(
         product_version=cfg.output.product_version,
-        identity=identity, files=data,
+        identity=parse_identity(cfg.input_files.radiance), files=data,
         # EMIT's convention: pixels without a value count as cloud cover (nothing is seen there)
         cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
         pge_version=emit["emit pge version"], production_time=datetime.now(UTC),
-        start_time=start,
+        start_time=_parse_time(emit["emit acquisition start time"]),
         end_time=_parse_time(emit["emit acquisition stop time"]),
         day_night=day_night_flag(run.solar_angles[0]), solar_zenith=run.solar_angles[0],
         solar_azimuth=run.solar_angles[1],
@@ -680,7 +677,7 @@ def postprocess(run: PgeRun) -> None:
         validate_products(run)
     with step(run, "write_metadata"):
         write_metadata(run)
-    if run.config.output.write_ummg:
+    if "ummg" in _written(run, run.staged):  # asked for, and the acquisition time is known
         with step(run, "write_granule_metadata"):
             write_granule_metadata(run)
     run.log.info("run_finished", product=run.stem,

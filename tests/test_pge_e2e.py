@@ -642,6 +642,9 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
         f"{stem}{s}" for k, s in DEFAULT_SUFFIXES.items() if k != "ummg")
     provenance = json.loads((out / f"{stem}_provenance.json").read_text())
     assert set(provenance["skipped_outputs"]) == {"ummg"}
+    meta = json.loads((out / f"{stem}_metadata.json").read_text())
+    assert set(meta["files"].values()) == {p.name for p in out.iterdir()} - {
+        f"{stem}_provenance.json", f"{stem}_pge.log"}  # lists only files that exist
     assert any(e["event"] == "granule_metadata_skipped" for e in result.events)
     reference = np.load(reference_dir / "reference_prob_fp32.npy")
     ref_no_value = np.isnan(reference)
