@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from l2b_mask import kernels
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference
 from l2b_mask.scene import Scene
 
@@ -17,19 +18,27 @@ def reference(reference_dir):
             np.load(reference_dir / "reference_prob_bf16.npy"))
 
 
-def _ours(spec, reference_dir, precision):
+def _ours(spec, reference_dir, precision, backend="auto"):
     scene = Scene.open(reference_dir / "public_s7_rdn.hdr", reference_dir / "public_s7_obs.img")
     model = CloudModel.load(spec, InferenceSettings(device="cpu", precision=precision))
+    model.model.set_precision(precision, backend)
     return SceneInference(scene, model).run(lines_per_block=5)
 
 
-def test_float32_reproduces_the_published_float32(spec, reference_dir, reference):
+# Both CPU implementations of float32 are held to the bound on their own (the kernel where this
+# machine can build it): measured max |dP| 1.2e-5 for the kernel, 6.5e-6 for the torch path.
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+def test_float32_reproduces_the_published_float32(spec, reference_dir, reference, backend):
+    if backend == "kernel" and not kernels.available():
+        pytest.skip(f"CPU kernel unavailable: {kernels.unavailable_reason()}")
     ref, _ = reference
-    ours = _ours(spec, reference_dir, "float32")
+    ours = _ours(spec, reference_dir, "float32", backend)
     assert np.array_equal(np.isnan(ours), np.isnan(ref)), "set of pixels without a value differs"
     valid = ~np.isnan(ref)
     assert valid.sum() > 1000
-    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-4
+    err = np.abs(ours[valid] - ref[valid]).max()
+    print(f"{backend}: max |dP| vs published float32 {err:.2e}")
+    assert err <= 1e-4
     clear_of_threshold = valid & (np.abs(ref - THRESHOLD) > 1e-4)
     np.testing.assert_array_equal(ours[clear_of_threshold] > THRESHOLD, ref[clear_of_threshold] > THRESHOLD)
 
