@@ -231,25 +231,69 @@ STAGE static __m256 scores(const float* Qv, const float* Kh, float* S, int T, in
     return m;
 }
 
+// Scores of two vectors of 8 queries (16 queries) against 4 keys at a time: per head dimension 2
+// query loads and 4 key broadcasts feed 8 FMAs (the one-vector tile needs 9 loads for 8 FMAs).
+STAGE static void scores2(const float* Qv, const float* Kh, float* S0, float* S1, int T, int TP,
+                          __m256& m0, __m256& m1) {
+    m0 = _mm256_set1_ps(-INFINITY);
+    m1 = m0;
+    int j = 0;
+    for (; j + 4 <= T; j += 4) {
+        __m256 a[4], b[4];
+        for (int k = 0; k < 4; ++k) a[k] = b[k] = _mm256_setzero_ps();
+        for (int d = 0; d < HD; ++d) {
+            const __m256 q0 = _mm256_load_ps(Qv + static_cast<size_t>(d) * TP);
+            const __m256 q1 = _mm256_load_ps(Qv + static_cast<size_t>(d) * TP + 8);
+            const float* kd = Kh + static_cast<size_t>(d) * TP + j;
+            for (int k = 0; k < 4; ++k) {
+                const __m256 kb = _mm256_broadcast_ss(kd + k);
+                a[k] = _mm256_fmadd_ps(kb, q0, a[k]);
+                b[k] = _mm256_fmadd_ps(kb, q1, b[k]);
+            }
+        }
+        for (int k = 0; k < 4; ++k) {
+            _mm256_store_ps(S0 + (j + k) * 8, a[k]);
+            _mm256_store_ps(S1 + (j + k) * 8, b[k]);
+            m0 = _mm256_max_ps(m0, a[k]);
+            m1 = _mm256_max_ps(m1, b[k]);
+        }
+    }
+    for (; j < T; ++j) {
+        score_block<1>(Qv, Kh, S0, TP, j, m0);
+        score_block<1>(Qv + 8, Kh, S1, TP, j, m1);
+    }
+}
+
 // S[j][lane] <- 2^(S[j][lane] - m) in place; returns 1 / sum_j of them (per lane).
+// Four score vectors go through each step together: one exp2 is a ~35-cycle dependency chain, and
+// only independent chains side by side keep both FMA pipes busy.
 template <int DEG>
 STAGE static __m256 softmax_exp(float* S, __m256 m, int T) {
-    __m256 l0 = _mm256_setzero_ps(), l1 = _mm256_setzero_ps();
+    constexpr int U = 4;
+    const __m256 lo = _mm256_set1_ps(-125.0f);
+    const __m256 shifter = _mm256_set1_ps(12582912.0f);
+    __m256 l[U];
+    for (int i = 0; i < U; ++i) l[i] = _mm256_setzero_ps();
     int j = 0;
-    for (; j + 2 <= T; j += 2) {
-        const __m256 e0 = exp2v<DEG>(_mm256_sub_ps(_mm256_load_ps(S + j * 8), m));
-        const __m256 e1 = exp2v<DEG>(_mm256_sub_ps(_mm256_load_ps(S + j * 8 + 8), m));
-        _mm256_store_ps(S + j * 8, e0);
-        _mm256_store_ps(S + j * 8 + 8, e1);
-        l0 = _mm256_add_ps(l0, e0);
-        l1 = _mm256_add_ps(l1, e1);
+    for (; j + U <= T; j += U) {
+        __m256 x[U], t[U], e[U];
+        for (int i = 0; i < U; ++i) x[i] = _mm256_max_ps(_mm256_sub_ps(_mm256_load_ps(S + (j + i) * 8), m), lo);
+        for (int i = 0; i < U; ++i) t[i] = _mm256_add_ps(x[i], shifter);
+        for (int i = 0; i < U; ++i) x[i] = _mm256_sub_ps(x[i], _mm256_sub_ps(t[i], shifter));
+        for (int i = 0; i < U; ++i) e[i] = exp2_poly<DEG>(x[i]);
+        for (int i = 0; i < U; ++i) {
+            e[i] = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(e[i]),
+                                                        _mm256_slli_epi32(_mm256_castps_si256(t[i]), 23)));
+            _mm256_store_ps(S + (j + i) * 8, e[i]);
+            l[i] = _mm256_add_ps(l[i], e[i]);
+        }
     }
     for (; j < T; ++j) {
         const __m256 e0 = exp2v<DEG>(_mm256_sub_ps(_mm256_load_ps(S + j * 8), m));
         _mm256_store_ps(S + j * 8, e0);
-        l0 = _mm256_add_ps(l0, e0);
+        l[0] = _mm256_add_ps(l[0], e0);
     }
-    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(l0, l1));
+    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_add_ps(l[0], l[1]), _mm256_add_ps(l[2], l[3])));
 }
 
 // out[d][lane] = r[lane] * sum_j E[j][lane] V[j][d]: 8 accumulators, one per head dimension.
@@ -292,7 +336,17 @@ static void attention(const float* QKV, float* A, float* S, int T, int TP) {
         const float* Qh = QKV + static_cast<size_t>(h * HD) * TP;
         const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
         const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
-        for (int v = 0; v < NV; ++v) {
+        int v = 0;
+        for (; v + 2 <= NV; v += 2) {
+            __m256 m0, m1;
+            float* S1 = S + static_cast<size_t>(T) * 8;
+            scores2(Qh + v * 8, Kh, S, S1, T, TP, m0, m1);
+            const __m256 r0 = softmax_exp<DEG>(S, m0, T);
+            weighted_values(S, Vh, A + static_cast<size_t>(h * HD) * TP + v * 8, r0, T, TP);
+            const __m256 r1 = softmax_exp<DEG>(S1, m1, T);
+            weighted_values(S1, Vh, A + static_cast<size_t>(h * HD) * TP + (v + 1) * 8, r1, T, TP);
+        }
+        for (; v < NV; ++v) {
             const __m256 m = scores(Qh + v * 8, Kh, S, T, TP);
             const __m256 r = softmax_exp<DEG>(S, m, T);
             weighted_values(S, Vh, A + static_cast<size_t>(h * HD) * TP + v * 8, r, T, TP);
@@ -307,12 +361,12 @@ struct Scratch {
     float *x, *qkv, *s, *rho;
     explicit Scratch(int T, int TP) {
         const size_t n = static_cast<size_t>(D) * TP + static_cast<size_t>(3 * D) * TP
-                         + static_cast<size_t>(T) * 8 + TP + 64;
+                         + static_cast<size_t>(2 * T) * 8 + TP + 64;
         base = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
         x = base;
         qkv = x + static_cast<size_t>(D) * TP;
         s = qkv + static_cast<size_t>(3 * D) * TP;
-        rho = s + static_cast<size_t>(T) * 8;
+        rho = s + static_cast<size_t>(2 * T) * 8;
     }
     ~Scratch() { std::free(base); }
     Scratch(const Scratch&) = delete;
