@@ -3,7 +3,8 @@
 The options follow the published deployment script (`--proba`, `--threshold`, `--device`,
 `--weights`, `--irradiance`, model spec), with `--keep-bands` for instruments other than EMIT:
 the model then sees every band. Writes a uint8 cloud-flag GeoTIFF in raw geometry and, with
-`--proba`, the probability beside it. Errors are one line on stderr and a non-zero exit.
+`--proba`, the probability beside it. Errors are one line on stderr and a non-zero exit, with
+the PGE's codes (below); `--debug` shows the traceback of an unexpected one.
 """
 
 from __future__ import annotations
@@ -24,11 +25,39 @@ from l2b_mask.products.geotiff import write_flag_and_probability
 from l2b_mask.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.spec import ModelSpec
 
-_CODES = {InputProductError: 4, AncillaryError: 5, ProcessingError: 6, OutputError: 7}
+# The PGE's exit codes (pge.errors.ExitCode), for the failures this command can have.
+EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 8
+_CODES: tuple[tuple[type[L2BMaskError], int], ...] = (
+    (InputProductError, 4), (AncillaryError, 5), (ProcessingError, 6), (OutputError, 7))
+_EPILOG = """exit codes:
+  0  mask (and probability) written
+  1  unexpected error (run with --debug for the traceback)
+  2  bad command line or setting (threshold, batch size, lines per block, precision)
+  4  input product invalid (radiance or observation missing or malformed)
+  5  ancillary file invalid (model specification, weights, irradiance)
+  6  processing failed (device unavailable, out of memory after retries)
+  7  output failed (cannot write the GeoTIFF)
+  8  interrupted (Ctrl-C)
+"""
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a failure: the PGE's code for the library's typed errors, else 1."""
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return EXIT_UNEXPECTED
+
+
+def _fail(message: str, code: int) -> int:
+    """One line on stderr, whatever newlines the message holds."""
+    print("l2b-mask: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
+                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("radiance", type=Path, help="L1B radiance (ENVI .hdr or binary)")
     p.add_argument("observation", type=Path, help="L1B observation geometry (ENVI)")
     p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")
@@ -46,17 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-checksum", action="store_true",
                    help="accept weights/irradiance whose sha256 differs from the spec's")
     p.add_argument("--keep-bands", action="store_true",
-                   help="no band dropping and any band count (non-EMIT data)")
+                   help="no band dropping and any band count (non-EMIT data): the model sees "
+                        "every band of the radiance, so give it only bands it can use")
+    p.add_argument("--debug", action="store_true",
+                   help="let an unexpected error raise, with its traceback")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        return _fail("--threshold must be strictly between 0 and 1", EXIT_USAGE)
     try:
-        if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-            raise ValueError("--threshold must be strictly between 0 and 1")
         settings = InferenceSettings(args.device, args.precision, args.batch_size,
                                      args.lines_per_block)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
         spec = ModelSpec.load(args.spec)
         scene = Scene.open(args.radiance, args.observation,
                            expected_radiance_bands=None if args.keep_bands else EMIT_RADIANCE_BANDS)
@@ -68,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         flag = cloud_flag(probability, threshold, args.comparison)
         written = write_flag_and_probability(args.output, flag, probability if args.proba else None)
     except L2BMaskError as exc:
-        print(f"l2b-mask: {exc}", file=sys.stderr)
-        return _CODES.get(type(exc), 1)
-    except ValueError as exc:
-        print(f"l2b-mask: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), exit_code(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, traceback on request
+        if args.debug:
+            raise
+        name = type(exc).__name__
+        return _fail(f"unexpected error: {name}: {exc} (run with --debug for the traceback)",
+                     EXIT_UNEXPECTED)
     for path in written:
         print(path)
     return 0

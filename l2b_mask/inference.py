@@ -24,6 +24,10 @@ from l2b_mask.scene import Scene
 from l2b_mask.spec import ModelSpec, verify_sha256
 
 PRECISIONS = ("float32", "float32-fastexp", "bfloat16")
+# What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
+# 2.5 (pyproject allows 2.3); torch.cuda.OutOfMemoryError exists since 1.13, and from 2.5 on it
+# is the very same class (so it also catches the CPU allocator's failure there).
+OUT_OF_MEMORY: type[Exception] = torch.cuda.OutOfMemoryError
 
 
 @dataclass(frozen=True)
@@ -102,20 +106,29 @@ class CloudModel:
         return cls(spec, load_model(spec, path), device, settings.precision, settings.batch_size)
 
     def predict(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
-        """P(cloud) float32 for (N, T) float32 reflectance; halves the batch on CUDA OOM."""
+        """P(cloud) float32 for (N, T) float32 reflectance.
+
+        On a CUDA device that runs out of memory, the batch that failed is retried at half
+        the batch size, down to 1; the smaller size is kept for the following batches. Out of
+        memory on the CPU, or on CUDA at batch size 1, is a ProcessingError.
+        """
         n = reflectance.shape[0]
         out = np.empty(n, np.float32)
         if n == 0:
             return out
-        band_term = band_term.to(self.device)
         start = 0
         while start < n:
             stop = min(start + self.batch_size, n)
             try:
                 out[start:stop] = self._forward(reflectance[start:stop], band_term)
-            except torch.OutOfMemoryError:
-                if self.device.type != "cuda" or self.batch_size == 1:
-                    raise ProcessingError(None, "out of memory even at batch size 1") from None
+            except OUT_OF_MEMORY:
+                if self.device.type != "cuda":
+                    raise ProcessingError(
+                        None, f"out of memory on {self.device} at batch size {self.batch_size} "
+                              "(lower processing.batch_size or lines_per_block)") from None
+                if self.batch_size == 1:
+                    raise ProcessingError(
+                        None, f"out of memory on {self.device} even at batch size 1") from None
                 torch.cuda.empty_cache()
                 self.batch_size = max(1, self.batch_size // 2)
                 continue
@@ -124,8 +137,9 @@ class CloudModel:
 
     @torch.inference_mode()
     def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        """One batch through the model on its device (`.to` is free once a tensor is there)."""
         x = torch.from_numpy(reflectance).to(self.device, non_blocking=True)
-        return self.model(x, band_term).cpu().numpy()
+        return self.model(x, band_term.to(self.device)).cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ compute; the iteration afterwards only reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +17,31 @@ from l2b_mask.errors import InputProductError
 
 EMIT_RADIANCE_BANDS = 285
 OBS_BAND_COUNTS = (11, 12)
-# Zero-based positions in the EMIT observation file, used when it carries no band names.
+# Zero-based positions in the EMIT observation file, used when it carries no band names; with
+# names, bands are found by these (lower-case) parts of their names wherever they are.
+OBS_SOLAR_AZIMUTH = 3
 OBS_SOLAR_ZENITH = 4
 OBS_EARTH_SUN_DISTANCE = 10
+OBS_SOLAR_AZIMUTH_NAME = "to-sun azimuth"
+OBS_SOLAR_ZENITH_NAME = "to-sun zenith"
+OBS_EARTH_SUN_DISTANCE_NAME = "earth-sun distance"
 # Plausible Earth-Sun distance (AU): perihelion 0.983, aphelion 1.017.
 _EARTH_SUN_RANGE = (0.97, 1.03)
 _WAVELENGTH_UNITS = {"nanometers": 1.0, "nm": 1.0, "micrometers": 1000.0, "um": 1000.0,
                      "microns": 1000.0, "µm": 1000.0}
 
 
-def _find_band(names: list[str] | None, needle: str, fallback: int, header: EnviHeader) -> int:
+def observation_band_names(header: EnviHeader) -> list[str] | None:
+    """The observation file's band names, None when it has none; one name per band or an error."""
+    names = header.string_list("band names")
+    if names is not None and len(names) != header.bands:
+        raise InputProductError(header.header_path, f"{len(names)} band names for {header.bands} bands")
+    return names
+
+
+def find_band(names: list[str] | None, needle: str, fallback: int, header: EnviHeader) -> int:
+    """Zero-based index of the one band whose name contains `needle` (case-insensitive), or
+    `fallback` (EMIT's position) when the file has no band names."""
     if not names:
         return fallback
     hits = [i for i, name in enumerate(names) if needle in name.lower()]
@@ -35,6 +51,38 @@ def _find_band(names: list[str] | None, needle: str, fallback: int, header: Envi
             f"expected one band named like '{needle}' among the band names, found {len(hits)}",
         )
     return hits[0]
+
+
+ACQUISITION_START_KEY = "emit acquisition start time"
+ACQUISITION_STOP_KEY = "emit acquisition stop time"
+
+
+def parse_emit_time(text: object) -> datetime | None:
+    """An EMIT header time ('2024-03-02T00:58:29+0000') as an aware datetime (UTC when it names
+    no zone); None when absent or not a time."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def acquisition_times(header: EnviHeader) -> tuple[datetime | None, datetime | None]:
+    """(start, stop) of the acquisition from the radiance header's EMIT keys, None where absent.
+
+    A stop before the start is an input error: the granule's time range would be reversed.
+    """
+    start_text, stop_text = header.meta.get(ACQUISITION_START_KEY), header.meta.get(ACQUISITION_STOP_KEY)
+    start, stop = parse_emit_time(start_text), parse_emit_time(stop_text)
+    if start is not None and stop is not None and stop < start:
+        raise InputProductError(
+            header.header_path,
+            f"'{ACQUISITION_STOP_KEY}' {str(stop_text).strip()} is before "
+            f"'{ACQUISITION_START_KEY}' {str(start_text).strip()}",
+        )
+    return start, stop
 
 
 def _check_float(header: EnviHeader, what: str) -> None:
@@ -80,6 +128,8 @@ class Scene:
     fwhm_nm: np.ndarray
     solar_zenith_band: int
     earth_sun_band: int
+    acquisition_start: datetime | None = None  # from the radiance header, when it says
+    acquisition_stop: datetime | None = None
 
     @classmethod
     def open(
@@ -95,6 +145,7 @@ class Scene:
                 rdn.header_path, f"radiance has {rdn.bands} bands, expected {expected_radiance_bands}"
             )
         wl, fwhm = _spectral_axis(rdn)
+        start, stop = acquisition_times(rdn)
         if obs.bands not in OBS_BAND_COUNTS:
             raise InputProductError(
                 obs.header_path, f"observation file has {obs.bands} bands, expected 11 or 12"
@@ -105,12 +156,10 @@ class Scene:
                 f"observation is {obs.lines} lines x {obs.samples} samples but the radiance "
                 f"{rdn.header_path.name} is {rdn.lines} x {rdn.samples}",
             )
-        names = obs.string_list("band names")
-        if names is not None and len(names) != obs.bands:
-            raise InputProductError(obs.header_path, f"{len(names)} band names for {obs.bands} bands")
-        sza = _find_band(names, "to-sun zenith", OBS_SOLAR_ZENITH, obs)
-        esd = _find_band(names, "earth-sun distance", OBS_EARTH_SUN_DISTANCE, obs)
-        return cls(rdn, obs, wl, fwhm, sza, esd)
+        names = observation_band_names(obs)
+        sza = find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, obs)
+        esd = find_band(names, OBS_EARTH_SUN_DISTANCE_NAME, OBS_EARTH_SUN_DISTANCE, obs)
+        return cls(rdn, obs, wl, fwhm, sza, esd, start, stop)
 
     @property
     def lines(self) -> int:

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pge import logging as pge_logging
-from pge.errors import ExitCode, InterruptedRun, UsageError, exit_code_for, one_line, text_table
+from pge.errors import (
+    ExitCode,
+    InterruptedRun,
+    RunConfigError,
+    UsageError,
+    exit_code_for,
+    one_line,
+    text_table,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,13 +187,18 @@ def _main(args_list: list[str]) -> int:
 def _fail(log: Any, exc: BaseException) -> int:
     _Stop.raised = True  # the run is over: a signal now must not cut the report short
     code = exit_code_for(exc)
-    line = one_line(exc)
+    line = one_line(exc)  # stderr: one line, cut only when absurdly long
+    whole = one_line(exc, cut=False)  # the summary and the log: never cut
+    details: dict[str, Any] = {}
+    if isinstance(exc, RunConfigError):  # every bad field, structured, for whoever reads the log
+        details = {"runconfig": str(exc.path) if exc.path is not None else None,
+                   "errors": exc.field_errors}
     try:
-        log.error("run_failed", exit_code=int(code), error=line,
-                  exc_info=code == ExitCode.UNEXPECTED)
+        log.error("run_failed", exit_code=int(code), error=whole,
+                  exc_info=code == ExitCode.UNEXPECTED, **details)
     except Exception:  # logging must never mask the real failure
         pass
-    print(_summary(None, code, line, None), flush=True)
+    print(_summary(None, code, whole, None), flush=True)
     print(line, file=sys.stderr, flush=True)
     return int(code)
 

@@ -71,7 +71,11 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.INTERRUPTED: "SIGTERM or SIGINT received; partial outputs were removed.",
 }
 
+# Cap of the stderr line. A run configuration's error list is not cut at this length: the
+# operator needs every bad field from one run, so it gets the far larger cap below (only a
+# pathological file, megabytes of key names, ever reaches it).
 ONE_LINE_MAX = 500
+RUNCONFIG_LINE_MAX = 100_000
 
 
 def markdown_table() -> str:
@@ -111,13 +115,30 @@ class PgeError(Exception):
 class RunConfigError(PgeError):
     """The run configuration is unusable; `errors` lists every bad field, one string each.
 
-    Listing them all at once spares the operator one failed run per typo.
+    Listing them all at once spares the operator one failed run per typo. `errors` may be one
+    string (a problem of the whole file: unreadable, not JSON), or a list whose items are
+    '<field path>: <message>' strings (pydantic's errors, as `pge.runconfig` words them) or
+    (field path, message) pairs. `field_errors` gives the same list structured, for the log.
     """
 
     exit_code = ExitCode.RUNCONFIG
 
-    def __init__(self, path: Path | str | None, errors: Sequence[str] | str) -> None:
-        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+    def __init__(self, path: Path | str | None,
+                 errors: Sequence[str | tuple[str | None, str]] | str) -> None:
+        self.field_errors: list[dict[str, str | None]] = []
+        if isinstance(errors, str):
+            self.field_errors.append({"field": None, "message": errors})
+        else:
+            for item in errors:
+                if isinstance(item, str):
+                    field, sep, message = item.partition(": ")
+                    self.field_errors.append({"field": field, "message": message} if sep
+                                             else {"field": None, "message": item})
+                else:
+                    field, message = item
+                    self.field_errors.append({"field": field, "message": message})
+        self.errors: list[str] = [f"{e['field']}: {e['message']}" if e["field"] is not None
+                                  else str(e["message"]) for e in self.field_errors]
         super().__init__(path, "; ".join(self.errors) or "invalid run configuration")
 
 
@@ -190,11 +211,18 @@ def _is_torch_oom(exc: BaseException) -> bool:
                for t in type(exc).__mro__)
 
 
-def one_line(exc: BaseException) -> str:
+def line_limit(exc: BaseException) -> int:
+    """How long `one_line` lets the stderr line be: a run configuration's list of errors is
+    never cut in practice (every bad field must be reported at once), anything else is."""
+    return RUNCONFIG_LINE_MAX if isinstance(exc, RunConfigError) else ONE_LINE_MAX
+
+
+def one_line(exc: BaseException, *, cut: bool = True) -> str:
     """The single stderr line for an operator: '<label>: <message>', whitespace collapsed.
 
     Errors we anticipated speak for themselves; anything else also names its type, since
-    'division by zero' alone says nothing about where to look.
+    'division by zero' alone says nothing about where to look. With `cut` the line ends in
+    '...' at `line_limit(exc)` characters; without, it is whole (the stdout JSON summary).
     """
     code = exit_code_for(exc)
     message = " ".join(str(exc).split())
@@ -204,6 +232,7 @@ def one_line(exc: BaseException) -> str:
         name = type(exc).__name__
         message = f"{name}: {message}" if message else name
     line = f"{code.label}: {message}"
-    if len(line) > ONE_LINE_MAX:
-        line = line[: ONE_LINE_MAX - 3] + "..."
+    limit = line_limit(exc)
+    if cut and len(line) > limit:
+        line = line[: limit - 3] + "..."
     return line

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,124 @@ def test_one_line_unexpected_names_the_type():
     assert one_line(KeyboardInterrupt()) == "interrupted: KeyboardInterrupt"
 
 
-def test_one_line_truncated():
-    line = one_line(RunConfigError("/r.json", [f"field{i}: Field required" for i in range(200)]))
-    assert len(line) <= ONE_LINE_MAX and line.endswith("...") and "/r.json" in line
+def test_one_line_truncated_but_not_for_run_configuration_errors():
+    long = OutputProductError("/o/p.nc", "x" * 2000)
+    line = one_line(long)
+    assert len(line) <= ONE_LINE_MAX and line.endswith("...") and "/o/p.nc" in line
+    assert one_line(long, cut=False).endswith("x" * 100)
+    # Every error of a run configuration is reported at once: the list is never cut.
+    err = RunConfigError("/r.json", [f"field{i}: Field required" for i in range(200)])
+    line = one_line(err)
+    assert "\n" not in line and not line.endswith("...") and "/r.json" in line
+    assert all(f"field{i}: Field required" in line for i in range(200))
+
+
+def test_runconfig_error_structured_field_errors():
+    err = RunConfigError("/c/run.json", ["a.b: Field required", "output.x: Extra inputs: no",
+                                         ("c.d", "Input should be a valid boolean"), "no colon"])
+    assert err.field_errors == [
+        {"field": "a.b", "message": "Field required"},
+        {"field": "output.x", "message": "Extra inputs: no"},
+        {"field": "c.d", "message": "Input should be a valid boolean"},
+        {"field": None, "message": "no colon"},
+    ]
+    assert err.errors[2] == "c.d: Input should be a valid boolean"
+    assert RunConfigError(None, "not valid JSON: x: y").field_errors == [
+        {"field": None, "message": "not valid JSON: x: y"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the console script: a run configuration with many errors gets all of them reported.
+
+# 22 bad fields, each named by its dotted path: wrong types, values out of range, bad patterns,
+# unknown keys at every level, and missing required ones.
+_BAD_FIELDS = {
+    "input_files.observation": "Field required",
+    "input_files.radiance": "Input should be a string",
+    "input_files.extra_input": "Extra inputs are not permitted",
+    "ancillary_files.model_weights": "Field required",
+    "ancillary_files.irradiance": "Path should not be empty",
+    "ancillary_files.unknown_ancillary": "Extra inputs are not permitted",
+    "output.overwrite": "Input should be a valid boolean",
+    "output.product_version": "String should match pattern",
+    "output.write_netcdf": "Input should be a valid boolean",
+    "output.write_envi": "Input should be a valid boolean",
+    "output.write_browse": "Input should be a valid boolean",
+    "output.write_ummg": "Input should be a valid boolean",
+    "output.typo_key": "Extra inputs are not permitted",
+    "algorithm.threshold": "Input should be less than 1",
+    "algorithm.comparison": "Input should be '>' or '>='",
+    "processing.device": "String should match pattern",
+    "processing.precision": "Input should be 'float32'",
+    "processing.batch_size": "Input should be greater than or equal to 1",
+    "processing.lines_per_block": "Input should be greater than or equal to 1",
+    "processing.threads": "Input should be less than or equal to 1024",
+    "log_level": "Input should be 'debug'",
+    "pge.software_build_version": "String should match pattern",
+    "not_a_section": "Extra inputs are not permitted",
+}
+
+
+def _many_errors_config(folder: Path) -> Path:
+    config = {
+        "input_files": {"radiance": 7, "extra_input": "x.img"},
+        "ancillary_files": {"irradiance": "  ", "unknown_ancillary": 1},
+        "output": {"directory": "out", "overwrite": "yes", "product_version": "1",
+                   "write_netcdf": "no", "write_envi": 2, "write_browse": "true",
+                   "write_ummg": [], "typo_key": True},
+        "algorithm": {"threshold": 1.5, "comparison": "<"},
+        "processing": {"device": "tpu", "precision": "float16", "batch_size": 0,
+                       "lines_per_block": -1, "threads": 100000},
+        "log_level": "verbose",
+        "pge": {"software_build_version": "has spaces!"},
+        "not_a_section": {},
+    }
+    path = folder / "bad_runconfig.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _console_script(name: str) -> str:
+    script = Path(sys.executable).parent / name
+    if not script.is_file():
+        pytest.skip(f"console script {name} not installed next to {sys.executable}")
+    return str(script)
+
+
+def test_many_runconfig_errors_all_reported_by_the_console_script(tmp_path):
+    assert len(_BAD_FIELDS) >= 20
+    rc = _many_errors_config(tmp_path)
+    proc = subprocess.run([_console_script("l2b-mask-pge"), str(rc)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == ExitCode.RUNCONFIG, proc.stderr
+    # stderr: exactly one line, naming the file and every bad field with its message
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(f"run configuration invalid: {rc}: ")
+    assert not line.endswith("...")
+    for field, message in _BAD_FIELDS.items():
+        assert f"{field}: {message}" in line, (field, line)
+    # stdout: the log events, then the summary with the whole message
+    lines = proc.stdout.splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["status"] == "failure" and summary["exit_code"] == 3
+    assert summary["error"] == line
+    events = [json.loads(x) for x in lines[:-1]]
+    failed = [e for e in events if e.get("event") == "run_failed"]
+    assert len(failed) == 1, events
+    event = failed[0]
+    assert event["error"] == line and event["runconfig"] == str(rc)
+    logged = {e["field"]: e["message"] for e in event["errors"]}
+    assert len(event["errors"]) == len(logged) == len(_BAD_FIELDS)
+    for field, message in _BAD_FIELDS.items():
+        assert message in logged[field], (field, logged)
+
+
+def test_many_runconfig_errors_all_reported_by_the_check_command(tmp_path):
+    rc = _many_errors_config(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pge.runconfig", "--check", str(rc)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == ExitCode.RUNCONFIG, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not proc.stderr.strip().endswith("...")
+    for field, message in _BAD_FIELDS.items():
+        assert f"{field}: {message}" in proc.stderr, field

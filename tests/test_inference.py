@@ -109,3 +109,71 @@ def test_gpu_matches_cpu(spec, tmp_path):
     cpu = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cpu"))).run(4)
     gpu = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cuda"))).run(4)
     np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Out of memory: the batch-halving retry of CloudModel.predict. A test double reports a CUDA
+# device but runs on the CPU, and fails like a full GPU above `capacity` spectra per batch; the
+# logic under test is the retry loop, not the GPU.
+
+
+class _SmallDeviceModel(CloudModel):
+    def __init__(self, base: CloudModel, device: str, capacity: int, batch_size: int) -> None:
+        super().__init__(base.spec, base.model, torch.device("cpu"), base.precision, batch_size)
+        self.device = torch.device(device)  # reported only: the forward below stays on the CPU
+        self.capacity = capacity
+        self.batches: list[int] = []
+
+    @torch.inference_mode()
+    def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        self.batches.append(len(reflectance))
+        if len(reflectance) > self.capacity:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.model(torch.from_numpy(reflectance), band_term).numpy()
+
+
+def _model_inputs(spec, n: int, seed: int = 0) -> tuple[CloudModel, np.ndarray, torch.Tensor]:
+    cpu = CloudModel.load(spec, InferenceSettings(device="cpu", batch_size=4096))
+    bands = 268  # what the drop ranges leave of EMIT's 285
+    rng = np.random.default_rng(seed)
+    reflectance = rng.uniform(0.0, 1.0, (n, bands)).astype(np.float32)
+    band_term = cpu.model.band_term(np.linspace(400.0, 2450.0, bands))
+    return cpu, reflectance, band_term
+
+
+@pytest.fixture
+def without_torch_2_5_oom(monkeypatch):
+    """torch 2.3 and 2.4 (allowed by pyproject) have no torch.OutOfMemoryError."""
+    monkeypatch.delattr(torch, "OutOfMemoryError", raising=False)
+
+
+def test_cuda_oom_halves_the_batch_and_matches_cpu(spec, without_torch_2_5_oom):
+    cpu, reflectance, band_term = _model_inputs(spec, 100)
+    expected = cpu.predict(reflectance, band_term)
+    gpu = _SmallDeviceModel(cpu, "cuda", capacity=20, batch_size=64)
+    got = gpu.predict(reflectance, band_term)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    assert gpu.batch_size == 16  # 64 -> 32 -> 16, the first size that fits
+    assert gpu.batches[:3] == [64, 32, 16]
+    assert all(b <= 16 for b in gpu.batches[3:])
+    assert sum(gpu.batches[2:]) == 100  # every spectrum computed exactly once after the retries
+    # the smaller size is kept: a second call starts at 16 and never fails again
+    gpu.batches.clear()
+    np.testing.assert_allclose(gpu.predict(reflectance, band_term), expected, rtol=0, atol=2e-6)
+    assert max(gpu.batches) == 16 and sum(gpu.batches) == 100
+
+
+def test_cuda_oom_at_batch_size_one_is_a_processing_error(spec, without_torch_2_5_oom):
+    cpu, reflectance, band_term = _model_inputs(spec, 5)
+    gpu = _SmallDeviceModel(cpu, "cuda:0", capacity=0, batch_size=4)
+    with pytest.raises(ProcessingError, match="out of memory on cuda:0 even at batch size 1"):
+        gpu.predict(reflectance, band_term)
+    assert gpu.batches == [4, 2, 1]
+
+
+def test_cpu_oom_is_a_processing_error_without_retry(spec, without_torch_2_5_oom):
+    cpu, reflectance, band_term = _model_inputs(spec, 50)
+    small = _SmallDeviceModel(cpu, "cpu", capacity=10, batch_size=32)
+    with pytest.raises(ProcessingError, match="out of memory on cpu at batch size 32"):
+        small.predict(reflectance, band_term)
+    assert small.batches == [32] and small.batch_size == 32

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_raster
+from conftest import write_pair, write_raster
 
 from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.products import (
@@ -27,6 +30,8 @@ from l2b_mask.products import (
 )
 from l2b_mask.products.netcdf import netcdf_value
 from l2b_mask.products.ortho import ortho_paths
+from l2b_mask.scene import Scene, parse_emit_time
+from l2b_mask.synthetic import generate_acquisition
 
 RDN = "emit20240302t005829_o06201_s000_l1b_rdn_b0106_v01"
 LINES, SAMPLES = 7, 5
@@ -470,3 +475,66 @@ def test_cloud_fraction_without_valid_pixels():
 def test_cloud_fraction_refuses_unknown_values():
     with pytest.raises(ValueError, match="other than"):
         cloud_fraction(np.array([0, 1, 2], np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Acquisition times: a stop before the start is refused when the inputs are validated
+
+
+def _with_times(folder: Path, start: str, stop: str) -> tuple[Path, Path]:
+    return write_pair(folder, rdn_extra={"emit acquisition start time": start,
+                                         "emit acquisition stop time": stop})
+
+
+def test_acquisition_times_parsed_from_the_radiance_header(tmp_path):
+    rdn, obs = _with_times(tmp_path, "2024-03-02T00:58:29+0000", "2024-03-02T00:58:40+0000")
+    scene = Scene.open(rdn, obs)
+    assert scene.acquisition_start == datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)
+    assert scene.acquisition_stop == datetime(2024, 3, 2, 0, 58, 40, tzinfo=UTC)
+    # equal times are a (degenerate) valid range; absent or unparseable ones are simply unknown
+    rdn, obs = _with_times(tmp_path, "2024-03-02T00:58:29+0000", "2024-03-02T00:58:29+0000")
+    assert Scene.open(rdn, obs).acquisition_stop == Scene.open(rdn, obs).acquisition_start
+    rdn, obs = _with_times(tmp_path, "2024-03-02T00:58:29+0000", "soon")
+    assert Scene.open(rdn, obs).acquisition_stop is None
+    assert parse_emit_time("2024-03-02T00:58:29") == datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)
+    assert parse_emit_time(None) is None
+
+
+def test_acquisition_stop_before_start_is_an_input_error(tmp_path):
+    rdn, obs = _with_times(tmp_path, "2024-03-02T00:58:29+0000", "2024-03-02T00:58:28+0000")
+    with pytest.raises(InputProductError) as info:
+        Scene.open(rdn, obs)
+    err = info.value
+    assert err.path == rdn.with_suffix(".hdr")
+    assert "2024-03-02T00:58:28+0000" in err.problem and "2024-03-02T00:58:29+0000" in err.problem
+    assert "before" in err.problem
+
+
+def test_pge_exits_4_on_a_stop_time_before_the_start(tmp_path):
+    """Through the PGE: exit 4 at input validation, naming the radiance header and both times,
+    and nothing published (before the fix the run succeeded with a reversed granule time)."""
+    acq = generate_acquisition(tmp_path / "in", lines=8, samples=6, seed=2)
+    hdr = acq.radiance.with_suffix(".hdr")
+    text = hdr.read_text()
+    stop_line = next(x for x in text.splitlines() if x.startswith("emit acquisition stop time"))
+    hdr.write_text(text.replace(stop_line, "emit acquisition stop time = 2024-03-02T00:50:00+0000"))
+    anc = Path(__file__).resolve().parents[1] / "ancillary"
+    rc = tmp_path / "rc.json"
+    rc.write_text(json.dumps({
+        "input_files": {"radiance": str(acq.radiance), "observation": str(acq.observation)},
+        "ancillary_files": {"model_weights": str(anc / "spectf_cloud/v0.1.0/weights.pt"),
+                            "irradiance": str(anc / "spectf_cloud/irr.npy")},
+        "output": {"directory": str(tmp_path / "out")},
+        "processing": {"device": "cpu"}}))
+    proc = subprocess.run([sys.executable, "-m", "pge.cli", str(rc)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 4, (proc.stdout[-2000:], proc.stderr)
+    assert proc.stderr.count("\n") == 1
+    line = proc.stderr.strip()
+    assert line.startswith(f"input product invalid: {hdr}: ")
+    assert "2024-03-02T00:50:00+0000" in line and "2024-03-02T00:58:29+0000" in line
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["exit_code"] == 4 and summary["error"] == line
+    steps = [json.loads(x).get("step") for x in proc.stdout.splitlines()[:-1]]
+    assert "validate_inputs" in steps and "validate_ancillary" not in steps
+    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]

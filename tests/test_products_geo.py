@@ -1,8 +1,9 @@
 """Geolocated and catalogue products, each opened with the library a user would use.
 
 GLT reading, the netCDF with the GLT (netCDF4 and GDAL, with a warp through the geolocation
-arrays), the IOOS compliance-checker, the orthorectified COGs (GDAL), the browse PNG (GDAL's
-PNG driver) and the UMM-G record (json, hashlib).
+arrays), the IOOS compliance-checker, the orthorectified COGs (GDAL), the browse PNG (Pillow,
+as a catalogue or a user would open it, and GDAL's PNG driver) and the UMM-G record (json,
+hashlib).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_raster
+from PIL import Image
 
-from l2b_mask.envi import read_header
+from l2b_mask.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError
 from l2b_mask.products import (
     Glt,
@@ -40,6 +43,8 @@ from l2b_mask.products import (
 )
 from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose
 from l2b_mask.products.netcdf import LocationArrays
+from l2b_mask.products.ummg import solar_angle_bands
+from l2b_mask.scene import Scene as SceneInputs
 from l2b_mask.synthetic import generate_acquisition
 
 gdal = pytest.importorskip("osgeo.gdal")
@@ -387,6 +392,62 @@ def test_ortho_values_are_the_glt_lookup(scene):
 # Browse
 
 
+def _open_with_pillow(path: Path) -> tuple[Image.Image, np.ndarray]:
+    """The PNG as Pillow reads it, and its pixels as a (rows, cols, bands) int array."""
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG"
+        return image, np.asarray(image).astype(int)
+
+
+def _magenta_overlay(pixels: np.ndarray) -> np.ndarray:
+    """Pixels blended with the mask colour (magenta) at CLOUD_ALPHA: red and blue at least
+    alpha * 255, green at most (1 - alpha) * 255."""
+    floor, ceiling = CLOUD_ALPHA * 255 - 1, (1 - CLOUD_ALPHA) * 255 + 1
+    return (pixels[..., 0] >= floor) & (pixels[..., 2] >= floor) & (pixels[..., 1] <= ceiling)
+
+
+def test_browse_png_with_pillow(scene, tmp_path):
+    """What a catalogue sees: an RGBA PNG, full size here, the mask colour on every cloud."""
+    path = tmp_path / f"{STEM}.png"
+    write_browse_png(path, scene.radiance, scene.flag)
+    image, rgba = _open_with_pillow(path)
+    assert image.mode == "RGBA" and image.size == (SAMPLES, LINES)  # Pillow: (width, height)
+    assert max(image.size) <= 1000
+    cloud, clear, no_value = scene.flag == 1, scene.flag == 0, scene.flag == 255
+    assert cloud.any() and clear.any() and no_value.any()
+    assert _magenta_overlay(rgba[cloud]).all()
+    assert (rgba[cloud, 3] == 255).all()
+    assert _magenta_overlay(rgba[clear]).mean() < 0.5
+    assert (rgba[no_value] == 0).all()
+    # the same pixels as GDAL reads
+    np.testing.assert_array_equal(rgba, gdal.Open(str(path)).ReadAsArray().transpose(1, 2, 0))
+
+
+def test_browse_png_of_a_long_scene_is_at_most_1000_px_with_pillow(tmp_path):
+    """The catalogue limit with the default max_side: a 1500-line swath becomes 1000 px long,
+    and the browse pixels made only of cloud carry the mask colour."""
+    acq = generate_acquisition(tmp_path, lines=1500, samples=3, seed=1)
+    flag = np.where(acq.truth == 0, 255, acq.truth >= 2).astype(np.uint8)
+    path = tmp_path / "long.png"
+    write_browse_png(path, acq.radiance, flag)
+    image, rgba = _open_with_pillow(path)
+    assert image.mode == "RGBA" and image.size == (2, 1000)
+    # browse row r covers swath lines [1.5 r, 1.5 (r + 1)); column c the samples of its share
+    rows = (np.arange(1500) * 1000) // 1500
+    cols = (np.arange(3) * 2) // 3
+    all_cloud = np.ones((1000, 2), bool)
+    np.logical_and.at(all_cloud, (rows[:, None], cols[None, :]), flag == 1)
+    assert all_cloud.sum() > 10
+    assert _magenta_overlay(rgba[all_cloud]).all()
+
+
+def test_demo_browse_in_docs_opens_with_pillow():
+    image, rgba = _open_with_pillow(Path(__file__).resolve().parents[1] / "docs" / "browse_demo.png")
+    assert image.mode in ("RGB", "RGBA") and max(image.size) <= 1000
+    assert _magenta_overlay(rgba).any()  # the demo acquisition has cloud, drawn in the mask colour
+
+
 def test_browse_png_rgba_with_cloud_overlay(scene, tmp_path):
     path = tmp_path / f"{STEM}.png"
     write_browse_png(path, scene.radiance, scene.flag)
@@ -412,6 +473,8 @@ def test_browse_downsamples_large_scenes(scene, tmp_path):
     ds = gdal.Open(str(path))
     assert max(ds.RasterXSize, ds.RasterYSize) == 20
     assert ds.RasterXSize == round(SAMPLES * 20 / LINES)
+    image, _ = _open_with_pillow(path)
+    assert image.size == (ds.RasterXSize, ds.RasterYSize) and image.mode == "RGBA"
 
 
 def test_browse_bands_are_nearest_650_560_470(scene):
@@ -431,6 +494,53 @@ def test_browse_compose_blend():
 
 # ---------------------------------------------------------------------------------------------
 # UMM-G
+
+
+def _reordered_observation(observation: Path, folder: Path, order: list[int],
+                           names: bool = True) -> Path:
+    """The observation file with its bands in `order` (new band i = old band order[i]), band
+    names moved with them (or dropped)."""
+    header = read_header(observation)
+    with EnviReader(header) as reader:
+        cube = reader.read_lines(0, header.lines, None, np.float64)  # (lines, samples, bands)
+    extra = {"data ignore value": -9999}
+    old_names = header.string_list("band names")
+    if names:
+        extra["band names"] = [old_names[i] for i in order]
+    return write_raster(folder / "reordered_obs.img", cube[:, :, order].transpose(0, 2, 1),
+                        extra=extra)
+
+
+def test_solar_angles_found_by_band_name_in_a_reordered_observation_file(scene, tmp_path):
+    """UMM-G's SOLAR_ZENITH/AZIMUTH and DayNightFlag, and the netCDF day_night_flag (both from
+    mean_solar_angles), follow the band names as Scene does, not EMIT's positions."""
+    expected = mean_solar_angles(scene.observation)
+    assert expected[0] is not None and expected[0] < 90 and day_night_flag(expected[0]) == "Day"
+    # to-sun zenith (4) and azimuth (3) moved to the end; path length (0, hundreds of km) and
+    # UTC time now sit at positions 3 and 4, where reading by position would find them.
+    order = [1, 2, 5, 0, 9, 6, 7, 8, 10, 3, 4]
+    moved = _reordered_observation(scene.observation, tmp_path, order)
+    hdr = read_header(moved)
+    assert hdr.string_list("band names")[4] == "UTC Time (decimal hours)"
+    sza, saz = mean_solar_angles(moved)
+    assert sza == pytest.approx(expected[0], rel=1e-12)
+    assert saz == pytest.approx(expected[1], rel=1e-12)
+    assert day_night_flag(sza) == "Day"
+    # Scene finds the same zenith band with the same helper
+    assert SceneInputs.open(scene.radiance, moved).solar_zenith_band == 10
+    assert solar_angle_bands(hdr) == (10, 9)
+
+
+def test_solar_angles_by_position_without_names_and_ambiguous_names_rejected(scene, tmp_path):
+    unnamed = _reordered_observation(scene.observation, tmp_path, list(range(11)), names=False)
+    assert mean_solar_angles(unnamed) == pytest.approx(mean_solar_angles(scene.observation))
+    hdr = unnamed.with_suffix(".hdr")
+    names = [f"band {i}" for i in range(11)]
+    names[4] = "To-sun zenith (0 to 90 degrees from zenith)"
+    names[2] = names[3] = "To-sun azimuth (0 to 360 degrees CW from N)"
+    hdr.write_text(hdr.read_text() + "band names = {" + ", ".join(names) + "}\n")
+    with pytest.raises(InputProductError, match="named like 'to-sun azimuth'.*found 2"):
+        mean_solar_angles(unnamed)
 
 
 def test_granule_ur_pattern():

@@ -20,17 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.envi import EnviReader, read_header
+from l2b_mask.envi import EnviHeader, EnviReader, read_header
 from l2b_mask.products.glt import Bounds
 from l2b_mask.products.naming import EmitIdentity
+from l2b_mask.scene import (
+    OBS_SOLAR_AZIMUTH,
+    OBS_SOLAR_AZIMUTH_NAME,
+    OBS_SOLAR_ZENITH,
+    OBS_SOLAR_ZENITH_NAME,
+    find_band,
+    observation_band_names,
+)
 
 UMMG_VERSION = "1.6.5"
 COLLECTION_SHORT_NAME = "EMITL2BMASK"
 GRANULE_UR_PREFIX = "EMIT_L2B_MASK"
 FORMATS = {".nc": "NETCDF-4", ".png": "PNG", ".tif": "GeoTIFF", ".img": "ENVI",
            ".hdr": "ASCII", ".json": "JSON", ".log": "ASCII"}
-OBS_SOLAR_AZIMUTH_BAND = 3
-OBS_SOLAR_ZENITH_BAND = 4
 _GRANULE_UR = re.compile(r"EMIT_L2B_MASK_\d{3}_\d{8}T\d{6}_\d{7}_\d{3}")
 _CHUNK = 1 << 20
 
@@ -69,19 +75,29 @@ def day_night_flag(mean_solar_zenith_deg: float | None) -> str:
     return "Day" if mean_solar_zenith_deg < 90.0 else "Night"
 
 
+def solar_angle_bands(header: EnviHeader) -> tuple[int, int]:
+    """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file: found by band
+    name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
+    names = observation_band_names(header)
+    return (find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
+            find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header))
+
+
 def mean_solar_angles(observation_path: Path | str,
                       lines_per_block: int = 256) -> tuple[float | None, float | None]:
     """(mean solar zenith, mean solar azimuth) in degrees over pixels with a value, read block
-    by block from the EMIT OBS bands 4 and 3 (0-based); None where no pixel has one."""
+    by block from the observation file's to-sun zenith and azimuth bands (by name, as `Scene`
+    finds them; EMIT's positions 4 and 3 when the file has no band names); None where no pixel
+    has one."""
     header = read_header(observation_path)
+    bands = list(solar_angle_bands(header))
     nodata = header.nodata
     sums = np.zeros(2)
     counts = np.zeros(2, np.int64)
     with EnviReader(header) as reader:
         for start in range(0, header.lines, lines_per_block):
             stop = min(header.lines, start + lines_per_block)
-            block = reader.read_lines(start, stop, [OBS_SOLAR_ZENITH_BAND, OBS_SOLAR_AZIMUTH_BAND],
-                                      np.float64)
+            block = reader.read_lines(start, stop, bands, np.float64)
             ok = np.isfinite(block) & (block > -9990.0)
             if nodata is not None:
                 ok &= block != nodata
