@@ -1,7 +1,7 @@
 """`l2b-mask-campaign INVENTORY TEMPLATE OUTPUT_ROOT`: reprocess many acquisitions on Dask.
 
 Stdout: the campaign's structured log (JSON lines, one per finished acquisition with the
-counts and ETA) and, last, one JSON summary line; on a terminal, a progress bar instead of
+counts and ETA) and, last, one JSON summary line with the totals; on a terminal, a progress bar instead of
 the log lines (the log always goes to `<output root>/logs/campaign-<time>.log` too).
 Stderr: silent unless the campaign fails; then one line saying why.
 """
@@ -25,11 +25,13 @@ EXIT_CODES = (
     (1, "some failed", "At least one acquisition failed (see the report: exit code and error "
                        "per acquisition); the others were processed. A rerun retries them, but "
                        "not those that failed with 2-5 and whose inputs did not change."),
-    (2, "usage error", "Bad command line, inventory unreadable or inconsistent, output root "
-                       "unusable or locked by another campaign."),
+    (2, "usage error", "Bad command line (a malformed --scheduler address, local-cluster "
+                       "options with --scheduler ...), inventory unreadable or inconsistent, "
+                       "output root unusable or locked by another campaign."),
     (3, "template invalid", "The run configuration template is invalid (every problem is "
                             "listed) or its ancillary files are missing or fail their checksums."),
-    (6, "engine failed", "No Dask cluster to run on: scheduler unreachable or no worker joined."),
+    (6, "engine failed", "No Dask cluster to run on: scheduler unreachable, no worker joined, "
+                          "or the local cluster failed to start."),
     (8, "interrupted", "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
                        "outputs), the report was written; rerun to finish."),
 )
@@ -42,6 +44,23 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see l2b-mask-campaign --help)")
+
+
+# Options that size or shape the embedded cluster. With --scheduler the cluster's own workers
+# decide all of that, so one of these there is an error: run anyway, the campaign would not
+# be what the operator asked for (e.g. far more PGEs in flight than --workers said).
+LOCAL_ONLY = (("workers", "--workers"), ("gpus", "--gpus"), ("memory_per_pge", "--memory-per-pge"),
+              ("processes", "--processes"), ("dashboard", "--dashboard"))
+
+
+def _local_only_with_scheduler(args: argparse.Namespace) -> None:
+    if args.scheduler is None:
+        return
+    given = [flag for dest, flag in LOCAL_ONLY if getattr(args, dest) not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only for the local cluster; with --scheduler the "
+                         f"Dask workers decide (start them with --nthreads = PGEs at once, "
+                         f"dask-cuda for GPUs); remove {'them' if len(given) > 1 else 'it'}")
 
 
 def _positive_int(text: str) -> int:
@@ -92,7 +111,9 @@ def parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("engine")
     e.add_argument("--scheduler", metavar="ADDRESS",
                    help="address of an existing Dask scheduler (tcp://host:8786); default: an "
-                        "embedded LocalCluster sized to this machine")
+                        "embedded LocalCluster sized to this machine. The local-cluster options "
+                        "(--workers, --gpus, --memory-per-pge, --processes, --dashboard) are "
+                        "an error with it")
     e.add_argument("--workers", type=_positive_int,
                    help="local cluster: PGEs in flight (default: one per GPU, else cores // "
                         "threads per PGE, capped by memory)")
@@ -104,9 +125,8 @@ def parser() -> argparse.ArgumentParser:
                    help="local cluster: GPU indices to use, e.g. 0,1, or 'none' for CPU only "
                         "(default: CUDA_VISIBLE_DEVICES, else nvidia-smi)")
     e.add_argument("--memory-per-pge", type=float, metavar="GIB",
-                   default=DEFAULT_MEMORY_PER_PGE / 2**30,
-                   help="local CPU cluster: memory one PGE may need, bounds the default worker "
-                        "count (default %(default)g)")
+                   help=f"local CPU cluster: memory one PGE may need, bounds the default worker "
+                        f"count (default {DEFAULT_MEMORY_PER_PGE / 2**30:g})")
     e.add_argument("--processes", action="store_true",
                    help="local cluster: workers as processes instead of threads (each only waits "
                         "on its PGE subprocess, so threads are enough)")
@@ -151,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser().parse_args(args_list)
+        _local_only_with_scheduler(args)
+        memory_gib = (DEFAULT_MEMORY_PER_PGE / 2**30 if args.memory_per_pge is None
+                      else args.memory_per_pge)
         if args.output_root.exists() and not args.output_root.is_dir():
             raise UsageError(f"{args.output_root}: output root exists and is not a folder")
         settings = Settings(
             inventory=args.inventory, template=args.template, output_root=args.output_root,
             scheduler=args.scheduler, workers=args.workers, threads_per_pge=args.threads_per_pge,
-            gpus=args.gpus, memory_per_pge=int(args.memory_per_pge * 2**30) or None,
+            gpus=args.gpus, memory_per_pge=int(memory_gib * 2**30) or None,
             retries=args.retries, retry_delay_s=args.retry_delay, limit=args.limit,
             force=args.force, retry_failed=args.retry_failed, timeout_s=args.pge_timeout,
             dashboard=args.dashboard, local_processes=args.processes,

@@ -40,6 +40,7 @@ from campaign.worker import (
     check,
     run_attempt,
     terminate_running,
+    write_runconfig,
 )
 from pge import logging as pge_logging
 from pge.provenance import package_version
@@ -53,6 +54,49 @@ class UsageProblem(Exception):
 
 class EngineError(Exception):
     """Campaign exit 6: no Dask cluster to run on (scheduler unreachable, no worker)."""
+
+
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def check_scheduler_address(address: str) -> None:
+    """A malformed `--scheduler` is a usage error (exit 2) found before anything starts;
+    distributed would raise a bare ValueError from deep inside `Client`."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    def bad(problem: str) -> UsageProblem:
+        return UsageProblem(f"--scheduler {address!r}: {problem} (expected tcp://HOST:PORT, "
+                            f"e.g. tcp://10.0.0.5:8786)")
+
+    if not address.strip():
+        raise bad("empty address")
+    try:
+        scheme, location = parse_address(address)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if scheme not in backends:
+        raise bad(f"unknown scheme {scheme!r} (known: {', '.join(sorted(backends))})")
+    if scheme not in _HOST_PORT_SCHEMES:
+        return
+    try:
+        host, port = parse_host_port(location)
+    except ValueError as exc:
+        raise bad(str(exc).replace("invalid literal for int() with base 10", "port not a "
+                                   "number")) from None
+    if not host:
+        raise bad("no host")
+    if not 0 < port < 65536:
+        raise bad(f"port {port} out of range")
+
+
+def check_dashboard_address(address: str) -> None:
+    """`--dashboard [HOST]:PORT` (or a bare host or port): a port that is not a number is a
+    usage error rather than a local cluster that fails to start."""
+    port = address.rpartition(":")[2] if ":" in address else ""
+    if port and not port.isdigit():
+        raise UsageProblem(f"--dashboard {address!r}: port {port!r} is not a number "
+                           f"(expected [HOST]:PORT, e.g. :8787)")
 
 
 class Interrupted(BaseException):  # noqa: N818 - mirrors KeyboardInterrupt
@@ -146,15 +190,18 @@ def _jobs(settings: Settings, template: Template, acquisitions: list[inv.Acquisi
         stem = acq.product_stem(version)
         product_dir = root / "products" / acq.acquisition_id(version)
         runconfig_path = root / "runconfigs" / f"{stem}.json"
+        paired = not acq.problem
         entry = Entry(acquisition=acq.acquisition_id(version), product_stem=stem,
                       radiance=str(acq.radiance),
                       observation=str(acq.observation) if acq.observation else None,
                       location=str(acq.location) if acq.location else None,
-                      glt=str(acq.glt) if acq.glt else None, runconfig=str(runconfig_path),
+                      glt=str(acq.glt) if acq.glt else None,
+                      runconfig=str(runconfig_path) if paired else None,
                       product_dir=str(product_dir))
         report.add(entry)
-        if acq.problem:
-            entry.status, entry.exit_code = FAILED, 4
+        if not paired:
+            report.set_status(entry, FAILED)
+            entry.exit_code = 4
             entry.error = f"input product invalid: {acq.radiance}: {acq.problem}"
             continue
         inputs = {k: (Path(v).name if v else None) for k, v in acq.inputs().items()}
@@ -166,6 +213,27 @@ def _jobs(settings: Settings, template: Template, acquisitions: list[inv.Acquisi
                   env_by_worker=env_by_worker, threads=threads, timeout_s=settings.timeout_s)
         states.append(_State(job, entry))
     return states
+
+
+def _write_runconfigs(states: list[_State]) -> None:
+    """One run configuration per paired acquisition, before anything runs, so the report's
+    `runconfig` never names a missing file. An existing one is left alone: it is the record
+    of the PGE run that made (or failed) that product, and a PGE run rewrites it anyway."""
+    for s in states:
+        try:
+            write_runconfig(s.job, only_if_absent=True)
+        except OSError as exc:
+            raise UsageProblem(f"{s.job.runconfig_path}: cannot write the run configuration "
+                               f"({exc.strerror or exc}); output root unusable") from None
+
+
+def _local_only_given(settings: Settings) -> list[str]:
+    """Local-cluster settings given with a scheduler, where the remote workers decide."""
+    if settings.scheduler is None:
+        return []
+    given = {"workers": settings.workers is not None, "gpus": settings.gpus is not None,
+             "local_processes": settings.local_processes, "dashboard": bool(settings.dashboard)}
+    return [name for name, set_ in given.items() if set_]
 
 
 def _local_plan(settings: Settings, template: Template) -> planning.Plan:
@@ -185,6 +253,10 @@ def run_campaign(settings: Settings) -> Outcome:
     before any acquisition is touched, and reports everything after that."""
     root = settings.output_root.absolute()
     settings.output_root = root
+    if settings.scheduler is not None:
+        check_scheduler_address(settings.scheduler)
+    if settings.dashboard:
+        check_dashboard_address(settings.dashboard)
     template = load_template(settings.template)
     acquisitions = inv.load(settings.inventory)
     dupes = inv.duplicates(acquisitions, template.product_version)
@@ -227,6 +299,9 @@ def _run_locked(settings: Settings, template: Template,
                    plan.env_by_worker() if plan else {}, report)
     log.info("campaign_started", acquisitions=len(report.entries), to_check=len(states),
              unpaired=len(report.entries) - len(states), output_root=str(root), engine=engine)
+    ignored = _local_only_given(settings)
+    if ignored:  # the command line refuses these (exit 2); a caller of this API is told here
+        log.warning("local_options_ignored", options=ignored, scheduler=settings.scheduler)
     for entry in report.entries.values():
         if entry.status == FAILED:
             log.error("acquisition_failed", acquisition=entry.product_stem,
@@ -236,9 +311,11 @@ def _run_locked(settings: Settings, template: Template,
     signals = _Signals()
     try:
         try:
+            _write_runconfigs(states)
             client, cluster = _connect(settings, plan, log)
-        except EngineError as exc:
-            log.error("engine_failed", error=str(exc))
+        except (EngineError, UsageProblem) as exc:
+            log.error("engine_failed" if isinstance(exc, EngineError) else "usage_error",
+                      error=str(exc))
             pge_logging.close_file()
             raise
         report.write()
@@ -319,29 +396,53 @@ class _Signals:
 
 
 def _connect(settings: Settings, plan: planning.Plan | None, log: Any) -> tuple[Any, Any]:
-    from distributed import Client, LocalCluster
-
     _quiet_dask_logs()
     if plan is None:
-        try:
-            client = Client(settings.scheduler, timeout=settings.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise EngineError(f"cannot reach the Dask scheduler at {settings.scheduler} "
-                              f"({exc})") from None
-        try:
-            client.wait_for_workers(1, timeout=settings.connect_timeout_s)
-        except TimeoutError:
-            client.close()
-            raise EngineError(f"no Dask worker joined {settings.scheduler} within "
-                              f"{settings.connect_timeout_s:g} s") from None
-        _quiet_dask_logs()
-        log.info("cluster_ready", scheduler=settings.scheduler, worker_threads=client.nthreads())
-        return client, None
-    cluster = LocalCluster(n_workers=plan.workers, threads_per_worker=1,
-                           processes=settings.local_processes,
-                           dashboard_address=settings.dashboard, silence_logs=logging.WARNING)
+        return _connect_remote(settings, log), None
+    return _start_local(settings, plan, log)
+
+
+def _connect_remote(settings: Settings, log: Any) -> Any:
+    from distributed import Client
+
+    try:
+        client = Client(settings.scheduler, timeout=settings.connect_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        raise EngineError(f"cannot reach the Dask scheduler at {settings.scheduler} "
+                          f"({exc})") from None
+    except (ValueError, TypeError) as exc:  # an address that got past check_scheduler_address
+        raise UsageProblem(f"--scheduler {settings.scheduler!r}: {exc}") from None
+    try:
+        client.wait_for_workers(1, timeout=settings.connect_timeout_s)
+    except TimeoutError:
+        client.close()
+        raise EngineError(f"no Dask worker joined {settings.scheduler} within "
+                          f"{settings.connect_timeout_s:g} s") from None
     _quiet_dask_logs()
-    client = Client(cluster)
+    log.info("cluster_ready", scheduler=settings.scheduler, worker_threads=client.nthreads())
+    return client
+
+
+def _start_local(settings: Settings, plan: planning.Plan, log: Any) -> tuple[Any, Any]:
+    """The embedded cluster; one that cannot start (a port taken, a dashboard host that does
+    not resolve) is an engine failure (exit 6) with Dask's reason, not a traceback."""
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    try:
+        cluster = LocalCluster(n_workers=plan.workers, threads_per_worker=1,
+                               processes=settings.local_processes,
+                               dashboard_address=settings.dashboard,
+                               silence_logs=logging.WARNING)
+        _quiet_dask_logs()
+        client = Client(cluster)
+    except Exception as exc:  # noqa: BLE001 - any start-up failure ends the campaign cleanly
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+        where = f" (--dashboard {settings.dashboard})" if settings.dashboard else ""
+        raise EngineError(f"cannot start the local Dask cluster{where}: "
+                          f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
     log.info("cluster_ready", scheduler="local", address=cluster.scheduler_address,
              workers=plan.workers, threads_per_pge=plan.threads_per_pge, gpus=list(plan.gpus),
              dashboard=client.dashboard_link if settings.dashboard else None)
@@ -363,6 +464,9 @@ class _Loop:
         self.runs_started = 0  # acquisitions given a first PGE run (what --limit counts)
         self.finished = len(report.entries) - len(states)  # unpaired radiances: failed already
         self.t0 = time.monotonic()
+        self.pge_runs = 0  # PGE attempts recorded, and their wall time: what the ETA is from
+        self.pge_seconds = 0.0
+        self.slots = plan.workers if plan is not None else 1  # PGEs at once (window())
         self.ac: Any = None
         self.host_threads: dict[str, int] = {}
         # Task keys unique to this campaign run: a scheduler shared with an earlier campaign
@@ -386,7 +490,8 @@ class _Loop:
                 host = urlparse(address).hostname or address
                 hosts[host] = hosts.get(host, 0) + n
             self.host_threads = hosts
-            return max(1, sum(per_worker.values()))
+            self.slots = max(1, sum(per_worker.values()))
+            return self.slots
         return 1
 
     def fill(self) -> None:
@@ -428,6 +533,7 @@ class _Loop:
                 else:
                     self.on_run(self.states[stem], result)
                 self.fill()
+                self.show()  # the running count changed with fill()
                 self.report.write(force=False)
 
     def stop(self) -> None:
@@ -503,6 +609,9 @@ class _Loop:
         entry = state.entry
         entry.attempts += 1
         entry.duration_s = round(entry.duration_s + result.duration_s, 3)
+        if result.ran and result.exit_code is not None:  # a PGE ran (not a lost task)
+            self.pge_runs += 1
+            self.pge_seconds += result.duration_s
         entry.history.append({
             "attempt": result.attempt, "exit_code": result.exit_code, "error": result.error,
             "duration_s": result.duration_s, "started_utc": result.started_utc,
@@ -561,23 +670,23 @@ class _Loop:
                error: str | None = None) -> None:
         """Close an acquisition: its status, a log event with the counts and ETA, the bar."""
         entry = state.entry
-        entry.status, entry.exit_code = status, exit_code
+        self.report.set_status(entry, status)
+        entry.exit_code = exit_code
         if error is not None:
             entry.error = error
         self.finished += 1
+        if status == PENDING:  # --limit: its file shows what the next campaign run will run
+            with contextlib.suppress(OSError):  # the report says pending either way
+                write_runconfig(state.job, only_if_absent=False)
         counts = self.report.counts()
         total = len(self.report.entries)
-        elapsed = time.monotonic() - self.t0
-        in_loop = self.finished - (total - len(self.states))
-        remaining = total - self.finished
-        eta = elapsed / max(1, in_loop) * remaining
-        rate = counts.get(DONE, 0) / elapsed * 60.0 if elapsed > 0 else None
+        eta = self.eta()
         fields = {"acquisition": entry.product_stem, "status": status, "exit_code": exit_code,
                   "attempts": entry.attempts, "duration_s": entry.duration_s,
                   "progress": f"{self.finished}/{total}",
                   "done": counts.get(DONE, 0), "skipped": counts.get(SKIPPED, 0),
                   "failed": counts.get(FAILED, 0), "running": len(self.in_flight),
-                  "eta_s": round(eta, 1)}
+                  "eta_s": None if eta is None else round(eta, 1)}
         if status == FAILED:
             self.log.error("acquisition_failed", error=entry.error, reason=entry.reason,
                            log=entry.failure_log, **fields)
@@ -588,6 +697,41 @@ class _Loop:
                           reason=entry.reason, **fields)
         else:
             self.log.info(f"acquisition_{status}", reason=entry.reason, **fields)
-        if self.progress is not None:
-            self.progress.update(self.finished, counts, len(self.in_flight), rate, eta,
-                                 force=status == FAILED or self.finished == total)
+        self.show(force=status == FAILED or self.finished == total)
+
+    def show(self, *, force: bool = False) -> None:
+        """Update the bar (throttled by `Progress`, which still draws the last update)."""
+        if self.progress is None:
+            return
+        elapsed = time.monotonic() - self.t0
+        counts = self.report.counts()
+        rate = counts.get(DONE, 0) / elapsed * 60.0 if elapsed > 0 else None
+        self.progress.update(self.finished, counts, len(self.in_flight), rate, self.eta(),
+                             force=force)
+
+    def remaining_runs(self) -> int:
+        """PGE runs still to come: the acquisitions past their check and not finished, and, as
+        far as --limit allows, each one not checked yet (it may turn out valid: an upper
+        bound, and a resume's valid products are mostly checked first)."""
+        checking = sum(1 for kind, _ in self.in_flight.values() if kind == "check")
+        unchecked = len(self.to_check) + checking
+        decided = len(self.report.entries) - self.finished - unchecked
+        if self.settings.limit is not None:
+            unchecked = min(unchecked, max(0, self.settings.limit - self.runs_started))
+        return decided + unchecked
+
+    def eta(self) -> float | None:
+        return eta_seconds(self.remaining_runs(), self.pge_seconds, self.pge_runs, self.slots)
+
+
+def eta_seconds(remaining_runs: int, pge_seconds: float, pge_runs: int,
+                slots: int) -> float | None:
+    """Time left: the mean wall time of the PGE runs so far times the runs still to come,
+    over the PGEs that run at once. Skipped acquisitions take no PGE and are left out, or a
+    resume that skips half the archive in seconds would promise the rest in seconds too.
+    None until a PGE has finished (nothing to go by), unless nothing is left to run."""
+    if remaining_runs <= 0:
+        return 0.0
+    if pge_runs <= 0:
+        return None
+    return remaining_runs * (pge_seconds / pge_runs) / max(1, slots)

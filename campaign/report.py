@@ -2,8 +2,10 @@
 
 `campaign_report.json` holds the campaign's settings, the totals and one record per
 acquisition with every attempt; `campaign_report.csv` has one row per acquisition for
-spreadsheets and `grep`. Both are rewritten atomically while the campaign runs (at most every
-`REWRITE_EVERY_S`) and at its end, so an interrupted campaign still leaves a current report.
+spreadsheets and `grep`, and nothing else: a table, so no totals row (the totals are the
+JSON's `totals` and the command's summary line). Both are rewritten atomically while the
+campaign runs (at most every `REWRITE_EVERY_S`) and at its end, so an interrupted campaign
+still leaves a current report.
 
 Statuses: `done` (made by this campaign run), `skipped` (a valid product was already there),
 `failed` (the PGE failed and the retry policy gave up, the same run failed for good in an
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -47,7 +50,7 @@ class Entry:
     observation: str | None
     location: str | None
     glt: str | None
-    runconfig: str
+    runconfig: str | None  # None: no run configuration can be made (radiance not paired)
     product_dir: str
     status: str = PENDING
     exit_code: int | None = None
@@ -72,6 +75,7 @@ class Report:
         self.root = root
         self.campaign = campaign
         self.entries: dict[str, Entry] = {}
+        self._counts: Counter[str] = Counter()  # by status, kept by add/set_status
         self.started = time.time()
         self._last_write = 0.0
         self._write_s = 0.0
@@ -85,10 +89,21 @@ class Report:
         return self.root / REPORT_CSV
 
     def add(self, entry: Entry) -> None:
+        old = self.entries.get(entry.product_stem)
+        if old is not None:
+            self._counts[old.status] -= 1
         self.entries[entry.product_stem] = entry
+        self._counts[entry.status] += 1
+
+    def set_status(self, entry: Entry, status: str) -> None:
+        """Change an entry's status through here, so that `counts` stays O(1) per
+        acquisition finished instead of a walk over the whole archive."""
+        self._counts[entry.status] -= 1
+        entry.status = status
+        self._counts[status] += 1
 
     def counts(self) -> Counter[str]:
-        return Counter(e.status for e in self.entries.values())
+        return +self._counts  # a copy, without the zero counts
 
     def totals(self) -> dict[str, Any]:
         counts = self.counts()
@@ -145,22 +160,59 @@ def format_seconds(seconds: float | None) -> str:
 
 class Progress:
     """A one-line progress bar, redrawn in place, for a terminal (the JSON log events carry the
-    same counts, one line per update, when stdout is not a terminal)."""
+    same counts, one line per update, when stdout is not a terminal).
+
+    Redraws are throttled to one per `INTERVAL_S`; an update that falls inside the interval is
+    kept and drawn by a ticker thread at the end of it, so the last state of a burst always
+    shows, however long the campaign then waits on its PGEs. The ticker also redraws every
+    `REFRESH_S` while nothing happens, the ETA counting down."""
 
     WIDTH = 28
+    INTERVAL_S = 0.2
+    REFRESH_S = 1.0
 
     def __init__(self, stream: IO[str], total: int) -> None:
         self.stream = stream
         self.total = total
         self._last = 0.0
         self._drawn = False
+        self._state: tuple[Any, ...] | None = None  # the latest update's figures
+        self._eta_at = 0.0  # when the latest ETA was estimated
+        self._dirty = False  # an update not drawn yet
+        self._lock = threading.Lock()  # the ticker and the campaign's thread share the stream
+        self._closed = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def update(self, finished: int, counts: Counter[str], running: int,
                rate_per_min: float | None, eta_s: float | None, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
+        with self._lock:
+            self._state = (finished, +counts, running, rate_per_min, eta_s)
+            self._eta_at = time.monotonic()
+            self._dirty = True
+            if force or time.monotonic() - self._last >= self.INTERVAL_S:
+                self._draw()
+        self._start_ticker()
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None and not self._closed.is_set():
+            self._ticker = threading.Thread(target=self._tick, name="campaign-progress",
+                                            daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._closed.wait(self.INTERVAL_S / 2):
+            with self._lock:
+                since = time.monotonic() - self._last
+                if self._state is not None and not self._closed.is_set() and (
+                        (self._dirty and since >= self.INTERVAL_S) or since >= self.REFRESH_S):
+                    self._draw()
+
+    def _draw(self) -> None:
+        """Write the bar from the latest figures; the caller holds the lock."""
+        assert self._state is not None
+        finished, counts, running, rate_per_min, eta_s = self._state
+        if eta_s is not None:
+            eta_s = max(0.0, eta_s - (time.monotonic() - self._eta_at))
         filled = int(self.WIDTH * finished / self.total) if self.total else self.WIDTH
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         rate = f"{rate_per_min:.1f}/min" if rate_per_min else "--/min"
@@ -170,15 +222,27 @@ class Progress:
                 f"{rate}  ETA {format_seconds(eta_s)}")
         self.stream.write("\r\x1b[2K" + line)
         self.stream.flush()
+        self._last = time.monotonic()
+        self._dirty = False
         self._drawn = True
 
     def message(self, text: str) -> None:
-        """A line above the bar (a failure worth seeing at once)."""
-        self.stream.write("\r\x1b[2K" + text + "\n")
-        self.stream.flush()
-        self._last = 0.0
+        """A line above the bar (a failure worth seeing at once); the bar follows at once."""
+        with self._lock:
+            self.stream.write("\r\x1b[2K" + text + "\n")
+            self.stream.flush()
+            self._dirty = self._state is not None
+            if self._dirty:
+                self._draw()
 
     def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Stop the ticker, draw the final figures if they are not on screen, end the line."""
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if self._dirty and self._state is not None:
+                self._draw()
+            if self._drawn:
+                self.stream.write("\n")
+                self.stream.flush()

@@ -4,7 +4,9 @@ A PGE attempt is a subprocess, `[sys.executable, "-m", "pge.cli", RUNCONFIG]`, s
 a hang or the OOM killer takes out that PGE only; the worker thread just waits on it, which
 keeps a worker's memory that of one PGE. The last stdout line (the PGE's JSON summary) and
 the stderr line are captured; a failed attempt's whole output is kept under `<root>/logs/`,
-because the PGE removes its scratch (and with it its log) when it fails.
+because the PGE removes its scratch (and with it its log) when it fails. On Linux the PGE
+gets SIGTERM when its worker goes (parent-death signal, `_die_with_parent`), so a SIGKILLed
+campaign does not leave PGEs running on.
 
 A failure that would repeat (exit 2-5: bad inputs or run configuration, `policy.REMEMBERED`)
 is remembered in `<root>/failed/<stem>.json` with a signature of what the PGE was given (its
@@ -18,6 +20,9 @@ workers (a shared file system), and this package must be installed there.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
+import functools
 import json
 import os
 import signal
@@ -35,6 +40,25 @@ from pge.errors import ExitCode
 
 TERMINATE_GRACE_S = 30.0
 LINE_MAX = 500
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _load_prctl() -> Any:
+    """libc's prctl, resolved once here: the child must not load libraries between fork and
+    exec. None off Linux (no parent-death signal there)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
 
 # The PGEs this process runs, by campaign token, and the campaigns told to stop: a stop only
 # touches its own campaign's PGEs (a remote cluster may serve several), and an attempt still
@@ -157,6 +181,22 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def write_runconfig(job: Job, *, only_if_absent: bool) -> bool:
+    """Write `job`'s run configuration as planned (threads as the campaign knows them) unless
+    the file is there (`only_if_absent`) or already says the same; whether it was written."""
+    path = Path(job.runconfig_path)
+    if path.exists():
+        if only_if_absent:
+            return False
+        try:
+            if json.loads(path.read_text()) == job.runconfig:
+                return False
+        except (OSError, ValueError):
+            pass
+    _write_json(path, job.runconfig)
+    return True
+
+
 def _last_line(text: str) -> str | None:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -206,7 +246,7 @@ def run_attempt(job: Job, attempt: int, token: str, delay_s: float = 0.0,
                                  duration_s=0.0, started_utc=started, ran=False)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=runconfig.parent,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=_child_setup())
         _running[proc] = token
     try:
         try:
@@ -248,6 +288,22 @@ def run_attempt(job: Job, attempt: int, token: str, delay_s: float = 0.0,
         summary=summary, duration_s=duration, started_utc=started, timed_out=timed_out,
         worker=str(worker.name) if worker is not None else None,
         gpu=visible if visible else None, log=log)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the PGE's process, between fork and exec: SIGTERM when the thread that started it
+    ends, so that a SIGKILLed campaign (or worker) does not leave its PGEs running on; the PGE
+    then cleans up as on any SIGTERM. That thread is the worker thread blocked in
+    `communicate` for the PGE's whole life, so it only ends with its process. A parent gone
+    before the prctl took effect would not signal: then exit at once."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(int(ExitCode.INTERRUPTED))
+
+
+def _child_setup() -> Any:
+    """The `preexec_fn` of a PGE subprocess (None where there is no prctl)."""
+    return None if _PRCTL is None else functools.partial(_die_with_parent, os.getpid())
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:

@@ -13,6 +13,7 @@ template handling are unit-tested without the PGE.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -21,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +34,7 @@ import pytest
 from campaign import cli, engine, inventory, plan, policy, products
 from campaign.engine import Outcome, Settings, run_campaign
 from campaign.policy import Action
-from campaign.report import CSV_COLUMNS, PRODUCT_KEYS, Progress
+from campaign.report import CSV_COLUMNS, DONE, FAILED, PRODUCT_KEYS, Entry, Progress, Report
 from campaign.template import TemplateError, load_template
 from l2b_mask.products.naming import product_files
 from l2b_mask.synthetic import generate_acquisition
@@ -259,7 +261,9 @@ def test_run_configurations_are_kept(first):
     # the run configuration the PGE refused is kept too, exactly as it was run
     with pytest.raises(RunConfigError, match="glt"):
         RunConfig.from_file(first.root / "runconfigs" / f"{NO_GLT}.json")
-    assert not (first.root / "runconfigs" / f"{NO_OBS}.json").exists()  # never run
+    # no observation: no run configuration can be made, and the report names none
+    assert not (first.root / "runconfigs" / f"{NO_OBS}.json").exists()
+    assert first.entries[NO_OBS].runconfig is None
 
 
 def test_report_json_and_csv(first, archive):
@@ -280,6 +284,8 @@ def test_report_json_and_csv(first, archive):
         assert (r["status"], r["attempts"], r["exit_code"]) == (
             a["status"], str(a["attempts"]), "" if a["exit_code"] is None else str(a["exit_code"]))
         assert r["error"] == (a["error"] or "")
+        assert r["runconfig"] == "" or Path(r["runconfig"]).is_file()  # never dangling
+    assert csv_by_stem[NO_OBS]["runconfig"] == "" and by_stem[NO_OBS]["runconfig"] is None
     for stem in GOOD_STEMS:
         r = csv_by_stem[stem]
         assert float(r["cloud_fraction_percent"]) == by_stem[stem]["cloud_fraction_percent"]
@@ -358,11 +364,25 @@ def test_progress_bar_on_a_terminal(first, archive, tmp_path):
 
 
 def test_limit_0_checks_and_runs_nothing(archive, tmp_path):
+    """No PGE runs, but every acquisition gets the run configuration it would run with (what
+    the report's `runconfig` names); a rerun brings a stale or missing one up to date."""
     run = campaign(archive, tmp_path / "root", archive.good_csv, limit=0)
     assert run.outcome.exit_code == 0
     assert [e.status for e in run.entries.values()] == ["pending"] * len(CSV_STEMS)
     assert all("--limit 0" in e.reason for e in run.entries.values())
-    assert run.totals["pge_runs"] == 0 and not (run.root / "runconfigs").exists()
+    assert run.totals["pge_runs"] == 0
+    assert not (run.root / "products").exists() or not list((run.root / "products").rglob("*.*"))
+    for stem in CSV_STEMS:
+        path = run.root / "runconfigs" / f"{stem}.json"
+        assert run.entries[stem].runconfig == str(path)
+        cfg = RunConfig.from_file(path)
+        assert cfg.processing.threads == 1 and cfg.output.directory == run.root / "products" / _acq_id(stem)
+    stale, missing = (run.root / "runconfigs" / f"{s}.json" for s in CSV_STEMS[:2])
+    wanted = stale.read_text()
+    stale.write_text("{}\n")
+    missing.unlink()
+    campaign(archive, run.root, archive.good_csv, limit=0)
+    assert stale.read_text() == wanted and missing.is_file()
 
 
 def test_crash_leftovers_are_remade_and_a_changed_input_is_rerun(first, archive, tmp_path):
@@ -440,6 +460,12 @@ def test_interrupted_campaign_is_resumed_and_completes_the_rest(archive, tmp_pat
     assert {s for s, e in resumed.entries.items() if e.status == "skipped"} == done
     assert {s for s, e in resumed.entries.items() if e.status == "done"} == pending
     assert resumed.totals["pge_runs"] == len(pending)
+    # the ETA comes from PGE runs only: the near-instant skips of a resume give none (they
+    # would promise the pending PGEs in no time), and the end says 0
+    events = [json.loads(line) for line in resumed.stdout.splitlines()]
+    skips = [e for e in events if e["event"] == "acquisition_skipped"]
+    assert skips and all(e["eta_s"] is None for e in skips)
+    assert [e for e in events if "progress" in e][-1]["eta_s"] == 0.0
     # each product made once over both runs: by exactly one PGE (exit 0, or stopped after it
     # had published), never remade
     assert made(interrupted) + made(resumed.report_json()) == Counter(CSV_STEMS)
@@ -677,3 +703,207 @@ def test_progress_bar_rendering():
     assert "[##############--------------] 2/4  done 1  skipped 1  failed 0" in text
     assert "running 2  12.0/min  ETA 1m15s" in text
     assert "FAILED x: exit 4\n" in text and text.endswith("\n")
+
+
+def test_eta_from_pge_runs_over_the_pges_at_once():
+    assert engine.eta_seconds(8, pge_seconds=20.0, pge_runs=2, slots=2) == 40.0
+    assert engine.eta_seconds(3, pge_seconds=30.0, pge_runs=1, slots=1) == 90.0
+    assert engine.eta_seconds(5, pge_seconds=0.0, pge_runs=0, slots=2) is None  # nothing to go by
+    assert engine.eta_seconds(0, pge_seconds=0.0, pge_runs=0, slots=2) == 0.0
+
+
+def test_report_counts_are_kept_not_recounted(tmp_path):
+    """counts() is called on every completion: it must not walk the whole archive."""
+
+    class NoWalk(dict):
+        def values(self):
+            raise AssertionError("counts() walked every entry")
+
+    report = Report(tmp_path, {})
+    entries = [Entry(acquisition=f"a{i}", product_stem=f"s{i}", radiance=f"r{i}",
+                     observation=None, location=None, glt=None, runconfig=None,
+                     product_dir=f"d{i}") for i in range(5)]
+    for e in entries:
+        report.add(e)
+    report.set_status(entries[0], DONE)
+    report.set_status(entries[1], FAILED)
+    report.set_status(entries[1], FAILED)
+    report.set_status(entries[2], DONE)
+    report.add(entries[2])  # the same entry again does not count twice
+    expected = Counter(e.status for e in entries)
+    walked, report.entries = report.entries, NoWalk(report.entries)
+    assert report.counts() == expected == Counter(done=2, failed=1, pending=2)
+    report.entries = walked
+    assert report.totals()["done"] == 2 and report.totals()["pending"] == 2
+
+
+def _bars(text: str) -> list[str]:
+    return [part for part in text.split("\r\x1b[2K") if part.startswith("[")]
+
+
+def test_progress_bar_draws_the_last_update_of_a_burst():
+    """Updates inside the throttle interval are not lost: the last one of a burst shows soon
+    after, with no further update (the campaign may then wait minutes on its PGEs), and a
+    burst costs a few redraws, not one per update."""
+    out = io.StringIO()
+    bar = Progress(out, 10)
+    try:
+        for i in range(1, 10):
+            bar.update(i, Counter(done=i, pending=10 - i), 2, 30.0, 60.0)
+        time.sleep(0.6)
+        bars = _bars(out.getvalue())
+        assert bars[-1].startswith("[" + "#" * 25 + "---] 9/10  done 9")
+        assert len(bars) <= 3
+    finally:
+        bar.close()
+
+
+def test_progress_bar_eta_counts_down_while_waiting():
+    out = io.StringIO()
+    bar = Progress(out, 4)
+    bar.REFRESH_S = 0.3
+    try:
+        bar.update(1, Counter(done=1, pending=3), 2, 12.0, 10.0)
+        time.sleep(1.3)
+    finally:
+        bar.close()
+    etas = [int(b.rsplit("ETA 0m", 1)[1][:2]) for b in _bars(out.getvalue())]
+    assert etas[0] == 10 and etas[-1] < 10 and len(etas) <= 8
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine: addresses, a cluster that does not start, local-only options
+
+
+@pytest.mark.parametrize("address", ["notaurl", "tcp://host", "tcp://:8786", "tcp://h:port",
+                                     "foo://h:1", "tcp://h:70000", ""])
+def test_malformed_scheduler_address_is_a_usage_error(archive, tmp_path, capfd, address):
+    root = tmp_path / "root"
+    code = cli.main([str(archive.good_csv), str(archive.template), str(root),
+                     "--scheduler", address])
+    out, err = capfd.readouterr()
+    assert code == 2, err
+    assert err.count("\n") == 1 and f"--scheduler {address!r}" in err
+    assert "Traceback" not in err
+    assert json.loads(out.splitlines()[-1])["status"] == "usage error"
+    assert not root.exists()  # found before anything was touched
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5:8786", "head:8786", "tls://[::1]:8786",
+                                     "ws://head.example.org:8786"])
+def test_well_formed_scheduler_addresses_pass_the_check(address):
+    engine.check_scheduler_address(address)
+
+
+def test_address_that_distributed_refuses_later_is_a_usage_error(archive, tmp_path, capfd,
+                                                                 monkeypatch):
+    """Should an address pass the check and `Client` raise ValueError, still exit 2, one line."""
+    monkeypatch.setattr(engine, "check_scheduler_address", lambda address: None)
+    code = cli.main([str(archive.good_csv), str(archive.template), str(tmp_path / "root"),
+                     "--scheduler", "tcp://host"])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing port" in err, err
+
+
+def test_local_cluster_that_fails_to_start_is_exit_6(archive, tmp_path, capfd, monkeypatch):
+    import distributed
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Cluster failed to start: [Errno 98] Address already in use")
+
+    monkeypatch.setattr(distributed, "LocalCluster", broken)
+    code = cli.main([str(archive.good_csv), str(archive.template), str(tmp_path / "root"),
+                     "--workers", "1", "--gpus", "none", "--dashboard", ":8787"])
+    out, err = capfd.readouterr()
+    assert code == 6, err
+    assert err.count("\n") == 1 and "cannot start the local Dask cluster" in err
+    assert "--dashboard :8787" in err and "Address already in use" in err
+    assert json.loads(out.splitlines()[-1])["status"] == "engine failed"
+
+
+@pytest.mark.parametrize("options", [["--workers", "2"], ["--gpus", "none"],
+                                     ["--processes", "--dashboard", ":8787"],
+                                     ["--memory-per-pge", "8"]])
+def test_local_cluster_options_with_scheduler_are_a_usage_error(archive, tmp_path, capfd,
+                                                                options):
+    """They would be ignored (the remote workers decide): refused, before connecting."""
+    root = tmp_path / "root"
+    code = cli.main([str(archive.good_csv), str(archive.template), str(root),
+                     "--scheduler", "tcp://127.0.0.1:8786", *options])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "only for the local cluster" in err
+    assert all(o in err for o in options if o.startswith("--"))
+    assert not root.exists()
+
+
+def test_bad_dashboard_port_is_a_usage_error(archive, tmp_path, capfd):
+    code = cli.main([str(archive.good_csv), str(archive.template), str(tmp_path / "root"),
+                     "--dashboard", "localhost:web"])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'web' is not a number" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# PGEs do not outlive a killed campaign
+
+
+def _pges_of(root: Path) -> list[int]:
+    """PGE processes working for this output root (their run configuration is under it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pge.cli" in args and any(str(root).encode() in a for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie is gone for our purpose (a container's init may not reap it at once)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pges_do_not_outlive_a_sigkilled_campaign(archive, tmp_path):
+    """SIGKILL to the campaign (no chance to stop its PGEs): each PGE gets SIGTERM from the
+    kernel (parent-death signal) and ends. The PGEs are held at start-up for 2 minutes by a
+    sitecustomize, so one still there after 15 s was not stopped."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        "if 'pge.cli' in sys.orig_argv and os.environ.get('CAMPAIGN_TEST_PGE_HOLD_S'):\n"
+        "    time.sleep(float(os.environ['CAMPAIGN_TEST_PGE_HOLD_S']))\n")
+    root = tmp_path / "root"
+    env = dict(os.environ, CAMPAIGN_TEST_PGE_HOLD_S="120", PYTHONPATH=os.pathsep.join(
+        p for p in (str(PROJECT), str(site), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "campaign.cli", str(archive.good_csv), str(archive.template),
+         str(root), "--workers", "2", "--threads-per-pge", "1", "--gpus", "none"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    pges: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(pges) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pges = _pges_of(root)
+        assert pges, "no PGE started"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in pges) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pges if _alive(p)], "PGEs outlived the campaign"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _pges_of(root):  # only if the test failed: ours, by their output root
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
