@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from l2b_mask.envi import read_header
-from l2b_mask.errors import InputProductError
+from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, cloud_flag
 from l2b_mask.products.browse import write_browse_png
 from l2b_mask.products.envi import read_envi_product, write_envi_product
@@ -62,6 +63,12 @@ PROGRESS_EVERY_S = 10.0
 # A full disk (ENOSPC), a file-size limit (EFBIG, once SIGXFSZ is ignored) or a quota (EDQUOT):
 # wherever the write happens (product, metadata, the log file), it is an output failure.
 DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# An output failure of these steps is checked for a cause (`write_failure_cause`); those of the
+# others (product exists, lock held, name collides) are decisions, not failed writes.
+WRITE_STEPS = frozenset({"write_products", "validate_products", "write_metadata",
+                         "write_granule_metadata", "write_provenance", "publish"})
+# Less free space than this after a failed write, with no errno to say so: the disk is the cause.
+LOW_SPACE_BYTES = 64 * 2**20
 JOURNAL = "publish_journal.json"
 BACKUP = "backup"
 
@@ -112,7 +119,7 @@ class PgeRun:
 @contextmanager
 def step(run: PgeRun, name: str) -> Iterator[None]:
     """Time a step and log its start and end; a full disk anywhere in it is an output failure."""
-    with disk_full_is_output_error(run):
+    with output_failure(run, name):
         run.log.info("step_started", step=name)
         t0 = time.perf_counter()
         yield
@@ -121,15 +128,89 @@ def step(run: PgeRun, name: str) -> Iterator[None]:
 
 
 @contextmanager
-def disk_full_is_output_error(run: PgeRun) -> Iterator[None]:
+def output_failure(run: PgeRun, name: str) -> Iterator[None]:
+    """The one place where write failures get their cause: an OSError of a full disk or a file
+    size limit becomes an output failure (exit 7), and an output failure of a step that writes
+    (the libraries' own, e.g. netCDF's bare 'HDF error') is completed with the cause the
+    system can tell: little space left on the filesystem, or a file size limit in force."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
         where = exc.filename or run.scratch or (run.config.output.directory if run.config else None)
-        raise OutputProductError(where, f"cannot write ({exc.strerror}): output disk full or "
-                                        "file size limit reached") from None
+        cause = write_failure_cause(run, where, exc.errno)
+        raise OutputProductError(where, f"cannot write ({exc.strerror}): " + (
+            cause or "output disk full or file size limit reached")) from None
+    except (OutputError, OutputProductError) as exc:
+        if name not in WRITE_STEPS:
+            raise
+        cause = write_failure_cause(run, exc.path or run.scratch)
+        if cause is None or cause in exc.problem:
+            raise
+        raise OutputProductError(exc.path, f"{exc.problem} ({cause})") from None
+
+
+def write_failure_cause(run: PgeRun, where: Path | str | None,
+                        err: int | None = None) -> str | None:
+    """Why writing under `where` failed, as far as the system says, or None.
+
+    `err` is the errno when known. Without one (a library that words its own failure), a file
+    size limit counts when it is set and small enough for a product file to reach it, and the
+    filesystem when under `LOW_SPACE_BYTES` is free (the failed file is already removed, so
+    'full' cannot mean zero bytes).
+    """
+    causes = []
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limited = soft != resource.RLIM_INFINITY
+    if limited and (err == errno.EFBIG or err is None and soft < _largest_file(run)):
+        causes.append(f"file size limit {soft} bytes reached")
+    folder = _existing_folder(where)
+    if folder is not None and err != errno.EFBIG:
+        try:
+            stat = os.statvfs(folder)
+        except OSError:
+            stat = None
+        if stat is not None:
+            free = stat.f_bavail * stat.f_frsize
+            if stat.f_files > 0 and stat.f_favail == 0 and err in (None, errno.ENOSPC):
+                causes.append(f"no free inodes left on {_mount_point(folder)}")
+            elif err == errno.ENOSPC or (err is None and free < LOW_SPACE_BYTES):
+                causes.append(f"no space left: {_human_bytes(free)} free on {_mount_point(folder)}")
+    return "; ".join(causes) or None
+
+
+def _largest_file(run: PgeRun) -> int:
+    """A bound on the size of any file the run writes: a few dozen bytes per pixel (flag,
+    probability, location, GLT), plus headers and attributes."""
+    pixels = run.scene.lines * run.scene.samples if run.scene is not None else 2_000_000
+    return 64 * pixels + 2**20
+
+
+def _existing_folder(where: Path | str | None) -> Path | None:
+    if where is None:
+        return None
+    path = Path(where)
+    while not path.is_dir():
+        if path.parent == path:
+            return None
+        path = path.parent
+    return path
+
+
+def _mount_point(folder: Path) -> Path:
+    path = folder.absolute()
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 2**20:
+        return f"{n // 1024} KiB"
+    return f"{n / 2**20:.1f} MiB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -686,7 +767,7 @@ def postprocess(run: PgeRun) -> None:
     with step(run, "write_provenance"):
         write_provenance(run)
         verify_staged(run)
-    with disk_full_is_output_error(run):
+    with output_failure(run, "publish"):
         publish(run)
 
 

@@ -113,6 +113,11 @@ class AncillaryFiles(_Model):
 
 
 class Output(_Model):
+    # The rule of `_a_data_file`, for schema-driven tools: not both data formats switched off.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"not": {
+        "required": ["write_envi", "write_netcdf"],
+        "properties": {"write_envi": {"const": False}, "write_netcdf": {"const": False}}}})
+
     directory: FilePath = Field(
         description="Folder that receives the products; created if absent." + _RELATIVE)
     scratch_directory: FilePath | None = Field(
@@ -125,9 +130,11 @@ class Output(_Model):
         "01", pattern=r"^[0-9]{2}$",
         description="Two-digit product version written into file names and metadata.")
     write_netcdf: StrictBool = Field(
-        True, description="Write the NetCDF product. JSON true/false only.")
+        True, description="Write the NetCDF product. JSON true/false only. At least one of "
+                          "write_netcdf and write_envi must be true.")
     write_envi: StrictBool = Field(
-        True, description="Write the ENVI products. JSON true/false only.")
+        True, description="Write the ENVI products. JSON true/false only. At least one of "
+                          "write_envi and write_netcdf must be true.")
     write_browse: StrictBool = Field(
         True, description="Write the browse image (<product>.png: true colour with the cloud "
                           "mask drawn over it, longest side at most 1000 px).")
@@ -138,6 +145,17 @@ class Output(_Model):
         False, description="Also write the mask and probability resampled to the GLT grid as "
                            "cloud-optimised GeoTIFFs (<product>_ortho.tif, _ortho_prob.tif, "
                            "EPSG:4326); needs input_files.glt.")
+
+    @model_validator(mode="after")
+    def _a_data_file(self) -> Output:
+        # Browse, ortho and metadata are views of or facts about the mask; without the mask
+        # itself (ENVI or netCDF) a "product" is meaningless to users and has no granule file.
+        if not (self.write_envi or self.write_netcdf):
+            raise PydanticCustomError(
+                "no_data_file", "at least one of output.write_envi / output.write_netcdf must be "
+                                "true: a product needs a data file (browse, ortho and metadata "
+                                "alone are not a product)")
+        return self
 
     def product_keys(self) -> list[str]:
         """The product files (`ProductFiles` fields) these settings write, provenance and log

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ from conftest import OBS_NAMES, emit_like_wavelengths, write_raster
 from l2b_mask.envi import read_header
 from l2b_mask.products.envi import read_envi_product
 from l2b_mask.spec import sha256_of
-from pge.errors import ExitCode
+from pge.errors import ExitCode, OutputProductError
 from pge.locking import acquire_acquisition_lock
 
 PROJECT = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("l2b-mask-pge")
 PGE = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "pge.cli"]
 STEM = "scene_rdn_l2b_mask"
+EMIT_RDN = "emit20240302t005829_o06201_s000_l1b_rdn_b0106_v01"
 # a non-EMIT name: no granule record (it needs the acquisition time); ortho is off by default
 SUFFIXES = (".img", ".hdr", ".nc", ".png", "_metadata.json", "_provenance.json", "_pge.log")
 LINES = SAMPLES = 8
@@ -208,7 +210,11 @@ def assert_failure(result: Result, code: int, needles: list[str], out: Path | No
     assert line.startswith(f"{ExitCode(code).label}: "), line
     for needle in needles:
         assert needle in line, f"{needle!r} not in {line!r}"
-    assert result.summary == {"status": "failure", "exit_code": code, "error": line}
+    summary = result.summary
+    assert (summary["status"], summary["exit_code"]) == ("failure", code), summary
+    # the stdout summary carries the whole message; stderr cuts an absurdly long one with "..."
+    assert summary["error"] == line or (
+        line.endswith("...") and summary["error"].startswith(line[:-3])), (summary, line)
     if out is not None:
         assert_no_products(out)
     return line
@@ -225,6 +231,28 @@ def assert_complete_product(out: Path, stem: str = STEM) -> None:
     for key, entry in record["outputs"].items():
         if "sha256" in entry:
             assert sha256_of(out / Path(entry["path"]).name) == entry["sha256"], key
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on `folder` (created) while the block runs, unmounted whatever happens.
+
+    Skips the test when mounting is not permitted (not root, no CAP_SYS_ADMIN, a container
+    without it): permission bits do not stop root, a read-only or full filesystem does.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or shutil.which("umount") is None:
+        pytest.skip("no mount/umount command here")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                       capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs on {folder} (needs root or CAP_SYS_ADMIN): "
+                    f"{(p.stderr or p.stdout).strip() or f'mount exited {p.returncode}'}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +323,19 @@ def _build_cases(root: Path, spec: Any) -> dict[str, Case]:
     rc_case("rc_threshold_negative", with_("algorithm", threshold=-0.2), ["algorithm.threshold"])
     rc_case("rc_unknown_device", with_("processing", device="tpu"), ["processing.device"])
     rc_case("rc_threads_huge", with_("processing", threads=100_000), ["processing.threads"])
+    no_data = ["output: at least one of output.write_envi / output.write_netcdf must be true"]
+    rc_case("rc_no_data_file", with_("output", write_envi=False, write_netcdf=False,
+                                     write_ummg=False), no_data)
+    # EMIT-named radiance with the granule record on: it used to reach the UMM-G writer with no
+    # data file to list and end in exit 1
+    d = new("rc_no_data_file_emit_named")
+    rdn, obs = write_scene(d / "in")
+    emit_rdn = rdn.with_name(EMIT_RDN + ".img")
+    rdn.replace(emit_rdn)
+    rdn.with_suffix(".hdr").replace(emit_rdn.with_suffix(".hdr"))
+    write_config(d, base_config(d, emit_rdn, obs, spec, output={
+        "write_envi": False, "write_netcdf": False, "write_browse": False, "write_ummg": True}))
+    add("rc_no_data_file_emit_named", d, 3, ["rc.json", *no_data])
     d = new("rc_file_missing")
     add("rc_file_missing", d, 3, ["no_such_rc.json", "not found"], args=["no_such_rc.json"])
     # paths that do not exist: inputs are checked by the PGE (4), ancillary files too (5)
@@ -308,6 +349,15 @@ def _build_cases(root: Path, spec: Any) -> dict[str, Case]:
     write_config(d, base_config(d, shared_rdn, shared_obs, spec,
                                 ancillary_files={"model_weights": str(d / "none.pt")}))
     add("path_weights_missing", d, 5, [str(d / "none.pt"), "not found"])
+    d = new("path_irradiance_missing")
+    write_config(d, base_config(d, shared_rdn, shared_obs, spec,
+                                ancillary_files={"irradiance": str(d / "none.npy")}))
+    add("path_irradiance_missing", d, 5, [str(d / "none.npy"), "not found"])
+    for key in ("glt", "location"):
+        d = new(f"path_{key}_missing")
+        write_config(d, base_config(d, shared_rdn, shared_obs, spec,
+                                    input_files={key: str(d / f"nope_{key}.img")}))
+        add(f"path_{key}_missing", d, 4, [str(d / f"nope_{key}.hdr"), "header not found"])
     d = new("path_spec_missing")
     write_config(d, base_config(d, shared_rdn, shared_obs, spec,
                                 ancillary_files={"model_spec": str(d / "none.toml")}))
@@ -365,6 +415,16 @@ def _build_cases(root: Path, spec: Any) -> dict[str, Case]:
                rdn_dtype=np.int16)
     scene_case("data_type_unknown", 4, lambda r, o: [r.with_suffix(".hdr").name, "data type 99"],
                lambda d, r, o: edit_header(r, "data type", "99"))
+    scene_case("obs_hdr_unreadable", 4, lambda r, o: [o.with_suffix(".hdr").name, "unreadable"],
+               lambda d, r, o: o.with_suffix(".hdr").write_bytes(b"\x00\xffgarbage\n= = {\n"))
+    scene_case("obs_binary_truncated", 4, lambda r, o: [o.name, "truncated"],
+               lambda d, r, o: o.write_bytes(o.read_bytes()[:-100]))
+    scene_case("obs_binary_too_long", 4, lambda r, o: [o.name, "longer than its header"],
+               lambda d, r, o: o.write_bytes(o.read_bytes() + b"\0" * 64))
+    scene_case("obs_wrong_band_count", 4,
+               lambda r, o: [o.with_suffix(".hdr").name, "5 bands", "expected 11 or 12"],
+               lambda d, r, o: write_raster(o, np.zeros((LINES, 5, SAMPLES)),
+                                            extra={"data ignore value": -9999}))
     scene_case("obs_data_type_int", 4, lambda r, o: [o.with_suffix(".hdr").name, "floating"],
                lambda d, r, o: (edit_header(o, "data type", "14")))
     scene_case("dims_mismatch", 4, lambda r, o: [o.with_suffix(".hdr").name, "lines"],
@@ -502,7 +562,9 @@ _NAMES = [
     "rc_threshold_one", "rc_threshold_negative", "rc_unknown_device", "rc_threads_huge",
     "rc_file_missing",
     "path_radiance_missing", "path_observation_missing", "path_weights_missing",
-    "path_spec_missing", "out_under_regular_file", "out_is_a_regular_file",
+    "path_spec_missing", "path_irradiance_missing", "path_glt_missing", "path_location_missing",
+    "rc_no_data_file", "rc_no_data_file_emit_named", "obs_hdr_unreadable", "obs_binary_truncated",
+    "obs_binary_too_long", "obs_wrong_band_count", "out_under_regular_file", "out_is_a_regular_file",
     "out_collides_with_input", "hdr_missing", "hdr_unreadable", "hdr_no_envi_magic",
     "binary_truncated", "binary_too_long", "binary_missing", "wrong_band_count",
     "interleave_unknown", "byte_order_invalid", "data_type_int16", "data_type_unknown",
@@ -541,6 +603,21 @@ def test_output_folder_not_writable(bad_inputs):
         assert_failure(result, 7, case.needles, case.d / "out")
     finally:
         (case.d / "out").chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["mount_point", "below_it"])
+def test_output_folder_on_a_read_only_filesystem_exits_7(tmp_path, spec, where):
+    """Root ignores permission bits but not a read-only mount: this variant runs as root (CI).
+    The output folder is the read-only mount itself, or a folder to create below it."""
+    rdn, obs = write_scene(tmp_path / "in")
+    ro = tmp_path / "ro"
+    out = ro if where == "mount_point" else ro / "out"
+    write_config(tmp_path, base_config(tmp_path, rdn, obs, spec, output={"directory": str(out)}))
+    with tmpfs(ro, "ro,size=1m"):
+        result = run_pge(["rc.json"], tmp_path)
+        needles = ([str(out), "output folder is not writable"] if where == "mount_point" else
+                   [str(out), "cannot create output folder (Read-only file system)"])
+        assert_failure(result, 7, needles, ro)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,8 +878,81 @@ def test_disk_full_exits_7_and_leaves_nothing(tmp_path, spec, limit):
     write_config(tmp_path, base_config(tmp_path, rdn, obs, spec))
     result = run_pge(["rc.json"], tmp_path, preexec=_fsize_limit(limit))
     line = assert_failure(result, 7, [], tmp_path / "out")
-    # the ENVI writer and the log report EFBIG; the netCDF library only says "HDF error"
-    assert any(w in line for w in ("File too large", "file size limit", "NetCDF")), line
+    # 600: the log file hits the limit (EFBIG); 12000: the netCDF file, whose library only says
+    # "HDF error": either way the line names the cause
+    assert f"(file size limit {limit} bytes reached)" in line or (
+        f": file size limit {limit} bytes reached" in line), line
+    if limit == 12000:
+        assert "NetCDF: HDF error" in line, line
+
+
+@pytest.mark.parametrize("netcdf_only", [False, True], ids=["all_formats", "netcdf_only"])
+def test_small_filesystem_exits_7_names_the_cause_and_leaves_nothing(tmp_path, spec,
+                                                                     netcdf_only):
+    """A real full disk: the output folder is a 16 KiB tmpfs (the product needs ~50 KiB). With
+    ENVI first, its header write hits ENOSPC; with the netCDF alone, the netCDF library's
+    "HDF error" hides the errno and the PGE adds the cause from the filesystem's free space."""
+    rdn, obs = write_scene(tmp_path / "in")
+    out = tmp_path / "out"
+    write_config(tmp_path, base_config(tmp_path, rdn, obs, spec,
+                                       output={"write_envi": not netcdf_only}))
+    with tmpfs(out, "size=16k"):
+        result = run_pge(["rc.json"], tmp_path)
+        line = assert_failure(result, 7, ["no space left: ", f"free on {out}"], out)
+    assert re.search(r"no space left: \d+ (bytes|KiB) free on ", line), line
+    if netcdf_only:
+        assert "cannot write netCDF product (NetCDF: HDF error) (no space left: " in line, line
+
+
+def test_small_filesystem_during_overwrite_keeps_the_old_product(tmp_path, spec, published):
+    """The old product fills a tmpfs but for 16 KiB; the overwrite cannot fit its new product
+    beside it: exit 7, the old product byte for byte, no scratch, no lock."""
+    d = _copy_published(published, tmp_path / "p", spec)
+    fs = d / "fs"
+    cfg = json.loads((d / "rc.json").read_text())
+    cfg["output"]["directory"] = str(fs)
+    write_config(d, cfg)
+    page = os.sysconf("SC_PAGE_SIZE")
+    used = sum(-(-p.stat().st_size // page) * page for p in (d / "out").iterdir())
+    with tmpfs(fs, f"size={used // 1024 + 16}k"):
+        for p in (d / "out").iterdir():
+            shutil.copyfile(p, fs / p.name)
+        before = snapshot(fs)
+        result = run_pge(["rc.json"], d)
+        assert_failure(result, 7, ["no space left: ", f"free on {fs}"], None)
+        assert snapshot(fs) == before
+
+
+@pytest.mark.parametrize("cause", ["no_space", "size_limit", "neither", "not_a_write"])
+def test_output_failure_names_its_cause(tmp_path, monkeypatch, cause):
+    """In-process and without mounting: a writer's own wording ('HDF error') gets the cause
+    the system can tell appended, once, in the one place write failures pass through."""
+    from l2b_mask.errors import OutputError
+    from pge import lifecycle
+
+    run = lifecycle.PgeRun(runconfig_path=tmp_path / "rc.json", run_command="test")
+    # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_flag, namemax
+    free = 3 if cause == "no_space" else 10**7
+    fake = os.statvfs_result((4096, 4096, 10**8, free, free, 1000, 100, 100, 0, 255))
+    monkeypatch.setattr(lifecycle.os, "statvfs", lambda path: fake)
+    soft = 65536 if cause == "size_limit" else resource.RLIM_INFINITY
+    monkeypatch.setattr(lifecycle.resource, "getrlimit", lambda which: (soft, soft))
+    nc = tmp_path / "x.nc"  # removed by the writer on failure, as the netCDF writer does
+    with pytest.raises((OutputError, OutputProductError)) as info:
+        with lifecycle.output_failure(run, "prepare_output" if cause == "not_a_write" else
+                                      "write_products"):
+            raise OutputError(nc, "cannot write netCDF product (NetCDF: HDF error)")
+    message = str(info.value)
+    assert message.startswith(f"{nc}: cannot write netCDF product (NetCDF: HDF error)")
+    suffix = {"no_space": f" (no space left: 12 KiB free on {lifecycle._mount_point(tmp_path)})",
+              "size_limit": " (file size limit 65536 bytes reached)"}.get(cause, "")
+    assert message == f"{nc}: cannot write netCDF product (NetCDF: HDF error){suffix}"
+    with pytest.raises(OutputProductError) as info:  # an errno says it outright
+        with lifecycle.output_failure(run, "validate_inputs"):
+            raise OSError(28, "No space left on device", str(nc))
+    if cause == "no_space":
+        assert str(info.value).endswith("cannot write (No space left on device): no space left: "
+                                        f"12 KiB free on {lifecycle._mount_point(tmp_path)}")
 
 
 def test_disk_full_during_overwrite_keeps_the_old_product(tmp_path, spec, published):

@@ -297,10 +297,31 @@ def test_product_keys_follow_the_switches():
     out = RunConfig.from_dict(example(), "/b").output
     assert out.product_keys() == ["envi_data", "envi_header", "netcdf", "browse", "ortho_flag",
                                   "ortho_probability", "metadata", "ummg"]
-    bare = out.model_copy(update={"write_envi": False, "write_netcdf": False,
-                                  "write_browse": False, "write_ummg": False,
-                                  "write_ortho": False})
-    assert bare.product_keys() == ["metadata"]
+    data = example()
+    data["output"].update(write_netcdf=False, write_browse=False, write_ummg=False,
+                          write_ortho=False)
+    envi_only = RunConfig.from_dict(data, "/b").output
+    assert envi_only.product_keys() == ["envi_data", "envi_header", "metadata"]
+    data["output"].update(write_envi=False, write_netcdf=True)
+    assert RunConfig.from_dict(data, "/b").output.product_keys() == ["netcdf", "metadata"]
+
+
+@pytest.mark.parametrize("others", [False, True], ids=["all_off", "browse_ummg_ortho_on"])
+def test_a_product_without_a_data_file_is_refused(others):
+    """Neither ENVI nor netCDF: a 'product' of metadata, browse or ortho alone means nothing to
+    users, and its granule record would list no data file; refused before anything runs."""
+    data = example()
+    data["output"].update(write_envi=False, write_netcdf=False, write_browse=others,
+                          write_ummg=others, write_ortho=others)
+    [line] = errors_of(data)
+    assert line.startswith("output: ")
+    assert "output.write_envi" in line and "output.write_netcdf" in line and "at least one" in line
+
+
+def test_the_schema_states_the_data_file_rule():
+    rule = json_schema()["$defs"]["Output"]["not"]
+    assert set(rule["required"]) == {"write_envi", "write_netcdf"}
+    assert all(rule["properties"][k] == {"const": False} for k in rule["required"])
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
