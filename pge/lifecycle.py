@@ -50,7 +50,7 @@ from l2b_mask.products.ummg import (
     swath_polygon,
     write_ummg,
 )
-from l2b_mask.scene import Scene
+from l2b_mask.scene import Scene, parse_emit_time
 from l2b_mask.spec import ModelSpec, sha256_of, verify_sha256
 from pge import logging as pge_logging
 from pge import provenance
@@ -445,7 +445,7 @@ def write_products(run: PgeRun) -> None:
     assert cfg is not None and staged is not None and run.probability is not None
     run.flag = cloud_flag(run.probability, run.threshold, cfg.algorithm.comparison)
     run.fraction = cloud_fraction(run.flag)
-    if cfg.output.write_ummg and _parse_time(_emit_common(run)["emit acquisition start time"]) is None:
+    if cfg.output.write_ummg and parse_emit_time(_emit_common(run)["emit acquisition start time"]) is None:
         run.skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
                                "start time': a granule record needs the acquisition time")
         run.log.warning("granule_metadata_skipped", reason=run.skipped["ummg"])
@@ -586,8 +586,8 @@ def write_granule_metadata(run: PgeRun) -> None:
         cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
         pge_version=emit["emit pge version"], production_time=datetime.now(UTC),
-        start_time=_parse_time(emit["emit acquisition start time"]),
-        end_time=_parse_time(emit["emit acquisition stop time"]),
+        start_time=parse_emit_time(emit["emit acquisition start time"]),
+        end_time=parse_emit_time(emit["emit acquisition stop time"]),
         day_night=day_night_flag(run.solar_angles[0]), solar_zenith=run.solar_angles[0],
         solar_azimuth=run.solar_angles[1],
         software_build_version=cfg.pge.software_build_version,
@@ -857,17 +857,6 @@ def _move(src: Path, dst: Path) -> None:
 
 def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime(EMIT_TIME)
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    """An EMIT header time ('2024-03-02T00:58:29+0000'), None when absent or not a time."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _emit_common(run: PgeRun) -> dict[str, Any]:
