@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,69 @@ def restore_logging():
     root.handlers[:] = handlers
     root.setLevel(level)
     structlog.reset_defaults()
+
+
+# ---------------------------------------------------------------------------------------------
+# netCDF compliance (IOOS compliance-checker), shared by the product and end-to-end tests
+
+KNOWN_CHECKER_FALSE_POSITIVES = {
+    # CF-1.8 §2.7 lets `coordinates` name variables in other groups by absolute path; the
+    # checker (6.1) looks names up in the root group only.
+    r"references non-existent variable '/location/(lon|lat)'",
+    r"auxiliary coordinate specified by the coordinates attribute, /location/(lon|lat), is not a "
+    r"variable in this dataset",
+}
+# ACDD high-priority items left on purpose.
+ACCEPTED_ACDD = {
+    # No CF standard name exists for a classifier's probability; a wrong one would mislead.
+    ("cloud_probability", "standard_name"),
+}
+
+
+def _run_checker(path: Path, monkeypatch) -> dict[str, list]:
+    pytest.importorskip("compliance_checker")
+    from compliance_checker.cf import util as cf_util
+    from compliance_checker.runner import CheckSuite
+
+    def offline(*args, **kwargs):
+        raise OSError("tests run offline; the packaged standard name table is used")
+
+    # The checker downloads a standard-name table only when the file names a version other
+    # than its packaged one; make sure a future checker version cannot go to the network.
+    monkeypatch.setattr(cf_util, "download_cf_standard_name_table", offline)
+    suite = CheckSuite()
+    suite.load_all_available_checkers()
+    ds = suite.load_dataset(str(path))
+    results = suite.run_all(ds, ["cf:1.9", "acdd:1.3"], skip_checks=[])
+    out: dict[str, list] = {}
+    for name, (checks, errors) in results.items():
+        assert not errors, f"{name} checker crashed: {errors}"
+        out[name] = [r for r in checks]
+    return out
+
+
+def _failures(results: list, weight: int) -> list[tuple[str, list[str]]]:
+    bad = []
+    for r in results:
+        score, total = r.value if isinstance(r.value, tuple) else (int(bool(r.value)), 1)
+        if r.weight == weight and score < total:
+            bad.append((str(r.name), list(r.msgs)))
+    return bad
+
+
+def compliance_problems(path: Path, monkeypatch) -> list:
+    """High-priority CF-1.9 / ACDD-1.3 results of the IOOS compliance checker on a netCDF file,
+    less the checker's known false positives and the ACDD items left on purpose (each with its
+    reason above); an empty list is a pass. Skips the test when the checker is not installed."""
+    results = _run_checker(path, monkeypatch)
+    assert set(results) >= {"cf:1.9", "acdd:1.3"}
+    unexpected = []
+    for name, checks in results.items():
+        for check, msgs in _failures(checks, weight=3):
+            left = [m for m in msgs if not any(re.search(p, m) for p in KNOWN_CHECKER_FALSE_POSITIVES)]
+            if name.startswith("acdd"):
+                left = [m for m in left if not any(var in check and m == attr
+                                                   for var, attr in ACCEPTED_ACDD)]
+            if left or not msgs:
+                unexpected.append((name, check, left))
+    return unexpected

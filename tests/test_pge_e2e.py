@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import compliance_problems
 
 import pge.cli
 from l2b_mask.synthetic import TIME_FORMAT, SyntheticAcquisition, generate_acquisition
@@ -347,6 +348,12 @@ def test_netcdf_variables(netcdf):
     for var in (mask, prob):
         assert var["filters"]["zlib"] is True
         assert var["data"].shape == (LINES, SAMPLES)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_pge_netcdf_passes_the_compliance_checker(ok, monkeypatch):
+    """The file the PGE publishes (EMIT attributes, location group, GLT), not only the writer's."""
+    assert not compliance_problems(ok.products["netcdf"], monkeypatch)
 
 
 def test_netcdf_values_equal_the_envi_product(netcdf, envi):
