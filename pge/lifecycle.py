@@ -335,6 +335,7 @@ def validate_inputs(run: PgeRun) -> None:
     cfg = run.config
     assert cfg is not None
     run.scene = Scene.open(cfg.input_files.radiance, cfg.input_files.observation)
+    _check_time_range(run)
     for name in ("location", "glt"):
         path = getattr(cfg.input_files, name)
         if path is None:
@@ -350,6 +351,21 @@ def validate_inputs(run: PgeRun) -> None:
     run.log.info("inputs_valid", lines=run.scene.lines, samples=run.scene.samples,
                  bands=run.scene.radiance_header.bands,
                  observation_bands=run.scene.observation_header.bands)
+
+
+def _check_time_range(run: PgeRun) -> None:
+    """The acquisition's start (header, else the EMIT file name) must not follow its stop: the
+    granule's temporal extent would be reversed. `Scene` checks the two header times; this
+    covers a start that only the file name gives."""
+    assert run.scene is not None
+    emit = _emit_common_times(run)
+    start, stop = (parse_emit_time(emit[k]) for k in ("emit acquisition start time",
+                                                      "emit acquisition stop time"))
+    if start is not None and stop is not None and stop < start:
+        raise InputProductError(
+            run.scene.radiance_header.header_path,
+            f"'emit acquisition stop time' {emit['emit acquisition stop time']} is before the "
+            f"acquisition start {emit['emit acquisition start time']} (from the file name)")
 
 
 def validate_ancillary(run: PgeRun) -> None:
@@ -859,13 +875,19 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime(EMIT_TIME)
 
 
-def _emit_common(run: PgeRun) -> dict[str, Any]:
-    """The facts both formats record, keyed by their EMIT ENVI header names."""
-    cfg, spec = run.config, run.spec
-    identity = parse_identity(cfg.input_files.radiance)
+def _emit_common_times(run: PgeRun) -> dict[str, str | None]:
+    """Acquisition start (the radiance header's, else the EMIT file name's) and stop (header)."""
+    identity = parse_identity(run.config.input_files.radiance)
     rdn_meta = run.scene.radiance_header.meta
     start = rdn_meta.get("emit acquisition start time") or (
         _timestamp(identity.start_time) if identity else None)
+    return {"emit acquisition start time": start,
+            "emit acquisition stop time": rdn_meta.get("emit acquisition stop time")}
+
+
+def _emit_common(run: PgeRun) -> dict[str, Any]:
+    """The facts both formats record, keyed by their EMIT ENVI header names."""
+    cfg, spec = run.config, run.spec
     inputs = [f"{k}={v}" for k, v in (
         ("radiance_file", cfg.input_files.radiance),
         ("observation_parameters_file", cfg.input_files.observation),
@@ -874,8 +896,7 @@ def _emit_common(run: PgeRun) -> dict[str, Any]:
         ("model_weights_file", cfg.ancillary_files.model_weights),
         ("solar_irradiance_file", cfg.ancillary_files.irradiance)) if v is not None]
     return {
-        "emit acquisition start time": start,
-        "emit acquisition stop time": rdn_meta.get("emit acquisition stop time"),
+        **_emit_common_times(run),
         "emit pge name": cfg.pge.pge_name,
         "emit pge version": provenance.package_version(),
         "emit pge input files": inputs,

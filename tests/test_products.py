@@ -510,14 +510,18 @@ def test_acquisition_stop_before_start_is_an_input_error(tmp_path):
     assert "before" in err.problem
 
 
-def test_pge_exits_4_on_a_stop_time_before_the_start(tmp_path):
+@pytest.mark.parametrize("start_in_header", [True, False], ids=["header_start", "file_name_start"])
+def test_pge_exits_4_on_a_stop_time_before_the_start(tmp_path, start_in_header):
     """Through the PGE: exit 4 at input validation, naming the radiance header and both times,
-    and nothing published (before the fix the run succeeded with a reversed granule time)."""
+    and nothing published (before the fix the run succeeded with a reversed granule time). The
+    start comes from the header or, when the header has none, from the EMIT file name."""
     acq = generate_acquisition(tmp_path / "in", lines=8, samples=6, seed=2)
     hdr = acq.radiance.with_suffix(".hdr")
-    text = hdr.read_text()
-    stop_line = next(x for x in text.splitlines() if x.startswith("emit acquisition stop time"))
-    hdr.write_text(text.replace(stop_line, "emit acquisition stop time = 2024-03-02T00:50:00+0000"))
+    lines = hdr.read_text().splitlines()
+    lines = [("emit acquisition stop time = 2024-03-02T00:50:00+0000"
+              if x.startswith("emit acquisition stop time") else x) for x in lines
+             if start_in_header or not x.startswith("emit acquisition start time")]
+    hdr.write_text("\n".join(lines) + "\n")
     anc = Path(__file__).resolve().parents[1] / "ancillary"
     rc = tmp_path / "rc.json"
     rc.write_text(json.dumps({
