@@ -12,10 +12,12 @@ geolocation and, when switched on, the orthorectified GeoTIFFs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,15 @@ def quiet_pge(spec):
     root.setLevel(level)
     structlog.reset_defaults()
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _workspace(scene_folder: Path) -> Iterator[Path]:
+    """A throw-away folder holding a copy of the scene under `in/`: each example mutates its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(scene_folder, work / "in")
+        yield work
 
 
 def _config(names: dict[str, str], spec: Any) -> dict[str, Any]:
@@ -186,9 +197,7 @@ def test_header_mutations_end_in_a_documented_exit_code(scenes, quiet_pge, capsy
     two: a mutation of another file's header is dropped there)."""
     spec = quiet_pge
     folder, names = scenes[which]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        shutil.copytree(folder, work / "in")
+    with _workspace(folder) as work:
         for kind, key, value in mutations:
             if kind in names:
                 _mutate_header(work / "in", names[kind], key, value)
@@ -258,9 +267,7 @@ def test_run_configuration_mutations_end_in_a_documented_exit_code(scenes, quiet
                                                                    which, mutations, raw):
     spec = quiet_pge
     folder, names = scenes[which]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        shutil.copytree(folder, work / "in")
+    with _workspace(folder) as work:
         cfg = _config(names, spec)
         for section, key, value in mutations:
             target = cfg if section == "" else cfg.setdefault(section, {})
@@ -288,9 +295,7 @@ def test_output_switches_give_exactly_the_files_asked_for(scenes, quiet_pge, cap
     (ENVI or netCDF) is asked for, or ortho without a GLT; never 1."""
     spec = quiet_pge
     folder, names = scenes[which]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        shutil.copytree(folder, work / "in")
+    with _workspace(folder) as work:
         cfg = _config(names, spec)
         cfg["output"].update(on)
         code, out, err = _run(capsys, work, json.dumps(cfg))
