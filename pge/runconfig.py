@@ -358,13 +358,11 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    """Every validation error as '<dotted.location>: <message>', in field order."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{loc}: {err['msg']}")
-    return lines
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    """Every validation error as (dotted.location, message), in field order: pairs, so that a
+    key of the user's holding ': ' cannot be mistaken for the end of its location."""
+    return [(".".join(str(part) for part in err["loc"]) or "(top level)", err["msg"])
+            for err in exc.errors(include_url=False)]
 
 
 def json_schema() -> dict[str, Any]:
