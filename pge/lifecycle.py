@@ -354,18 +354,19 @@ def validate_inputs(run: PgeRun) -> None:
 
 
 def _check_time_range(run: PgeRun) -> None:
-    """The acquisition's start (header, else the EMIT file name) must not follow its stop: the
-    granule's temporal extent would be reversed. `Scene` checks the two header times; this
-    covers a start that only the file name gives."""
-    assert run.scene is not None
-    emit = _emit_common_times(run)
-    start, stop = (parse_emit_time(emit[k]) for k in ("emit acquisition start time",
-                                                      "emit acquisition stop time"))
-    if start is not None and stop is not None and stop < start:
+    """The acquisition's stop must not precede its start: the granule's temporal extent would be
+    reversed. `Scene` compares the two header times; this covers a start that only the EMIT
+    file name gives."""
+    scene = run.scene
+    assert scene is not None and run.config is not None
+    identity = parse_identity(run.config.input_files.radiance)
+    if scene.acquisition_start is not None or identity is None or scene.acquisition_stop is None:
+        return
+    if scene.acquisition_stop < identity.start_time:
         raise InputProductError(
-            run.scene.radiance_header.header_path,
-            f"'emit acquisition stop time' {emit['emit acquisition stop time']} is before the "
-            f"acquisition start {emit['emit acquisition start time']} (from the file name)")
+            scene.radiance_header.header_path,
+            f"'emit acquisition stop time' {_timestamp(scene.acquisition_stop)} is before the "
+            f"acquisition start {_timestamp(identity.start_time)} (from the file name)")
 
 
 def validate_ancillary(run: PgeRun) -> None:
@@ -875,19 +876,13 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime(EMIT_TIME)
 
 
-def _emit_common_times(run: PgeRun) -> dict[str, str | None]:
-    """Acquisition start (the radiance header's, else the EMIT file name's) and stop (header)."""
-    identity = parse_identity(run.config.input_files.radiance)
-    rdn_meta = run.scene.radiance_header.meta
-    start = rdn_meta.get("emit acquisition start time") or (
-        _timestamp(identity.start_time) if identity else None)
-    return {"emit acquisition start time": start,
-            "emit acquisition stop time": rdn_meta.get("emit acquisition stop time")}
-
-
 def _emit_common(run: PgeRun) -> dict[str, Any]:
     """The facts both formats record, keyed by their EMIT ENVI header names."""
     cfg, spec = run.config, run.spec
+    identity = parse_identity(cfg.input_files.radiance)
+    rdn_meta = run.scene.radiance_header.meta
+    start = rdn_meta.get("emit acquisition start time") or (
+        _timestamp(identity.start_time) if identity else None)
     inputs = [f"{k}={v}" for k, v in (
         ("radiance_file", cfg.input_files.radiance),
         ("observation_parameters_file", cfg.input_files.observation),
@@ -896,7 +891,8 @@ def _emit_common(run: PgeRun) -> dict[str, Any]:
         ("model_weights_file", cfg.ancillary_files.model_weights),
         ("solar_irradiance_file", cfg.ancillary_files.irradiance)) if v is not None]
     return {
-        **_emit_common_times(run),
+        "emit acquisition start time": start,
+        "emit acquisition stop time": rdn_meta.get("emit acquisition stop time"),
         "emit pge name": cfg.pge.pge_name,
         "emit pge version": provenance.package_version(),
         "emit pge input files": inputs,
