@@ -126,7 +126,8 @@ class SpecTf(nn.Module):
         if backend == "kernel":
             if precision not in kernels.EXP_DEGREE:
                 raise ValueError(f"the CPU kernel has no {precision!r} arithmetic")
-            why = kernels.supports(self) or kernels.unavailable_reason()
+            variant = "avx512" if precision in kernels.MIXED_PRECISIONS else "avx2"
+            why = kernels.supports(self) or kernels.unavailable_reason(variant)
             if why:
                 raise RuntimeError(f"CPU kernel requested but unavailable: {why}")
         dtype = torch.bfloat16 if precision == "bfloat16" else None
@@ -141,7 +142,10 @@ class SpecTf(nn.Module):
             return False
         if self.precision not in kernels.EXP_DEGREE or kernels.supports(self):
             return False
-        return kernels.load() is not None
+        return self._kernel_library() is not None
+
+    def _kernel_library(self):
+        return kernels.load_mixed() if self.precision in kernels.MIXED_PRECISIONS else kernels.load()
 
     def _kernel_parameters(self, band_term: torch.Tensor) -> np.ndarray:
         key = (tuple((p.data_ptr(), p._version) for p in self.parameters()),
@@ -162,11 +166,12 @@ class SpecTf(nn.Module):
     def forward(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
         """P(cloud) for (N, T) reflectance and the (T,) band term; float32 out."""
         if reflectance.device.type == "cpu" and self.uses_kernel():
-            lib = kernels.load()
+            lib = self._kernel_library()
             if lib is not None:
                 threads = self.num_threads or torch.get_num_threads()
                 return kernels.forward(lib, self._kernel_parameters(band_term), reflectance, threads,
-                                       kernels.EXP_DEGREE[self.precision])
+                                       kernels.EXP_DEGREE[self.precision],
+                                       mixed=self.precision in kernels.MIXED_PRECISIONS)
         return self.forward_torch(reflectance, band_term)
 
     def forward_torch(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:

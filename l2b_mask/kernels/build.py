@@ -1,7 +1,9 @@
-"""Pre-build the SpecTf CPU kernel into its cache: `python -m l2b_mask.kernels.build [--force]`.
+"""Pre-build the SpecTf CPU kernels into their cache: `python -m l2b_mask.kernels.build [--force]`.
 
-Exit status 0 when the kernel is built and loads, 0 with a notice when this machine cannot use it
-(the torch path will be used), 1 when a compiler exists but the build fails.
+Builds the float32 library (avx2) and the mixed-precision one (avx512: the code is compiled
+whatever this CPU has, so a container image built here also serves Zen 4 / Sapphire Rapids hosts).
+Exit status 0 when the kernels this CPU can use are built and load, 0 with a notice when it can use
+none (the torch path will be used), 1 when a compiler exists but a build this CPU needs fails.
 """
 
 from __future__ import annotations
@@ -33,8 +35,23 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print(f"l2b_mask.kernels: {path}")
+    # The mixed build only matters where the CPU can run it: elsewhere a failure is a notice.
+    why_not_here = kernels.mixed_cpu_supported()
+    try:
+        mixed = kernels.build(force=args.force, variant="avx512")
+    except RuntimeError as exc:
+        print(f"l2b_mask.kernels: mixed-precision build failed: {exc}", file=sys.stderr)
+        return 0 if why_not_here else 1
+    if why_not_here:
+        print(f"l2b_mask.kernels: {mixed} (not usable on this CPU: {why_not_here}; precision bfloat16 "
+              "uses the torch path here)")
+        return 0
+    if not kernels.mixed_available():
+        print(f"l2b_mask.kernels: built {mixed} but it does not load: {kernels.unavailable_reason('avx512')}",
+              file=sys.stderr)
+        return 1
+    print(f"l2b_mask.kernels: {mixed}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
