@@ -1,11 +1,14 @@
 """The machine's own vector arithmetic peak, one core: what the kernel's efficiency is measured
-against (`docs/performance.md`). Compiles a tiny C++ loop of 10 independent accumulator chains
-and prints instructions per second for float32 FMA (8 lanes) and, where the CPU has
-AVX512-BF16, the bfloat16 dot product (`vdpbf16ps`, 8 lanes x 2 products).
+against (`docs/performance.md`). Compiles a tiny C++ loop of 12 independent accumulator chains
+per instruction and prints instructions and multiply-adds per second: float32 FMA (256 and 512
+bits) and, where the CPU has them (AVX-512 VNNI / BF16), the int16 and bfloat16 dot products
+the mixed-precision kernel uses.
 
     .venv/bin/python benchmarks/cpu_peak.py
 
-Needs a C++ compiler. Not the kernel's code: a ceiling for it.
+Needs a C++ compiler. Not the kernel's code: a ceiling for it. Each chain starts from a different
+value: identical chains let the compiler merge them into one (an earlier version of this script
+measured one latency-bound chain and reported it as 10).
 """
 
 from __future__ import annotations
@@ -19,38 +22,50 @@ SOURCE = r"""
 #include <chrono>
 #include <cstdio>
 #include <immintrin.h>
-// Ten named accumulators (an array would be kept in memory and time the store forwarding).
-#define TEN(S) S(0) S(1) S(2) S(3) S(4) S(5) S(6) S(7) S(8) S(9)
-#define DECL(i) __m256 a##i = _mm256_set1_ps(1.0f);
+#define CHAINS(S) S(0) S(1) S(2) S(3) S(4) S(5) S(6) S(7) S(8) S(9) S(10) S(11)
 #define STEP(i) a##i = OP(a##i);
-#define SUM(i) + ((float*)&a##i)[0]
-#define RATE(name, n)                                                                   \
+#define KEEP(i) sink = a##i;
+// instructions per second of OP over 12 chains of type V, chain i starting from INIT(i)
+#define RATE(name, V, INIT, n)                                                          \
     static double name() {                                                              \
-        TEN(DECL)                                                                       \
+        CHAINS(DECL)                                                                    \
         auto t0 = std::chrono::steady_clock::now();                                     \
-        for (long i = 0; i < n; ++i) { TEN(STEP) }                                      \
+        for (long i = 0; i < n; ++i) { CHAINS(STEP) }                                   \
         double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); \
-        volatile float sink = 0.0f TEN(SUM);                                            \
-        (void)sink;                                                                     \
-        return 10.0 * n / s;                                                            \
+        volatile V sink; CHAINS(KEEP) (void)sink;                                       \
+        return 12.0 * n / s;                                                            \
     }
-static const __m256 M = _mm256_set1_ps(0.5f);
-#define OP(x) _mm256_fmadd_ps(x, M, M)
-RATE(fma_rate, 300000000L)
+#define DECL(i) __m256 a##i = _mm256_set1_ps(1.0f + 0.01f * i);
+#define OP(x) _mm256_fmadd_ps(x, _mm256_set1_ps(0.5f), _mm256_set1_ps(0.5f))
+RATE(fma256, __m256, 0, 200000000L)
 #undef OP
-#ifdef WITH_BF16
-static const __m256bh P = (__m256bh)_mm256_set1_epi32(0x3f003f00);
-#define OP(x) _mm256_dpbf16_ps(x, P, P)
-RATE(dot_rate, 300000000L)
+#undef DECL
+#ifdef WITH_AVX512
+#define DECL(i) __m512 a##i = _mm512_set1_ps(1.0f + 0.01f * i);
+#define OP(x) _mm512_fmadd_ps(x, _mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f))
+RATE(fma512, __m512, 0, 100000000L)
+#undef OP
+#define OP(x) _mm512_dpbf16_ps(x, (__m512bh)_mm512_set1_epi32(0x3f003f00), (__m512bh)_mm512_set1_epi32(0x3f003f00))
+RATE(bf16_512, __m512, 0, 100000000L)
+#undef OP
+#undef DECL
+#define DECL(i) __m512i a##i = _mm512_set1_epi32(1 + i);
+#define OP(x) _mm512_dpwssd_epi32(x, _mm512_set1_epi32(0x00010001), _mm512_set1_epi32(0x00010001))
+RATE(i16_512, __m512i, 0, 100000000L)
+#undef OP
+#undef DECL
 #endif
 int main() {
-    double fma = fma_rate();
-    std::printf("float32 FMA (ymm, 8 MAC): %.2f G instr/s = %.1f GMAC/s per core\n",
-                fma / 1e9, 8 * fma / 1e9);
-#ifdef WITH_BF16
-    double dp = dot_rate();
-    std::printf("bf16 dot (ymm, 16 MAC): %.2f G instr/s = %.1f GMAC/s per core (%.2fx float32)\n",
-                dp / 1e9, 16 * dp / 1e9, 16 * dp / (8 * fma));
+    const double f = fma256();
+    auto row = [f](const char* what, double rate, int macs) {
+        std::printf("%-40s %6.2f G instr/s  %6.1f GMAC/s  %.2fx float32 FMA (256-bit)\n", what, rate / 1e9,
+                    macs * rate / 1e9, macs * rate / (8 * f));
+    };
+    row("float32 FMA, 256-bit (8 MAC)", f, 8);
+#ifdef WITH_AVX512
+    row("float32 FMA, 512-bit (16 MAC)", fma512(), 16);
+    row("int16 dot vpdpwssd, 512-bit (32 MAC)", i16_512(), 32);
+    row("bfloat16 dot vdpbf16ps, 512-bit (32 MAC)", bf16_512(), 32);
 #endif
 }
 """
@@ -58,14 +73,14 @@ int main() {
 
 def main() -> int:
     cpuinfo = Path("/proc/cpuinfo")
-    bf16 = cpuinfo.exists() and "avx512_bf16" in cpuinfo.read_text()
-    flags = ["-O2", "-mavx2", "-mfma"]
-    if bf16:
-        flags += ["-mavx512f", "-mavx512vl", "-mavx512bf16", "-DWITH_BF16"]
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    cflags = ["-O2", "-mavx2", "-mfma"]
+    if {"avx512f", "avx512_vnni", "avx512_bf16"} <= flags:
+        cflags += ["-mavx512f", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-DWITH_AVX512"]
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "peak.cpp", Path(tmp) / "peak"
         src.write_text(SOURCE)
-        subprocess.run(["c++", *flags, str(src), "-o", str(exe)], check=True)
+        subprocess.run(["c++", *cflags, str(src), "-o", str(exe)], check=True)
         return subprocess.run([str(exe)], check=False).returncode
 
 

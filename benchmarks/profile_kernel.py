@@ -1,7 +1,9 @@
 """Where the kernel's time goes: builds it with -DSPECTF_PROFILE (stages as separate symbols) and
 runs it under `perf record` on random spectra, one thread.
 
-    .venv/bin/python benchmarks/profile_kernel.py [--degree 5] [--pixels 4096]
+    .venv/bin/python benchmarks/profile_kernel.py [--degree 5] [--pixels 4096] [--mixed]
+
+--mixed profiles the mixed-precision build (precision bfloat16; AVX-512 VNNI/BF16 CPUs).
 
 Needs `perf` (linux-perf) and a C++ compiler; prints perf's per-symbol table for the kernel.
 """
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 
-def run(lib_path: Path, degree: int, pixels: int) -> None:
+def run(lib_path: Path, degree: int, pixels: int, mixed: bool) -> None:
     import torch
 
     from l2b_mask import kernels
@@ -29,30 +31,34 @@ def run(lib_path: Path, degree: int, pixels: int) -> None:
     rho = torch.rand(pixels, 268, generator=g) * 0.8
     band = torch.linspace(-1.7, 1.7, 268)
     params = kernels.pack_parameters(model, band)
-    kernels.forward(lib, params, rho[:32], 1, degree)
+    kernels.forward(lib, params, rho[:32], 1, degree, mixed)
     t0 = time.perf_counter()
-    kernels.forward(lib, params, rho, 1, degree)
-    print(f"degree {degree}: {pixels / (time.perf_counter() - t0):.0f} px/s on one thread")
+    kernels.forward(lib, params, rho, 1, degree, mixed)
+    what = "mixed" if mixed else "float32"
+    print(f"{what}, exp2 degree {degree}: {pixels / (time.perf_counter() - t0):.0f} px/s on one thread")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--degree", type=int, default=5)
     ap.add_argument("--pixels", type=int, default=4096)
+    ap.add_argument("--mixed", action="store_true", help="the mixed-precision (avx512) build")
     ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.run:
-        run(a.run, a.degree, a.pixels)
+        run(a.run, a.degree, a.pixels, a.mixed)
         return 0
     from l2b_mask import kernels
 
     with tempfile.TemporaryDirectory() as tmp:
         so = Path(tmp) / "spectf_profile.so"
-        subprocess.run([kernels.compiler() or "c++", *kernels.FLAGS, "-g", "-DSPECTF_PROFILE",
+        flags = kernels.MIXED_FLAGS if a.mixed else kernels.FLAGS
+        subprocess.run([kernels.compiler() or "c++", *flags, "-g", "-DSPECTF_PROFILE",
                         str(kernels.SOURCE), "-o", str(so)], check=True)
         data = Path(tmp) / "perf.data"
         subprocess.run(["perf", "record", "-q", "-o", str(data), sys.executable, __file__, "--run", str(so),
-                        "--degree", str(a.degree), "--pixels", str(a.pixels)], check=True)
+                        "--degree", str(a.degree), "--pixels", str(a.pixels), *(["--mixed"] if a.mixed else [])],
+                       check=True)
         report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--dsos", so.name,
                                  "--percentage", "relative"], capture_output=True, text=True).stdout
         print("\n".join(line for line in report.splitlines() if line.strip() and not line.startswith("#")))

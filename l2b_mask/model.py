@@ -5,16 +5,20 @@ Each band of a reflectance spectrum is one token [reflectance, normalised band c
 one pre-norm encoder layer without residual connections; max over tokens; a 2-class head.
 
 Two implementations of the same forward pass: on the CPU, the compiled kernel of
-`l2b_mask.kernels` (the whole pass per pixel in cache, AVX2) when it is available; otherwise, and
-on CUDA, the torch path below (fused SDPA attention). `SpecTf.set_precision` picks the arithmetic:
+`l2b_mask.kernels` (the whole pass per pixel in cache, AVX2; AVX-512 for `bfloat16`) when it is
+available; otherwise, and on CUDA, the torch path below (fused SDPA attention).
+`SpecTf.set_precision` picks the arithmetic:
 
 * ``float32``: faithful (kernel: max |dP| ~1e-5 against the float64 network on realistic scenes,
   as close as the torch float32 path; 1.2e-5 against the published float32 reference);
 * ``float32-fastexp``: float32 with a degree-3 exp2 in the softmax (kernel only; max |dP| ~2.4e-4
   measured on realistic scenes, bound 2e-3 and 0.1% of flags); where the kernel is not used it
   runs the float32 torch path;
-* ``bfloat16``: bfloat16 attention products in the torch path (the GPU option; slow on CPUs
-  without bfloat16 hardware).
+* ``bfloat16``: 16-bit products. On CPUs with AVX-512 VNNI and BF16 (Zen 4, Sapphire Rapids) the
+  kernel's mixed-precision build: int16 projections and Q.K^T, bfloat16 P.V, ~1.6x the float32
+  kernel (max |dP| 0.022 and 1 flip of 1847 on the reference scene). Elsewhere, and on CUDA,
+  bfloat16 attention products in the torch path (0.034 and 1 flip; slow on CPUs without bfloat16
+  hardware).
 """
 
 from __future__ import annotations
@@ -143,6 +147,15 @@ class SpecTf(nn.Module):
         if self.precision not in kernels.EXP_DEGREE or kernels.supports(self):
             return False
         return self._kernel_library() is not None
+
+    def implementation(self, device: torch.device | str = "cpu") -> str:
+        """Which code computes forward() on this device, for logs and provenance: the arithmetic of
+        `bfloat16` differs between them (docs/ATBD.md section 9)."""
+        if not self.uses_kernel(device):
+            return f"torch ({torch.device(device).type})"
+        if self.precision in kernels.MIXED_PRECISIONS:
+            return "cpu kernel, avx512 build: int16 projections and Q.K^T, bfloat16 P.V"
+        return f"cpu kernel, avx2 build: float32, exp2 degree {kernels.EXP_DEGREE[self.precision]}"
 
     def _kernel_library(self):
         return kernels.load_mixed() if self.precision in kernels.MIXED_PRECISIONS else kernels.load()

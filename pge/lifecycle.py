@@ -384,7 +384,8 @@ def validate_ancillary(run: PgeRun) -> None:
     run.inference = SceneInference(run.scene, model, anc.irradiance, verify_checksum=False)
     run.threshold = cfg.algorithm.threshold_for(run.spec)
     run.log.info("ancillary_valid", model_version=run.spec.version, device=str(model.device),
-                 precision=model.precision, threads=torch.get_num_threads(),
+                 precision=model.precision, implementation=model.model.implementation(model.device),
+                 threads=torch.get_num_threads(),
                  threshold=run.threshold, comparison=cfg.algorithm.comparison,
                  model_bands=int(run.inference.bands.size),
                  earth_sun_distance_au=run.inference.earth_sun_au)
@@ -625,6 +626,8 @@ def write_provenance(run: PgeRun) -> None:
         outputs={k: staged.as_dict()[k] for k in outputs},
         processing={"device": str(run.inference.cloud_model.device),
                     "precision": run.inference.cloud_model.precision,
+                    "implementation": run.inference.cloud_model.model.implementation(
+                        run.inference.cloud_model.device),
                     "batch_size": cfg.processing.batch_size,
                     "lines_per_block": cfg.processing.lines_per_block,
                     "torch_threads": torch.get_num_threads(),

@@ -444,6 +444,9 @@ def test_provenance_run_configuration_software_and_processing(ok, spec):
     processing = record["processing"]
     assert processing["device"] == "cpu"
     assert processing["precision"] == "float32"
+    from l2b_mask import kernels
+    expected = "cpu kernel, avx2 build: float32" if kernels.available() else "torch (cpu)"
+    assert processing["implementation"].startswith(expected)
     assert processing["threshold"] == spec.threshold
     assert processing["model_version"] == spec.version
     timings = record["timings_s"]
