@@ -138,8 +138,23 @@ class CloudModel:
     @torch.inference_mode()
     def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
         """One batch through the model on its device (`.to` is free once a tensor is there)."""
-        x = torch.from_numpy(reflectance).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = self._staged(reflectance).to(self.device, non_blocking=True)
+        else:
+            x = torch.from_numpy(reflectance)
         return self.model(x, band_term.to(self.device)).cpu().numpy()
+
+    def _staged(self, reflectance: np.ndarray) -> torch.Tensor:
+        """The batch copied into a page-locked buffer kept between batches, so that the copy to the
+        GPU is a direct asynchronous transfer. Reusing it is safe: the `.cpu()` at the end of each
+        batch waits for the GPU, so the previous transfer has finished."""
+        n, t = reflectance.shape
+        buf = getattr(self, "_pinned", None)
+        if buf is None or buf.shape[0] < n or buf.shape[1] != t:
+            buf = self._pinned = torch.empty((max(n, self.batch_size), t), dtype=torch.float32, pin_memory=True)
+        staged = buf[:n]
+        staged.numpy()[...] = reflectance
+        return staged
 
 
 @dataclass(frozen=True)
