@@ -369,7 +369,9 @@ static void attention(const float* QKV, float* A, float* S, int T, int TP) {
 
 constexpr float W12 = 4095.0f, X13 = 8191.0f, Q14 = 16383.0f;
 
-static inline __mmask16 lanes_below(int n) { return n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1); }
+static inline __mmask16 lanes_below(int n) {
+    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
+}
 
 // int16 pairs (lo, hi) in each int32 lane; inputs already scaled into the int16 range.
 static inline __m512i pack_i16_pairs(__m512 lo, __m512 hi) {
