@@ -11,6 +11,8 @@ No timing assertions: speed is measured by benchmarks/bench_inference.py.
 from __future__ import annotations
 
 import copy
+import runpy
+import sys
 
 import numpy as np
 import pytest
@@ -113,18 +115,19 @@ def test_kernel_fastexp_flips_at_most_a_thousandth(model, synthetic_rho, referen
         assert ((fast > THRESHOLD) != (exact > THRESHOLD)).mean() <= 1e-3
 
 
-@needs_kernel
-def test_kernel_threads_and_batches_give_identical_results(model):
+@pytest.mark.parametrize("mixed", [pytest.param(False, marks=needs_kernel),
+                                   pytest.param(True, marks=needs_mixed)])
+def test_kernel_threads_and_batches_give_identical_results(model, mixed):
     g = torch.Generator().manual_seed(9)
     rho = torch.rand(37, 268, generator=g)
     band = torch.linspace(-1.7, 1.7, 268)
-    lib = kernels.load()
+    lib = kernels.load_mixed() if mixed else kernels.load()
     params = kernels.pack_parameters(model, band)
-    one = kernels.forward(lib, params, rho, 1, 5)
-    two = kernels.forward(lib, params, rho, 2, 5)
+    one = kernels.forward(lib, params, rho, 1, 5, mixed)
+    two = kernels.forward(lib, params, rho, 2, 5, mixed)
     torch.testing.assert_close(one, two, rtol=0, atol=0)
-    torch.testing.assert_close(kernels.forward(lib, params, rho[10:11], 2, 5), one[10:11], rtol=0, atol=0)
-    assert kernels.forward(lib, params, rho[:0], 2, 5).shape == (0,)
+    torch.testing.assert_close(kernels.forward(lib, params, rho[10:11], 2, 5, mixed), one[10:11], rtol=0, atol=0)
+    assert kernels.forward(lib, params, rho[:0], 2, 5, mixed).shape == (0,)
 
 
 def test_fallback_when_the_kernel_is_unavailable(model):
@@ -252,19 +255,6 @@ def test_mixed_kernel_handles_any_token_count(model, tokens):
 
 
 @needs_mixed
-def test_mixed_kernel_threads_and_batches_give_identical_results(model):
-    g = torch.Generator().manual_seed(11)
-    rho = torch.rand(37, 268, generator=g)
-    band = torch.linspace(-1.7, 1.7, 268)
-    lib = kernels.load_mixed()
-    params = kernels.pack_parameters(model, band)
-    one = kernels.forward(lib, params, rho, 1, 5, mixed=True)
-    torch.testing.assert_close(kernels.forward(lib, params, rho, 2, 5, mixed=True), one, rtol=0, atol=0)
-    torch.testing.assert_close(kernels.forward(lib, params, rho[10:11], 2, 5, mixed=True), one[10:11],
-                               rtol=0, atol=0)
-
-
-@needs_mixed
 def test_the_avx512_build_computes_float32_exactly_as_the_avx2_build(model, reference_rho):
     """One source, two builds: the float32 arithmetic must not depend on which one a machine loads."""
     rho, band = reference_rho
@@ -282,3 +272,31 @@ def test_bfloat16_on_the_cpu_runs_the_mixed_kernel(model):
         assert model.uses_kernel() and not model.uses_kernel("meta")
     finally:
         model.set_precision("float32")
+
+
+@needs_kernel
+def test_the_build_command_builds_both_and_fails_only_for_a_build_this_cpu_needs(monkeypatch, tmp_path,
+                                                                                 capsys):
+    """`python -m l2b_mask.kernels.build` (the set-up and the container run it): the AVX-512 build is
+    compiled on any x86-64 host, so that an image built on one CPU serves the other kind; its
+    failure fails the command only where this CPU would use it."""
+    def build_command() -> int:
+        # runpy, as `python -m` does: importing the module would rebind kernels.build to it
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("l2b_mask.kernels.build", run_name="__main__")
+        return done.value.code
+
+    monkeypatch.setenv("L2B_MASK_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["build"])
+    monkeypatch.setattr(kernels, "_loaded", {name: kernels._Loaded() for name in kernels.VARIANTS})
+    monkeypatch.setattr(kernels, "mixed_cpu_supported", lambda: "CPU lacks avx512_bf16")
+    assert build_command() == 0
+    assert kernels.library_path("avx2").is_file() and kernels.library_path("avx512").is_file()
+    assert "not usable on this CPU: CPU lacks avx512_bf16" in capsys.readouterr().out
+
+    broken = (*kernels.MIXED_FLAGS, "-fno-such-option")
+    monkeypatch.setitem(kernels.VARIANTS, "avx512", broken)   # a new cache key: compiled again, fails
+    assert build_command() == 0
+    assert "avx512 build failed" in capsys.readouterr().err
+    monkeypatch.setattr(kernels, "mixed_cpu_supported", lambda: None)
+    assert build_command() == 1

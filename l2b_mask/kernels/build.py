@@ -14,6 +14,25 @@ import sys
 from l2b_mask import kernels
 
 
+def _build(variant: str, force: bool, why_not_here: str | None) -> int:
+    """Build one variant and check it loads; a failure counts (1) only where this CPU can use it."""
+    try:
+        path = kernels.build(force=force, variant=variant)
+    except RuntimeError as exc:
+        print(f"l2b_mask.kernels: {variant} build failed: {exc}", file=sys.stderr)
+        return 1 if why_not_here is None else 0
+    if why_not_here is not None:
+        print(f"l2b_mask.kernels: {path} (not usable on this CPU: {why_not_here}; its precisions use "
+              "the torch path here)")
+        return 0
+    if kernels._load(variant) is None:
+        print(f"l2b_mask.kernels: built {path} but it does not load: {kernels.unavailable_reason(variant)}",
+              file=sys.stderr)
+        return 1
+    print(f"l2b_mask.kernels: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild even when cached")
@@ -25,33 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if kernels.compiler() is None and not kernels.library_path().is_file():
         print("l2b_mask.kernels: not built: no C++ compiler; the torch path will be used")
         return 0
-    try:
-        path = kernels.build(force=args.force)
-    except RuntimeError as exc:
-        print(f"l2b_mask.kernels: build failed: {exc}", file=sys.stderr)
-        return 1
-    if not kernels.available():
-        print(f"l2b_mask.kernels: built {path} but it does not load: {kernels.unavailable_reason()}",
-              file=sys.stderr)
-        return 1
-    print(f"l2b_mask.kernels: {path}")
-    # The mixed build only matters where the CPU can run it: elsewhere a failure is a notice.
-    why_not_here = kernels.mixed_cpu_supported()
-    try:
-        mixed = kernels.build(force=args.force, variant="avx512")
-    except RuntimeError as exc:
-        print(f"l2b_mask.kernels: mixed-precision build failed: {exc}", file=sys.stderr)
-        return 0 if why_not_here else 1
-    if why_not_here:
-        print(f"l2b_mask.kernels: {mixed} (not usable on this CPU: {why_not_here}; precision bfloat16 "
-              "uses the torch path here)")
-        return 0
-    if not kernels.mixed_available():
-        print(f"l2b_mask.kernels: built {mixed} but it does not load: {kernels.unavailable_reason('avx512')}",
-              file=sys.stderr)
-        return 1
-    print(f"l2b_mask.kernels: {mixed}")
-    return 0
+    return (_build("avx2", args.force, None)
+            or _build("avx512", args.force, kernels.mixed_cpu_supported()))
+
 
 if __name__ == "__main__":
     sys.exit(main())
