@@ -95,6 +95,7 @@ class CloudModel:
         self.precision = precision
         self.batch_size = batch_size
         self.model = model.to(device).set_precision(precision)
+        self._pinned: torch.Tensor | None = None   # CUDA only: the page-locked staging buffer
 
     @classmethod
     def load(cls, spec: ModelSpec, settings: InferenceSettings, weights: Path | str | None = None,
@@ -149,7 +150,7 @@ class CloudModel:
         GPU is a direct asynchronous transfer. Reusing it is safe: the `.cpu()` at the end of each
         batch waits for the GPU, so the previous transfer has finished."""
         n, t = reflectance.shape
-        buf = getattr(self, "_pinned", None)
+        buf = self._pinned
         if buf is None or buf.shape[0] < n or buf.shape[1] != t:
             buf = self._pinned = torch.empty((max(n, self.batch_size), t), dtype=torch.float32, pin_memory=True)
         staged = buf[:n]
