@@ -176,8 +176,8 @@ def test_precision_names(model):
 
 @needs_kernel
 def test_build_is_cached(tmp_path, monkeypatch):
-    path = kernels.build()
-    assert path.is_file() and kernels.build() == path
+    path = kernels.build_library()
+    assert path.is_file() and kernels.build_library() == path
     assert kernels.library_path() == path
 
 
@@ -186,10 +186,10 @@ def test_a_fresh_build_loads_for_other_users(tmp_path, monkeypatch):
     """Built by root in a container's build stage, loaded by its non-root user: the library
     must be readable by all (mkstemp alone would leave it 0600), and found without a compiler."""
     monkeypatch.setenv("L2B_MASK_KERNEL_CACHE", str(tmp_path))
-    path = kernels.build()
+    path = kernels.build_library()
     assert path.parent == tmp_path and path.stat().st_mode & 0o005 == 0o005
     monkeypatch.setattr(kernels, "compiler", lambda: None)
-    assert kernels.build() == path  # the cached library, no compiler needed
+    assert kernels.build_library() == path  # the cached library, no compiler needed
 
 
 @pytest.mark.gpu
@@ -281,8 +281,7 @@ def test_the_build_command_builds_both_and_fails_only_for_a_build_this_cpu_needs
     compiled on any x86-64 host, so that an image built on one CPU serves the other kind; its
     failure fails the command only where this CPU would use it."""
     def build_command() -> int:
-        # runpy, as `python -m` does: importing the module would rebind kernels.build to it
-        with pytest.raises(SystemExit) as done:
+        with pytest.raises(SystemExit) as done:   # as `python -m` runs it
             runpy.run_module("l2b_mask.kernels.build", run_name="__main__")
         return done.value.code
 

@@ -137,8 +137,11 @@ def mixed_cpu_supported() -> str | None:
     return f"CPU lacks {', '.join(missing)}" if missing else None
 
 
-def build(force: bool = False, variant: str = "avx2") -> Path:
-    """Compile one variant into the cache (once; safe across processes and threads); its path."""
+def build_library(force: bool = False, variant: str = "avx2") -> Path:
+    """Compile one variant into the cache (once; safe across processes and threads); its path.
+
+    Not named `build`: that is the command module `l2b_mask.kernels.build`, which importing would
+    bind to the same package attribute."""
     target = library_path(variant)
     if target.is_file() and not force:
         return target
@@ -194,7 +197,7 @@ def _load(variant: str) -> ctypes.CDLL | None:
                 why = cpu_supported() if variant == "avx2" else mixed_cpu_supported()
                 if why:
                     raise RuntimeError(why)
-                state.lib = _open(build(variant=variant))
+                state.lib = _open(build_library(variant=variant))
             except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
                 state.lib = None
                 state.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

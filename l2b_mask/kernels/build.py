@@ -17,7 +17,7 @@ from l2b_mask import kernels
 def _build(variant: str, force: bool, why_not_here: str | None) -> int:
     """Build one variant and check it loads; a failure counts (1) only where this CPU can use it."""
     try:
-        path = kernels.build(force=force, variant=variant)
+        path = kernels.build_library(force=force, variant=variant)
     except RuntimeError as exc:
         print(f"l2b_mask.kernels: {variant} build failed: {exc}", file=sys.stderr)
         return 1 if why_not_here is None else 0
