@@ -679,6 +679,34 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
     assert np.abs(nc_prob[valid] - reference[valid]).max() <= 1e-4
 
 
+def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, reference_dir):
+    """`precision: bfloat16` runs the mixed-precision CPU kernel where the CPU has AVX-512
+    VNNI/BF16 (the torch path elsewhere), says which in the provenance record, and stays within
+    the bfloat16 bound of the published float32 result (ATBD section 9)."""
+    from l2b_mask import kernels
+
+    files = {"radiance": reference_dir / "public_s7_rdn.img",
+             "observation": reference_dir / "public_s7_obs.img"}
+    write_config(tmp_path / "rc.json", config(files, tmp_path, spec, processing={"precision": "bfloat16"}))
+    result = run_pge(["rc.json"], tmp_path)
+    assert result.code == 0, str(result)
+    assert result.stderr == ""
+    stem = tmp_path / "out" / "public_s7_rdn_l2b_mask"
+    processing = json.loads(Path(f"{stem}_provenance.json").read_text())["processing"]
+    assert processing["precision"] == "bfloat16"
+    expected = "cpu kernel, avx512 build" if kernels.mixed_available() else "torch (cpu)"
+    assert processing["implementation"].startswith(expected)
+
+    from spectral.io import envi as spectral_envi
+
+    prob = np.asarray(spectral_envi.open(f"{stem}.hdr", f"{stem}.img").load(), np.float32)[:, :, 1]
+    reference = np.load(reference_dir / "reference_prob_fp32.npy")
+    valid = ~np.isnan(reference)
+    assert np.array_equal(prob == NODATA, ~valid)
+    assert np.abs(prob[valid] - reference[valid]).max() <= 0.05
+    assert ((prob[valid] > spec.threshold) != (reference[valid] > spec.threshold)).sum() <= 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Every exit code on a case that triggers it: all cases run at once, each test reads its result
 
