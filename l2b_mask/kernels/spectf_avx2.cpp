@@ -11,6 +11,10 @@
 //     the normalisation is applied once at the end.
 // A pixel's working set (~300 KB) stays in the core's L2; threads split the pixels.
 //
+// Built twice (l2b_mask/kernels/__init__.py): with AVX2/FMA only, the float32 entry point; with
+// -DSPECTF_MIXED and AVX-512 VNNI/BF16, also spectf_forward_mixed, whose projections and attention
+// use int16 and bfloat16 dot products (section "mixed precision" below).
+//
 // Parameters arrive packed by l2b_mask/kernels/__init__.py (pack order below), with LayerNorm
 // affine terms folded into the following projection and the query rows pre-scaled.
 
