@@ -18,12 +18,11 @@ import torch
 from l2b_mask.background import BackgroundWriter, prefetch
 from l2b_mask.bands import kept_bands
 from l2b_mask.errors import AncillaryError, ProcessingError
-from l2b_mask.model import SpecTf, load_model
+from l2b_mask.model import PRECISIONS, SpecTf, load_model
 from l2b_mask.reflectance import band_irradiance, load_irradiance, toa_reflectance
 from l2b_mask.scene import Scene
 from l2b_mask.spec import ModelSpec, verify_sha256
 
-PRECISIONS = ("float32", "float32-fastexp", "bfloat16")
 # What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
 # 2.5 (pyproject allows 2.3); torch.cuda.OutOfMemoryError exists since 1.13, and from 2.5 on it
 # is the very same class (so it also catches the CPU allocator's failure there).

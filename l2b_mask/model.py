@@ -128,10 +128,7 @@ class SpecTf(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if backend == "kernel":
-            if precision not in kernels.EXP_DEGREE:
-                raise ValueError(f"the CPU kernel has no {precision!r} arithmetic")
-            variant = "avx512" if precision in kernels.MIXED_PRECISIONS else "avx2"
-            why = kernels.supports(self) or kernels.unavailable_reason(variant)
+            why = kernels.supports(self) or kernels.unavailable_reason(kernels.variant(precision))
             if why:
                 raise RuntimeError(f"CPU kernel requested but unavailable: {why}")
         dtype = torch.bfloat16 if precision == "bfloat16" else None
@@ -144,7 +141,7 @@ class SpecTf(nn.Module):
         """Whether forward() on this device runs the compiled CPU kernel."""
         if torch.device(device).type != "cpu" or self.backend == "torch":
             return False
-        if self.precision not in kernels.EXP_DEGREE or kernels.supports(self):
+        if kernels.supports(self):
             return False
         return self._kernel_library() is not None
 
@@ -158,7 +155,7 @@ class SpecTf(nn.Module):
         return f"cpu kernel, avx2 build: float32, exp2 degree {kernels.EXP_DEGREE[self.precision]}"
 
     def _kernel_library(self):
-        return kernels.load_mixed() if self.precision in kernels.MIXED_PRECISIONS else kernels.load()
+        return kernels.load_variant(kernels.variant(self.precision))
 
     def _kernel_parameters(self, band_term: torch.Tensor) -> np.ndarray:
         key = (tuple((p.data_ptr(), p._version) for p in self.parameters()),

@@ -54,9 +54,14 @@ VARIANTS = {"avx2": FLAGS, "avx512": MIXED_FLAGS}
 #: exp2 polynomial degree per precision: 5 is faithful (1.5e-7 relative), 3 the fast one; the
 #: mixed path keeps 5, so that its only approximations are its documented roundings (degree 2
 #: would gain 6% there for +4.6e-3 in P: docs/performance.md)
-EXP_DEGREE = {"float32": 5, "float32-fastexp": 3, "bfloat16": 5}
+EXP_DEGREE = {"float32": 5, "float32-fastexp": 3, "bfloat16": 5}  # every precision has a kernel
 #: precisions run by the mixed (avx512) build
 MIXED_PRECISIONS = ("bfloat16",)
+
+
+def variant(precision: str) -> str:
+    """The build that runs `precision` on the CPU."""
+    return "avx512" if precision in MIXED_PRECISIONS else "avx2"
 
 _lock = threading.Lock()
 _forced_off = 0
@@ -185,7 +190,8 @@ def _disabled() -> bool:
     return bool(_forced_off) or os.environ.get("L2B_MASK_KERNEL", "").lower() in ("0", "off", "no", "false")
 
 
-def _load(variant: str) -> ctypes.CDLL | None:
+def load_variant(variant: str) -> ctypes.CDLL | None:
+    """One build's library, building it if needed; None (reason logged once) if unavailable."""
     state = _loaded[variant]
     if _disabled():
         return None
@@ -209,12 +215,12 @@ def _load(variant: str) -> ctypes.CDLL | None:
 
 def load() -> ctypes.CDLL | None:
     """The float32 kernel library, building it if needed; None (reason logged once) if unavailable."""
-    return _load("avx2")
+    return load_variant("avx2")
 
 
 def load_mixed() -> ctypes.CDLL | None:
     """The mixed-precision (avx512) library, building it if needed; None (reason logged once) if not."""
-    return _load("avx512")
+    return load_variant("avx512")
 
 
 def available() -> bool:
@@ -228,7 +234,7 @@ def mixed_available() -> bool:
 def unavailable_reason(variant: str = "avx2") -> str | None:
     if _disabled():
         return "disabled"
-    _load(variant)
+    load_variant(variant)
     return _loaded[variant].reason
 
 

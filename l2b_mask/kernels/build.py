@@ -25,7 +25,7 @@ def _build(variant: str, force: bool, why_not_here: str | None) -> int:
         print(f"l2b_mask.kernels: {path} (not usable on this CPU: {why_not_here}; its precisions use "
               "the torch path here)")
         return 0
-    if kernels._load(variant) is None:
+    if kernels.load_variant(variant) is None:
         print(f"l2b_mask.kernels: built {path} but it does not load: {kernels.unavailable_reason(variant)}",
               file=sys.stderr)
         return 1

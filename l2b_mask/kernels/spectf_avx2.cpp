@@ -377,6 +377,11 @@ static inline __mmask16 lanes_below(int n) {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
 }
 
+// Per lane, the factor that takes magnitudes up to a to `limit` (0 where a is 0).
+static inline __m512 scale_to(float limit, __m512 a) {
+    return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(limit), a);
+}
+
 // int16 pairs (lo, hi) in each int32 lane; inputs already scaled into the int16 range.
 static inline __m512i pack_i16_pairs(__m512 lo, __m512 hi) {
     const __m512i a = _mm512_cvtps_epi32(lo), b = _mm512_cvtps_epi32(hi);
@@ -418,8 +423,7 @@ STAGE static void quantise_tokens(const float* X, int C, int TP, int32_t* Xq, fl
         const __mmask16 live = lanes_below(TP - t);
         __m512 a = _mm512_setzero_ps();
         for (int c = 0; c < C; ++c) a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_maskz_loadu_ps(live, X + c * TP + t)));
-        const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ),
-                                               _mm512_set1_ps(X13), a);
+        const __m512 inv = scale_to(X13, a);
         _mm512_mask_storeu_ps(sx + t, live, _mm512_mul_ps(a, _mm512_set1_ps(1.0f / X13)));
         for (int c = 0; c < C; c += 2)
             _mm512_mask_storeu_epi32(Xq + (c / 2) * TP + t, live,
@@ -533,8 +537,7 @@ STAGE static void attention16(const float* Qv, const int32_t* kq, float kscale, 
         q[d] = _mm512_maskz_loadu_ps(live, Qv + d * TP);
         a = _mm512_max_ps(a, _mm512_abs_ps(q[d]));
     }
-    const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ),
-                                           _mm512_set1_ps(Q14), a);
+    const __m512 inv = scale_to(Q14, a);
     const __m512 c = _mm512_mul_ps(a, _mm512_set1_ps(kscale / Q14));   // score = int dot * c
     __m512i qq[HD / 2];
     for (int p = 0; p < HD / 2; ++p)
