@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from l2b_mask.errors import AncillaryError, InputProductError, L2BMaskError, OutputError, ProcessingError
+from l2b_mask.errors import ExitCode, L2BMaskError, exit_code_for, text_table
 from l2b_mask.inference import (
     PRECISIONS,
     CloudModel,
@@ -25,39 +25,25 @@ from l2b_mask.products.geotiff import write_flag_and_probability
 from l2b_mask.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.spec import ModelSpec
 
-# The PGE's exit codes (pge.errors.ExitCode), for the failures this command can have.
-EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 8
-_CODES: tuple[tuple[type[L2BMaskError], int], ...] = (
-    (InputProductError, 4), (AncillaryError, 5), (ProcessingError, 6), (OutputError, 7))
-_EPILOG = """exit codes:
-  0  mask (and probability) written
-  1  unexpected error (run with --debug for the traceback)
-  2  bad command line or setting (threshold, batch size, lines per block, precision)
-  4  input product invalid (radiance or observation missing or malformed)
-  5  ancillary file invalid (model specification, weights, irradiance)
-  6  processing failed (device unavailable, out of memory after retries)
-  7  output failed (cannot write the GeoTIFF)
-  8  interrupted (Ctrl-C)
-"""
+# The exit codes this command can end with: the PGE's table (`l2b_mask.errors.ExitCode`), less
+# the run configuration's code (this command has none).
+CODES = [c for c in ExitCode if c != ExitCode.RUNCONFIG]
 
 
 def exit_code(exc: BaseException) -> int:
-    """The exit code of a failure: the PGE's code for the library's typed errors, else 1."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return EXIT_UNEXPECTED
+    """The exit code of a failure: the table's code for the library's typed errors, else 1."""
+    return int(exit_code_for(exc))
 
 
 def _fail(message: str, code: int) -> int:
     """One line on stderr, whatever newlines the message holds."""
     print("l2b-mask: " + " ".join(message.split()), file=sys.stderr)
-    return code
+    return int(code)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="exit codes:\n" + text_table(CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("radiance", type=Path, help="L1B radiance (ENVI .hdr or binary)")
     p.add_argument("observation", type=Path, help="L1B observation geometry (ENVI)")
     p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")
@@ -85,12 +71,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        return _fail("--threshold must be strictly between 0 and 1", EXIT_USAGE)
+        return _fail("--threshold must be strictly between 0 and 1", ExitCode.USAGE)
     try:
         settings = InferenceSettings(args.device, args.precision, args.batch_size,
                                      args.lines_per_block)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), ExitCode.USAGE)
     try:
         spec = ModelSpec.load(args.spec)
         scene = Scene.open(args.radiance, args.observation,
@@ -105,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     except L2BMaskError as exc:
         return _fail(str(exc), exit_code(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail("interrupted", ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, traceback on request
         if args.debug:
             raise
         name = type(exc).__name__
         return _fail(f"unexpected error: {name}: {exc} (run with --debug for the traceback)",
-                     EXIT_UNEXPECTED)
+                     ExitCode.UNEXPECTED)
     for path in written:
         print(path)
     return 0
