@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from l2b_mask.products.naming import parse_identity, product_stem
+from pge.sds.naming import parse_identity, product_stem
 
 KINDS = ("rdn", "obs", "loc", "glt")
 FIELDS = {"rdn": "radiance", "obs": "observation", "loc": "location", "glt": "glt"}

@@ -1,6 +1,6 @@
 """Is an acquisition's product there, complete and current? The campaign's skip rule.
 
-A product is `valid` when it passes the PGE's own check (`pge.lifecycle.product_problem`:
+A product is `valid` when it passes the PGE's own check (`pge.manifest.product_problem`:
 the provenance parses and every output it records matches the file beside it), the
 provenance accounts for every file the run configuration writes (`Output.product_keys()`),
 the PGE log is there (published last, after the
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2b_mask.products.naming import product_files
 from pge.errors import RunConfigError
-from pge.lifecycle import product_problem
+from pge.manifest import product_problem
 from pge.runconfig import RunConfig
+from pge.sds.files import product_files
 
 ABSENT, VALID, INVALID = "absent", "valid", "invalid"
 # The ancillary files whose checksums decide a product (as recorded by the provenance, and as

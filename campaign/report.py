@@ -21,18 +21,18 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from l2b_mask.products.naming import ProductFiles
+from pge.sds.files import FILE_KEYS
 
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
 STATUSES = (DONE, SKIPPED, FAILED, PENDING)
 REPORT_JSON = "campaign_report.json"
 REPORT_CSV = "campaign_report.csv"
 REWRITE_EVERY_S = 15.0
-PRODUCT_KEYS = tuple(f.name for f in fields(ProductFiles))  # every file a PGE may write
+PRODUCT_KEYS = FILE_KEYS  # every file a PGE may write
 CSV_COLUMNS = (
     "acquisition", "product_stem", "status", "exit_code", "error", "attempts", "duration_s",
     "cloud_fraction_percent", "reason", "radiance", "observation", "location", "glt",

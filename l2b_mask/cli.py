@@ -21,8 +21,8 @@ from l2b_mask.inference import (
     SceneInference,
     cloud_flag,
 )
+from l2b_mask.inputs.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.products.geotiff import write_flag_and_probability
-from l2b_mask.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.spec import ModelSpec
 
 # The exit codes this command can end with: the PGE's table (`l2b_mask.errors.ExitCode`), less

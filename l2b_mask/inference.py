@@ -17,10 +17,11 @@ import torch
 
 from l2b_mask.background import BackgroundWriter, prefetch
 from l2b_mask.bands import kept_bands
-from l2b_mask.errors import AncillaryError, ProcessingError
+from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
+from l2b_mask.inputs.scene import Scene
 from l2b_mask.model import PRECISIONS, SpecTf, load_model
+from l2b_mask.nodata import FLAG_NO_VALUE
 from l2b_mask.reflectance import band_irradiance, load_irradiance, toa_reflectance
-from l2b_mask.scene import Scene
 from l2b_mask.spec import ModelSpec, verify_sha256
 
 # What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
@@ -79,9 +80,30 @@ def pixels_with_value(radiance: np.ndarray, solar_zenith: np.ndarray, rdn_nodata
     """
     ok = np.isfinite(radiance).all(axis=-1)
     ok &= ~(radiance == rdn_nodata).any(axis=-1)
-    ok &= np.isfinite(solar_zenith) & (solar_zenith != obs_nodata)
-    ok &= (solar_zenith >= 0.0) & (solar_zenith < 90.0)
-    return ok
+    return ok & sun_up(solar_zenith, obs_nodata)
+
+
+def sun_up(solar_zenith: np.ndarray, obs_nodata: float) -> np.ndarray:
+    """The solar geometry is valid: not nodata, finite, not negative, the sun above the horizon."""
+    return (np.isfinite(solar_zenith) & (solar_zenith != obs_nodata) & (solar_zenith >= 0.0)
+            & (solar_zenith < 90.0))
+
+
+def no_value_error(scene: Scene, lines_per_block: int = 512) -> InputProductError:
+    """Why a scene that streamed gave no pixel a value, naming the file to blame: the
+    observation when the sun is down (or fill) everywhere, else the radiance."""
+    sunlit = 0
+    with scene.observation_reader() as reader:
+        for start, stop in iter_line_blocks(scene.lines, lines_per_block):
+            sza = reader.read_band(start, stop, scene.solar_zenith_band)
+            sunlit += int(np.count_nonzero(sun_up(sza, scene.observation_nodata)))
+    if sunlit == 0:
+        return InputProductError(scene.observation_header.header_path,
+                                 "no pixel has a value: the solar zenith is fill, not finite or "
+                                 ">= 90 degrees in every pixel")
+    return InputProductError(scene.radiance_header.header_path,
+                             "no pixel has a value: every pixel with the sun up has -9999, NaN or "
+                             "Inf radiance in a model band")
 
 
 class CloudModel:
@@ -240,7 +262,7 @@ def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">")
     else:
         raise ValueError(f"comparison must be '>' or '>=', not {comparison!r}")
     flag = cloudy.astype(np.uint8)
-    flag[np.isnan(probability)] = 255
+    flag[np.isnan(probability)] = FLAG_NO_VALUE
     return flag
 
 

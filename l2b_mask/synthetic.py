@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from l2b_mask.envi import raster_header, write_header
+from l2b_mask.inputs.envi import raster_header, write_header
 
 __all__ = [
     "CLASS_CLEAR",

@@ -140,7 +140,6 @@ def entry() -> None:
 def _main(args_list: list[str]) -> int:
     pge_logging.configure("info", console=sys.stdout)
     log = pge_logging.get_logger()
-    run = None
     try:
         args = _parser().parse_args(args_list)
         if args.version:
@@ -158,23 +157,18 @@ def _main(args_list: list[str]) -> int:
         from pge.runconfig import RunConfig
 
         RunConfig.from_file(args.runconfig)  # a bad run configuration fails before torch loads
-        from pge import lifecycle
+        from pge import run as pge_run
 
-        run = lifecycle.PgeRun(runconfig_path=args.runconfig,
-                               run_command=shlex.join(["l2b-mask-pge", *args_list]))
-        _Stop.run = run
-        if args.validate_only:
-            try:
-                lifecycle.preprocess(run)
-            finally:
-                lifecycle.cleanup(run)
+        guard = pge_run.Guard()
+        _Stop.run = guard
+        result = pge_run.execute(args.runconfig, shlex.join(["l2b-mask-pge", *args_list]), guard,
+                                 validate_only=args.validate_only)
+        if result is None:
             log.info("validation_passed", runconfig=str(args.runconfig))
             print(json.dumps({"status": "valid", "exit_code": 0}))
             return 0
-        lifecycle.execute(run)
-        published = {k: str(v) for k, v in run.final.as_dict().items() if v in run.published}
-        print(_summary(published, ExitCode.SUCCESS, None,
-                       round(run.fraction.percent_of_valid, 4)), flush=True)
+        published = {k: str(v) for k, v in result.published.items()}
+        print(_summary(published, ExitCode.SUCCESS, None, result.fraction_percent), flush=True)
         return 0
     except SystemExit as exc:  # argparse's --help: it has printed and wants to stop
         if exc.code in (None, 0):

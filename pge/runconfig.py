@@ -38,6 +38,7 @@ from pydantic_core import PydanticCustomError
 
 from l2b_mask.spec import ModelSpec, default_spec_path
 from pge.errors import RunConfigError, one_line
+from pge.sds.files import enabled_keys
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_TITLE = "EMIT L2B cloud mask PGE run configuration"
@@ -158,14 +159,9 @@ class Output(_Model):
         return self
 
     def product_keys(self) -> list[str]:
-        """The product files (`ProductFiles` fields) these settings write, provenance and log
-        aside: one list, so the PGE and the campaign agree on what a complete product is."""
-        return [*(["envi_data", "envi_header"] if self.write_envi else []),
-                *(["netcdf"] if self.write_netcdf else []),
-                *(["browse"] if self.write_browse else []),
-                *(["ortho_flag", "ortho_probability"] if self.write_ortho else []),
-                "metadata",
-                *(["ummg"] if self.write_ummg else [])]
+        """The product files these settings write, provenance and log aside, from the product
+        table: one list, so the PGE and the campaign agree on what a complete product is."""
+        return enabled_keys(self.model_dump())
 
 
 class Algorithm(_Model):

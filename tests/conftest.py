@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2b_mask.envi import raster_header, write_header
+from l2b_mask.inputs.envi import raster_header, write_header
 from l2b_mask.spec import ModelSpec, ancillary_dir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -36,7 +36,7 @@ VOLATILE = {
     "ProductionDateTime", "ProviderDates", "Checksum", "SizeInBytes", "Size", "SizeUnit",
     "started", "finished", "timings_s", "host", "software", "path", "sha256", "size_bytes",
     "runconfig", "run_command", "inputs", "ancillary", "outputs", "PGEVersionClass",
-    "torch_threads", "date_modified", "date_issued", "implementation",
+    "torch_threads", "date_modified", "date_issued", "implementation", "creation_time",
 }
 
 

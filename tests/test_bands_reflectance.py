@@ -14,7 +14,7 @@ from l2b_mask.reflectance import band_irradiance, load_irradiance, toa_reflectan
 
 
 def test_emit_bands_keep_268(spec, reference_dir):
-    from l2b_mask.scene import Scene
+    from l2b_mask.inputs.scene import Scene
 
     s = Scene.open(reference_dir / "public_s7_rdn.hdr", reference_dir / "public_s7_obs.hdr")
     kept = kept_bands(s.wavelengths_nm, spec.drop_ranges_nm)

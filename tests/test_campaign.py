@@ -36,7 +36,7 @@ from campaign.engine import Outcome, Settings, run_campaign
 from campaign.policy import Action
 from campaign.report import CSV_COLUMNS, DONE, FAILED, PRODUCT_KEYS, Entry, Progress, Report
 from campaign.template import TemplateError, load_template
-from l2b_mask.products.naming import product_files
+from pge.sds.files import product_files
 from l2b_mask.synthetic import generate_acquisition
 from pge.errors import RunConfigError
 from pge.runconfig import RunConfig

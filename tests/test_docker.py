@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from l2b_mask.products.naming import product_files
+from pge.sds.files import product_files
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.cuda"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import write_raster
 
-from l2b_mask.envi import EnviReader, read_header, resolve_pair
+from l2b_mask.inputs.envi import EnviReader, read_header, resolve_pair
 from l2b_mask.errors import InputProductError
 
 

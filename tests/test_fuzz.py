@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pge.cli
-from l2b_mask.products.naming import product_files, product_stem
+from pge.sds.files import product_files
+from pge.sds.naming import product_stem
 from l2b_mask.synthetic import generate_acquisition
 from pge.lifecycle import product_problem
 from pge.runconfig import RunConfig

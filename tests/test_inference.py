@@ -19,7 +19,7 @@ from l2b_mask.inference import (
     pixels_with_value,
     resolve_device,
 )
-from l2b_mask.scene import Scene
+from l2b_mask.inputs.scene import Scene
 
 
 @given(st.integers(1, 3000), st.integers(1, 700))

@@ -22,7 +22,7 @@ from l2b_mask import kernels
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
 from l2b_mask.model import load_model
 from l2b_mask.reflectance import toa_reflectance
-from l2b_mask.scene import Scene
+from l2b_mask.inputs.scene import Scene
 
 THRESHOLD = 0.51
 needs_kernel = pytest.mark.skipif(not kernels.available(),

@@ -7,7 +7,7 @@ import tracemalloc
 from conftest import write_pair
 
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference
-from l2b_mask.scene import Scene
+from l2b_mask.inputs.scene import Scene
 
 
 def _peak_bytes(spec, folder, lines):

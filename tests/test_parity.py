@@ -7,7 +7,7 @@ import pytest
 
 from l2b_mask import kernels
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference
-from l2b_mask.scene import Scene
+from l2b_mask.inputs.scene import Scene
 
 THRESHOLD = np.float32(0.51)
 

@@ -484,7 +484,7 @@ def test_metadata_cloud_fraction_matches_the_envi_flags(ok, envi, spec):
 def test_granule_metadata_describes_the_product(ok):
     """The UMM-G record: granule UR from the EMIT name, cloud cover as EMIT counts it (cloud
     plus no-value pixels, of all), the files with their SHA-512, the GLT grid's extent."""
-    from l2b_mask.products.glt import read_glt
+    from l2b_mask.inputs.glt import read_glt
     from l2b_mask.products.ummg import validate_ummg
 
     ummg = json.loads(ok.products["ummg"].read_text())
@@ -517,7 +517,7 @@ def test_orthorectified_geotiffs_and_browse_open_in_gdal(ok, envi):
     holds the swath pixel its GLT entry names; the browse is a small RGBA PNG."""
     from osgeo import gdal, osr
 
-    from l2b_mask.products.glt import read_glt
+    from l2b_mask.inputs.glt import read_glt
 
     glt = read_glt(ok.acq.glt)
     valid = glt.valid

@@ -13,7 +13,7 @@ import pytest
 
 from l2b_mask.bands import kept_bands
 from l2b_mask.errors import InputProductError
-from l2b_mask.products.naming import product_files
+from pge.sds.files import product_files
 from l2b_mask.synthetic import SyntheticAcquisition, emit_wavelengths, generate_acquisition
 from pge import lifecycle
 from pge.errors import ExitCode, OutputProductError, RunConfigError, exit_code_for

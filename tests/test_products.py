@@ -13,24 +13,14 @@ import pytest
 from conftest import write_pair, write_raster
 
 from l2b_mask.errors import InputProductError, OutputError
-from l2b_mask.products import (
-    CloudFraction,
-    EnviProductWriter,
-    LocationArrays,
-    cloud_fraction,
-    emit_global_attributes,
-    parse_identity,
-    product_files,
-    product_stem,
-    read_envi_product,
-    read_location,
-    read_netcdf_product,
-    write_envi_product,
-    write_netcdf_product,
-)
-from l2b_mask.products.netcdf import netcdf_value
-from l2b_mask.products.ortho import ortho_paths
-from l2b_mask.scene import Scene, parse_emit_time
+from l2b_mask.inputs.location import LocationArrays, read_location
+from l2b_mask.products.envi import EnviProductWriter, read_envi_product, write_envi_product
+from l2b_mask.products.netcdf import netcdf_value, read_netcdf_product, write_netcdf_product
+from l2b_mask.products.summary import CloudFraction, cloud_fraction
+from pge.sds.attributes import emit_global_attributes
+from pge.sds.files import product_files
+from pge.sds.naming import parse_identity, product_stem
+from l2b_mask.inputs.scene import Scene, parse_emit_time
 from l2b_mask.synthetic import generate_acquisition
 
 RDN = "emit20240302t005829_o06201_s000_l1b_rdn_b0106_v01"
@@ -111,8 +101,7 @@ def test_product_files(tmp_path):
     assert files.browse == tmp_path / f"{stem}.png"
     assert files.ummg == tmp_path / f"{stem}.cmr.json"
     assert files.ortho_flag == tmp_path / f"{stem}_ortho.tif"
-    # the ortho writer names the probability file itself: the two must agree
-    assert ortho_paths(files.ortho_flag).probability == files.ortho_probability
+    assert files.ortho_probability == tmp_path / f"{stem}_ortho_prob.tif"
     assert len(files.all()) == 10 and all(p.parent == tmp_path for p in files.all())
     assert len({p.name for p in files.all()}) == 10
     assert product_files(stem).netcdf == Path(f"{stem}.nc")

@@ -20,31 +20,26 @@ import pytest
 from conftest import compliance_problems, write_raster
 from PIL import Image
 
-from l2b_mask.envi import EnviReader, read_header
+from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError
-from l2b_mask.products import (
-    Glt,
+from l2b_mask.inputs.glt import Glt, parse_map_info, read_glt
+from l2b_mask.inputs.location import LocationArrays, read_location
+from l2b_mask.inputs.scene import mean_solar_angles, solar_angle_bands
+from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose, write_browse_png
+from l2b_mask.products.netcdf import write_netcdf_product
+from l2b_mask.products.ortho import write_ortho_geotiff
+from pge.sds.attributes import emit_global_attributes
+from pge.sds.files import ProductFiles, product_files
+from pge.sds.naming import parse_identity
+from pge.sds.ummg import (
     build_ummg,
     day_night_flag,
-    emit_global_attributes,
     granule_ur,
-    mean_solar_angles,
-    ortho_paths,
-    parse_identity,
-    parse_map_info,
-    read_glt,
-    read_location,
     swath_polygon,
     validate_ummg,
-    write_browse_png,
-    write_netcdf_product,
-    write_ortho_geotiff,
     write_ummg,
 )
-from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose
-from l2b_mask.products.netcdf import LocationArrays
-from l2b_mask.products.ummg import solar_angle_bands
-from l2b_mask.scene import Scene as SceneInputs
+from l2b_mask.inputs.scene import Scene as SceneInputs
 from l2b_mask.synthetic import generate_acquisition
 
 gdal = pytest.importorskip("osgeo.gdal")
@@ -66,7 +61,7 @@ class Scene:
     flag: np.ndarray
     probability: np.ndarray
     netcdf: Path
-    ortho: Path
+    ortho: ProductFiles
 
     def interior_cloud_pixel(self) -> tuple[int, int]:
         """A cloud pixel whose 8 neighbours are cloud too (a warp cannot miss it)."""
@@ -98,8 +93,8 @@ def scene(tmp_path_factory) -> Scene:
     base = emit_global_attributes(radiance_path=acq.radiance, day_night_flag="Day")
     write_netcdf_product(nc, prob, flag, base_attrs=base, location=loc, glt=glt,
                          global_attrs={"time_coverage_end": "2024-03-02T00:58:30+0000"})
-    ortho = folder / f"{STEM}_ortho.tif"
-    write_ortho_geotiff(ortho, flag, prob, glt)
+    ortho = product_files(STEM, folder)
+    write_ortho_geotiff(ortho.ortho_flag, ortho.ortho_probability, flag, prob, glt)
     return Scene(folder, acq.radiance, acq.observation, acq.location, acq.glt, glt, loc, flag,
                  prob, nc, ortho)
 
@@ -245,9 +240,9 @@ def test_geolocation_round_trip_ortho_and_gdal_warp(scene):
     assert 0 <= row < scene.glt.shape[0] and 0 <= col < scene.glt.shape[1]
     expected_prob = scene.probability[line, sample]
 
-    paths = ortho_paths(scene.ortho)
-    flag_ortho = gdal.Open(str(paths.flag)).ReadAsArray()
-    prob_ortho = gdal.Open(str(paths.probability)).ReadAsArray()
+    paths = scene.ortho
+    flag_ortho = gdal.Open(str(paths.ortho_flag)).ReadAsArray()
+    prob_ortho = gdal.Open(str(paths.ortho_probability)).ReadAsArray()
     assert flag_ortho[row, col] == 1
     # The GLT names this pixel or a neighbour (the cell centre is within a pixel of it): the
     # value is that pixel's, exactly.
@@ -299,10 +294,10 @@ def test_compliance_checker_no_high_priority_failures(scene, monkeypatch):
 
 
 def test_ortho_cog_layout_crs_nodata(scene):
-    paths = ortho_paths(scene.ortho)
-    assert paths.probability.name == f"{STEM}_ortho_prob.tif"
-    for path, dtype, nodata, description in ((paths.flag, "Byte", 255, "Cloud Flag"),
-                                             (paths.probability, "Float32", -9999, "Cloud Probability")):
+    paths = scene.ortho
+    assert paths.ortho_probability.name == f"{STEM}_ortho_prob.tif"
+    for path, dtype, nodata, description in ((paths.ortho_flag, "Byte", 255, "Cloud Flag"),
+                                             (paths.ortho_probability, "Float32", -9999, "Cloud Probability")):
         info = gdal.Info(str(path), format="json")
         assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
         assert info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
@@ -315,15 +310,15 @@ def test_ortho_cog_layout_crs_nodata(scene):
         assert not Path(f"{path}.aux.xml").exists()
     from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate
 
-    for path in paths.all():
+    for path in (paths.ortho_flag, paths.ortho_probability):
         warnings, errors, _ = validate(str(path), full_check=True)
         assert not errors, errors
 
 
 def test_ortho_values_are_the_glt_lookup(scene):
-    paths = ortho_paths(scene.ortho)
-    flag = gdal.Open(str(paths.flag)).ReadAsArray()
-    prob = gdal.Open(str(paths.probability)).ReadAsArray()
+    paths = scene.ortho
+    flag = gdal.Open(str(paths.ortho_flag)).ReadAsArray()
+    prob = gdal.Open(str(paths.ortho_probability)).ReadAsArray()
     valid, line, sample = scene.glt.indices()
     np.testing.assert_array_equal(flag[valid], scene.flag[line[valid], sample[valid]])
     assert (flag[~valid] == 255).all() and (prob[~valid] == -9999).all()
@@ -494,7 +489,7 @@ def test_granule_ur_pattern():
 
 
 def test_ummg_record(scene, tmp_path):
-    files = [scene.netcdf, *ortho_paths(scene.ortho).all()]
+    files = [scene.netcdf, scene.ortho.ortho_flag, scene.ortho.ortho_probability]
     browse = tmp_path / f"{STEM}.png"
     write_browse_png(browse, scene.radiance, scene.flag)
     files.append(browse)

@@ -32,7 +32,7 @@ import pytest
 import torch
 from conftest import OBS_NAMES, emit_like_wavelengths, write_raster
 
-from l2b_mask.envi import read_header
+from l2b_mask.inputs.envi import read_header
 from l2b_mask.products.envi import read_envi_product
 from l2b_mask.spec import sha256_of
 from pge.errors import ExitCode, OutputProductError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from spectral.io import envi as spy_envi
 
-from l2b_mask.envi import EnviReader, read_header
+from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.synthetic import (
     CLASS_CIRRUS,
     CLASS_CLEAR,

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError, OutputError
-from l2b_mask.products.envi import FLAG_NO_VALUE
+from l2b_mask.inputs.envi import EnviReader, read_header
+from l2b_mask.nodata import FLAG_NO_VALUE
+
+MAX_SIDE = 1000  # pixels on the longer side of a browse image
 
 BROWSE_WAVELENGTHS_NM = (650.0, 560.0, 470.0)
 CLOUD_RGB = (255.0, 0.0, 255.0)  # magenta: stands out against white cloud and natural ground
@@ -113,7 +115,7 @@ def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray) -
 
 
 def render_browse(radiance_path: Path | str, flag: np.ndarray, *,
-                  max_side: int = 1000) -> np.ndarray:
+                  max_side: int = MAX_SIDE) -> np.ndarray:
     """The browse as a (rows, cols, 4) uint8 RGBA array (what `write_browse_png` writes)."""
     flag = np.asarray(flag)
     header = read_header(radiance_path)
@@ -148,7 +150,7 @@ def write_png(path: Path | str, rgba: np.ndarray) -> None:
 
 
 def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
-                     max_side: int = 1000) -> None:
+                     max_side: int = MAX_SIDE) -> None:
     """Write the browse PNG of an acquisition: RGBA, longer side <= `max_side` pixels.
 
     `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value).
@@ -162,3 +164,18 @@ def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarr
     except (RuntimeError, OSError) as exc:
         p.unlink(missing_ok=True)
         raise OutputError(p, f"cannot write browse PNG ({exc})") from None
+
+
+def check_browse(path: Path) -> None:
+    """The browse reads back as a PNG of 3-4 bands, at most `MAX_SIDE` pixels (OutputError)."""
+    from osgeo import gdal
+
+    try:
+        ds = gdal.Open(str(path))
+        size = (ds.RasterXSize, ds.RasterYSize, ds.RasterCount, ds.GetDriver().ShortName)
+        ds = None
+    except Exception as exc:  # noqa: BLE001 - unreadable is an output failure
+        raise OutputError(path, f"browse image does not read back ({exc})") from None
+    if size[3] != "PNG" or max(size[:2]) > MAX_SIDE or size[2] not in (3, 4):
+        raise OutputError(path, f"browse image is not a PNG of at most {MAX_SIDE} px with 3-4 "
+                                f"bands ({size})")

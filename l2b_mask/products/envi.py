@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.envi import EnviReader, raster_header, read_header, write_header
 from l2b_mask.errors import InputProductError, OutputError
+from l2b_mask.inputs.envi import EnviReader, raster_header, read_header, write_header
+from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
 
-NODATA = -9999.0
-FLAG_NO_VALUE = 255
+NODATA = FLOAT_NO_VALUE
 BAND_NAMES = ("Cloud Flag", "Cloud Probability")
 DESCRIPTION = "EMIT L2B cloud mask (SpecTf): cloud flag and cloud probability"
 _DTYPE = np.dtype("<f4")

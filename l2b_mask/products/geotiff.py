@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from l2b_mask.errors import OutputError
+from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
 
-FLAG_NODATA = 255
-PROBABILITY_NODATA = -9999.0
+FLAG_NODATA = FLAG_NO_VALUE
+PROBABILITY_NODATA = FLOAT_NO_VALUE
 _OPTIONS = ["COMPRESS=LZW", "TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
 
 

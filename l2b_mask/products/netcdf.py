@@ -17,17 +17,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from l2b_mask.envi import EnviReader, read_header
-from l2b_mask.errors import InputProductError, OutputError
-from l2b_mask.products.envi import FLAG_NO_VALUE, check_pair
-from l2b_mask.products.glt import GLT_FILL, Bounds, Glt
-from l2b_mask.products.naming import parse_identity
+from l2b_mask.errors import OutputError
+from l2b_mask.inputs.glt import GLT_FILL, Bounds, Glt
+from l2b_mask.inputs.location import LOC_FILL, LOCATION_BANDS, LocationArrays, location_bounds
+from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
+from l2b_mask.products.envi import check_pair
 
 DIMS = ("downtrack", "crosstrack")
 ORTHO_DIMS = ("ortho_y", "ortho_x")
@@ -36,9 +35,7 @@ PROBABILITY_VARIABLE = "cloud_probability"
 LOCATION_GROUP = "location"
 GLT_VARIABLES = ("glt_x", "glt_y")
 COORDINATES = f"/{LOCATION_GROUP}/lon /{LOCATION_GROUP}/lat"
-FLOAT_FILL = -9999.0
-LOC_FILL = -9999.0
-SPECTF_DOI = "10.1073/pnas.2502903122"
+FLOAT_FILL = FLOAT_NO_VALUE
 # CF 2.3 recommends names of letters, digits and underscores, starting with a letter; names
 # beginning with "_" are reserved for the library (_FillValue) and are set only here.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -47,71 +44,10 @@ _TIME_ATTRS = frozenset({"date_created", "time_coverage_start", "time_coverage_e
 
 
 # ---------------------------------------------------------------------------------------------
-# Location
-
-
-@dataclass(frozen=True)
-class LocationArrays:
-    """Per-pixel longitude, latitude (degrees, WGS-84) and elevation (m), -9999 where unknown."""
-
-    lon: np.ndarray
-    lat: np.ndarray
-    elev: np.ndarray
-
-    def __post_init__(self) -> None:
-        shapes = {name: np.shape(getattr(self, name)) for name in ("lon", "lat", "elev")}
-        if len(set(shapes.values())) != 1 or len(shapes["lon"]) != 2:
-            raise ValueError(f"lon, lat and elev must share one (lines, samples) shape: {shapes}")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(np.shape(self.lon))  # type: ignore[return-value]
-
-
-# (variable, loc band, long_name, units, standard_name)
-_LOCATION_BANDS = (
-    ("lon", 0, "Longitude (WGS-84)", "degrees_east", "longitude"),
-    ("lat", 1, "Latitude (WGS-84)", "degrees_north", "latitude"),
-    ("elev", 2, "Surface Elevation", "m", None),
-)
-
-
-def read_location(loc_path: Path | str, shape: tuple[int, int] | None = None,
-                  lines_per_block: int = 512) -> LocationArrays:
-    """The EMIT L1B LOC raster (bands: lon, lat, elev) as float64 arrays with -9999 fill.
-
-    `shape` is the (lines, samples) of the radiance: a LOC of another size belongs to another
-    acquisition or is damaged, and is refused before anything is written.
-    """
-    header = read_header(loc_path)
-    if header.bands < len(_LOCATION_BANDS):
-        raise InputProductError(header.header_path,
-                                f"location raster has {header.bands} bands, expected 3 "
-                                "(longitude, latitude, elevation)")
-    if shape is not None and (header.lines, header.samples) != tuple(shape):
-        raise InputProductError(header.header_path,
-                                f"location raster is {header.lines} lines x {header.samples} "
-                                f"samples, the radiance {shape[0]} x {shape[1]}")
-    nodata = header.nodata
-    out = np.empty((len(_LOCATION_BANDS), header.lines, header.samples), np.float64)
-    with EnviReader(header) as reader:
-        for start in range(0, header.lines, lines_per_block):
-            stop = min(start + lines_per_block, header.lines)
-            block = reader.read_lines(start, stop, [b for _, b, *_ in _LOCATION_BANDS],
-                                      np.float64)
-            out[:, start:stop, :] = block.transpose(2, 0, 1)
-    bad = ~np.isfinite(out)
-    if nodata is not None:
-        bad |= out == nodata
-    out[bad] = LOC_FILL
-    return LocationArrays(lon=out[0], lat=out[1], elev=out[2])
-
-
-# ---------------------------------------------------------------------------------------------
 # Attributes
 
 
-def _iso_utc(value: datetime | str) -> str:
+def iso_utc(value: datetime | str) -> str:
     """`YYYY-MM-DDTHH:MM:SSZ`; strings in EMIT's header form (`...+0000`) are normalised."""
     if isinstance(value, str):
         text = value.strip()
@@ -129,105 +65,6 @@ def _iso_utc(value: datetime | str) -> str:
     if value.tzinfo is None:
         raise ValueError(f"time {value!r} has no time zone; pass an aware (UTC) datetime")
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _software_version() -> str:
-    try:
-        return metadata.version("l2b-mask-pge")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def emit_global_attributes(
-    *, product_version: str = "01", radiance_path: Path | str | None = None,
-    flight_line: str | None = None, time_coverage_start: datetime | str | None = None,
-    time_coverage_end: datetime | str | None = None, history: str | None = None,
-    date_created: datetime | None = None, day_night_flag: str | None = None,
-) -> dict[str, Any]:
-    """The CF/ACDD/EMIT base attributes of the product; per-run values are merged over them.
-
-    From an EMIT-named `radiance_path` come `flight_line` and the start time, unless given.
-    `day_night_flag` is EMIT's "Day"/"Night" (see `l2b_mask.products.ummg.day_night_flag`).
-    """
-    if not re.fullmatch(r"\d{2}", product_version):
-        raise ValueError(f"product_version must be 2 digits, not {product_version!r}")
-    created = _iso_utc(date_created or datetime.now(UTC))
-    identity = parse_identity(radiance_path) if radiance_path is not None else None
-    if identity is not None:
-        flight_line = flight_line or identity.flight_line
-        time_coverage_start = time_coverage_start or identity.start_time
-    version = f"V0{product_version}"  # EMIT's form: "01" -> "V001"
-    attrs: dict[str, Any] = {
-        "ncei_template_version": "NCEI_NetCDF_Swath_Template_v2.0",
-        "title": f"EMIT L2B Cloud Mask 60 m {version}",
-        "summary": (
-            "The Earth Surface Mineral Dust Source Investigation (EMIT) is an imaging "
-            "spectrometer on the International Space Station that records reflected sunlight "
-            "from about 380 to 2500 nm in 285 channels at a ground sampling of about 60 m. "
-            "This Level 2B product is a per-pixel cloud mask derived from EMIT L1B calibrated "
-            "radiance by SpecTf, a spectroscopic transformer that labels each spectrum cloudy "
-            "or clear from its spectral shape alone, with no spatial or temporal context. The "
-            "file holds the modelled cloud probability and the binary cloud flag obtained by "
-            "thresholding it, on the instrument's own downtrack x crosstrack grid, and the "
-            "longitude, latitude and elevation of each pixel when they were supplied."
-        ),
-        "keywords": (
-            "EARTH SCIENCE > ATMOSPHERE > CLOUDS, "
-            "EARTH SCIENCE > SPECTRAL/ENGINEERING > VISIBLE WAVELENGTHS, "
-            "EARTH SCIENCE > SPECTRAL/ENGINEERING > INFRARED WAVELENGTHS, "
-            "Imaging Spectroscopy, Cloud Mask, EMIT, SpecTf, Transformer"
-        ),
-        "keywords_vocabulary": "NASA Global Change Master Directory (GCMD) Science Keywords",
-        # CF-1.9: groups (the `location` group, and the absolute-path `coordinates` references
-        # into it) came in CF-1.8, the netCDF-4 unsigned types (`cloud_mask` is ubyte) in
-        # CF-1.9, so 1.9 is the oldest version the file conforms to. The IOOS
-        # compliance-checker checks it (suite cf:1.9), so the claim can be verified.
-        "Conventions": "CF-1.9, ACDD-1.3",
-        "stdname_vocabulary": "NetCDF Climate and Forecast (CF) Metadata Convention",
-        # ACDD's name for it. Only `longitude`, `latitude`, `cloud_binary_mask` are used, long in the table
-        # (any recent version); naming the checker's bundled version keeps compliance-checker offline (it
-        # downloads any other version it is told about).
-        "standard_name_vocabulary": "CF Standard Name Table v93",
-        "cdm_data_type": "Swath",
-        "sensor": "EMIT (Earth Surface Mineral Dust Source Investigation)",
-        "instrument": "EMIT",
-        "platform": "ISS",
-        "institution": "NASA Jet Propulsion Laboratory/California Institute of Technology",
-        "license": ("https://www.earthdata.nasa.gov/engage/open-data-services-software-policies"
-                    "/data-use-guidance"),
-        "naming_authority": "LPDAAC",
-        "date_created": created,
-        "creator_name": "Jet Propulsion Laboratory/California Institute of Technology",
-        "creator_url": "https://earth.jpl.nasa.gov/emit/",
-        "project": "Earth Surface Mineral Dust Source Investigation",
-        "project_url": "https://earth.jpl.nasa.gov/emit/",
-        "publisher_name": "NASA LPDAAC",
-        "publisher_url": "https://lpdaac.usgs.gov",
-        "publisher_email": "lpdaac@usgs.gov",
-        "identifier_product_doi_authority": "https://doi.org",
-        "references": (
-            "Lee, J. H., Kiper, M., Thompson, D. R. and Brodrick, P. G. (2025): SpecTf: "
-            "Transformers enable data-driven imaging spectroscopy cloud detection. Proceedings "
-            f"of the National Academy of Sciences. https://doi.org/{SPECTF_DOI}"
-        ),
-        "source": ("EMIT L1B calibrated radiance and observation geometry (solar zenith, "
-                   "Earth-Sun distance), top-of-atmosphere reflectance, SpecTf cloud model"),
-        "processing_level": "L2B",
-        "product_version": version,
-        "flight_line": flight_line,
-        "time_coverage_start": _iso_utc(time_coverage_start) if time_coverage_start else None,
-        "time_coverage_end": _iso_utc(time_coverage_end) if time_coverage_end else None,
-        "day_night_flag": day_night_flag,
-        "history": history or f"{created}: created by l2b_mask {_software_version()}",
-    }
-    return {k: v for k, v in attrs.items() if v is not None}
-
-
-def location_bounds(location: LocationArrays) -> Bounds | None:
-    """The box of the pixel centres that have a location (None when none has)."""
-    lon, lat = np.asarray(location.lon), np.asarray(location.lat)
-    ok = np.isfinite(lon) & np.isfinite(lat) & (lon != LOC_FILL) & (lat != LOC_FILL)
-    return Bounds.of_points(lon[ok], lat[ok]) if ok.any() else None
 
 
 def geospatial_attributes(*, glt: Glt | None = None,
@@ -280,7 +117,7 @@ def netcdf_value(value: Any) -> str | int | float | np.ndarray | None:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, datetime):
-        return _iso_utc(value)
+        return iso_utc(value)
     if isinstance(value, np.integer | np.floating):
         return value  # keeps its width (a float32 stays NC_FLOAT)
     if isinstance(value, int):
@@ -311,7 +148,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, datetime):
-        return _iso_utc(value)
+        return iso_utc(value)
     return str(value)
 
 
@@ -322,7 +159,7 @@ def _checked_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: attribute name {name!r} is not CF-style "
                              "(letters, digits, underscores; starting with a letter)")
         if name in _TIME_ATTRS and isinstance(value, str | datetime):
-            value = _iso_utc(value)  # ACDD wants ISO 8601; EMIT headers say "...+0000"
+            value = iso_utc(value)  # ACDD wants ISO 8601; EMIT headers say "...+0000"
         converted = netcdf_value(value)
         if converted is not None:
             out[name] = converted
@@ -380,7 +217,7 @@ def _location_group(ds: Any) -> Any:
 def _add_location(ds: Any, location: LocationArrays, extra: Mapping[str, Mapping[str, Any]],
                   storage: _Storage) -> None:
     group = _location_group(ds)
-    for name, _band, long_name, units, standard_name in _LOCATION_BANDS:
+    for name, _band, long_name, units, standard_name in LOCATION_BANDS:
         data = np.asarray(getattr(location, name), np.float64)
         data = np.where(np.isfinite(data), data, LOC_FILL)
         attrs: dict[str, Any] = {"long_name": long_name, "units": units}
@@ -424,7 +261,7 @@ def write_netcdf_product(
 ) -> None:
     """Write the netCDF-4 product.
 
-    Global attributes: `base_attrs` (default `emit_global_attributes()`), then the
+    Global attributes: `base_attrs` (the caller's conventions: EMIT's for the PGE), then the
     georeferencing ones of `geospatial_attributes(glt=, location=)`, then `global_attrs`
     merged over them; a None value drops the key. `variable_attrs` adds attributes per
     variable, keyed `cloud_mask`, `cloud_probability` or `location/<lon|lat|elev|glt_x|glt_y>`.
@@ -440,12 +277,12 @@ def write_netcdf_product(
         raise ValueError(f"complevel must be 1..9, not {complevel}")
     if glt is not None:
         glt.check_swath(prob.shape)
-    merged = dict(emit_global_attributes() if base_attrs is None else base_attrs)
+    merged = dict(base_attrs or {})
     merged.update(geospatial_attributes(glt=glt, location=location))
     merged.update(global_attrs)
     attrs = _checked_attrs(merged, "global attributes")
     known = {MASK_VARIABLE, PROBABILITY_VARIABLE}
-    known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in _LOCATION_BANDS}
+    known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in LOCATION_BANDS}
     known |= {f"{LOCATION_GROUP}/{name}" for name in GLT_VARIABLES}
     per_var: dict[str, dict[str, Any]] = {}
     for var_name, var_attrs in (variable_attrs or {}).items():

@@ -6,8 +6,8 @@ GeoTIFF has one data type and one nodata value for all its bands: the flag stays
 nodata 255 and the probability float32 with nodata -9999, as in every other product, instead
 of both becoming float32 with one shared nodata.
 
-- `<path>`: band 1 "Cloud Flag", uint8, 0 clear, 1 cloud, 255 no value;
-- `<path stem>_prob.tif`: band 1 "Cloud Probability", float32 in [0, 1], -9999 no value.
+- the flag file: band 1 "Cloud Flag", uint8, 0 clear, 1 cloud, 255 no value;
+- the probability file: band 1 "Cloud Probability", float32 in [0, 1], -9999 no value.
 
 Both: EPSG:4326, the GLT's geotransform, DEFLATE (with the floating-point predictor for the
 probability), 512 x 512 tiles, overviews by nearest neighbour (so every overview value is a
@@ -16,39 +16,22 @@ real flag or model value), written by GDAL's COG driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from l2b_mask.errors import OutputError
-from l2b_mask.products.envi import FLAG_NO_VALUE, check_pair
-from l2b_mask.products.glt import Glt
+from l2b_mask.inputs.glt import Glt
+from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
+from l2b_mask.products.envi import check_pair
 
-PROBABILITY_NODATA = -9999.0
+PROBABILITY_NODATA = FLOAT_NO_VALUE
 FLAG_DESCRIPTION = "Cloud Flag"
 PROBABILITY_DESCRIPTION = "Cloud Probability"
 _COMMON = ["BLOCKSIZE=512", "OVERVIEWS=AUTO", "RESAMPLING=NEAREST", "BIGTIFF=IF_SAFER"]
 _FLAG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=6", *_COMMON]
 _PROBABILITY_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=6", "PREDICTOR=YES", *_COMMON]
-
-
-@dataclass(frozen=True)
-class OrthoPaths:
-    """The two files `write_ortho_geotiff(path, ...)` writes."""
-
-    flag: Path
-    probability: Path
-
-    def all(self) -> list[Path]:
-        return [self.flag, self.probability]
-
-
-def ortho_paths(path: Path | str) -> OrthoPaths:
-    """`path` (the flag) and `<stem>_prob<suffix>` beside it (the probability)."""
-    p = Path(path)
-    return OrthoPaths(flag=p, probability=p.with_name(f"{p.stem}_prob{p.suffix or '.tif'}"))
 
 
 def orthorectify(flag: np.ndarray, probability: np.ndarray,
@@ -83,9 +66,9 @@ def _write_cog(path: Path, array: np.ndarray, nodata: float, description: str, g
     mem = None
 
 
-def write_ortho_geotiff(path: Path | str, flag: np.ndarray, probability: np.ndarray,
-                        glt: Glt) -> None:
-    """Write the orthorectified flag to `path` and probability to `<stem>_prob.tif` (COGs).
+def write_ortho_geotiff(flag_path: Path | str, probability_path: Path | str, flag: np.ndarray,
+                        probability: np.ndarray, glt: Glt) -> None:
+    """Write the orthorectified flag and probability as two COGs.
 
     `flag` (uint8, 255 no value) and `probability` (float32, NaN no value) are the swath
     arrays the other products hold; `glt` is `read_glt(...)` of the acquisition. A failure
@@ -93,17 +76,34 @@ def write_ortho_geotiff(path: Path | str, flag: np.ndarray, probability: np.ndar
     """
     from osgeo import gdal
 
-    paths = ortho_paths(path)
+    paths = (Path(flag_path), Path(probability_path))
     ortho_flag, ortho_prob = orthorectify(flag, probability, glt)
     common = {"AREA_OR_POINT": "Area", "SOURCE_GRID": "EMIT GLT (nearest: each cell shows the "
                                                       "swath pixel its GLT entry names)"}
     gdal.UseExceptions()  # as geotiff.py: GDAL errors become RuntimeError
     try:
-        _write_cog(paths.flag, ortho_flag, FLAG_NO_VALUE, FLAG_DESCRIPTION, glt, _FLAG_OPTIONS,
+        _write_cog(paths[0], ortho_flag, FLAG_NO_VALUE, FLAG_DESCRIPTION, glt, _FLAG_OPTIONS,
                    {**common, "flag_values": "0 1", "flag_meanings": "clear cloud"})
-        _write_cog(paths.probability, ortho_prob, PROBABILITY_NODATA, PROBABILITY_DESCRIPTION,
+        _write_cog(paths[1], ortho_prob, PROBABILITY_NODATA, PROBABILITY_DESCRIPTION,
                    glt, _PROBABILITY_OPTIONS, {**common, "units": "1", "valid_range": "0 1"})
     except (RuntimeError, OSError) as exc:
-        for p in paths.all():
+        for p in paths:
             p.unlink(missing_ok=True)
         raise OutputError(paths.flag, f"cannot write orthorectified GeoTIFF ({exc})") from None
+
+
+def check_ortho(flag_path: Path, probability_path: Path, flag: np.ndarray,
+                probability: np.ndarray, glt: Glt) -> None:
+    """The GeoTIFFs hold exactly the swath product resampled through the GLT (OutputError)."""
+    from osgeo import gdal
+
+    expected = orthorectify(flag, probability, glt)
+    for path, want in ((flag_path, expected[0]), (probability_path, expected[1])):
+        try:
+            ds = gdal.Open(str(path))
+            got = ds.GetRasterBand(1).ReadAsArray()
+            ds = None
+        except Exception as exc:  # noqa: BLE001 - unreadable is an output failure
+            raise OutputError(path, f"product does not read back ({exc})") from None
+        if not np.array_equal(got, want):
+            raise OutputError(path, "orthorectified values differ from the swath product's")

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FLAG_CLEAR, FLAG_CLOUD, FLAG_NO_VALUE = 0, 1, 255
+from l2b_mask.nodata import FLAG_NO_VALUE
+
+FLAG_CLEAR, FLAG_CLOUD = 0, 1
 
 
 @dataclass(frozen=True)

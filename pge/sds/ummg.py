@@ -20,23 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.envi import EnviHeader, EnviReader, read_header
-from l2b_mask.products.glt import Bounds
-from l2b_mask.products.naming import EmitIdentity
-from l2b_mask.scene import (
-    OBS_SOLAR_AZIMUTH,
-    OBS_SOLAR_AZIMUTH_NAME,
-    OBS_SOLAR_ZENITH,
-    OBS_SOLAR_ZENITH_NAME,
-    find_band,
-    observation_band_names,
-)
+from l2b_mask.inputs.glt import Bounds
+from pge.sds.files import formats as file_formats
+from pge.sds.naming import EmitIdentity
 
 UMMG_VERSION = "1.6.5"
 COLLECTION_SHORT_NAME = "EMITL2BMASK"
 GRANULE_UR_PREFIX = "EMIT_L2B_MASK"
-FORMATS = {".nc": "NETCDF-4", ".png": "PNG", ".tif": "GeoTIFF", ".img": "ENVI",
-           ".hdr": "ASCII", ".json": "JSON", ".log": "ASCII"}
 _GRANULE_UR = re.compile(r"EMIT_L2B_MASK_\d{3}_\d{8}T\d{6}_\d{7}_\d{3}")
 _CHUNK = 1 << 20
 
@@ -75,39 +65,6 @@ def day_night_flag(mean_solar_zenith_deg: float | None) -> str:
     return "Day" if mean_solar_zenith_deg < 90.0 else "Night"
 
 
-def solar_angle_bands(header: EnviHeader) -> tuple[int, int]:
-    """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file: found by band
-    name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
-    names = observation_band_names(header)
-    return (find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
-            find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header))
-
-
-def mean_solar_angles(observation_path: Path | str,
-                      lines_per_block: int = 256) -> tuple[float | None, float | None]:
-    """(mean solar zenith, mean solar azimuth) in degrees over pixels with a value, read block
-    by block from the observation file's to-sun zenith and azimuth bands (by name, as `Scene`
-    finds them; EMIT's positions 4 and 3 when the file has no band names); None where no pixel
-    has one."""
-    header = read_header(observation_path)
-    bands = list(solar_angle_bands(header))
-    nodata = header.nodata
-    sums = np.zeros(2)
-    counts = np.zeros(2, np.int64)
-    with EnviReader(header) as reader:
-        for start in range(0, header.lines, lines_per_block):
-            stop = min(header.lines, start + lines_per_block)
-            block = reader.read_lines(start, stop, bands, np.float64)
-            ok = np.isfinite(block) & (block > -9990.0)
-            if nodata is not None:
-                ok &= block != nodata
-            for i in range(2):
-                sums[i] += block[:, :, i][ok[:, :, i]].sum()
-                counts[i] += int(ok[:, :, i].sum())
-    means = [float(sums[i] / counts[i]) if counts[i] else None for i in range(2)]
-    return means[0], means[1]
-
-
 def swath_polygon(lon: np.ndarray, lat: np.ndarray, fill: float = -9999.0) -> list[tuple[float, float]]:
     """A closed counter-clockwise (lon, lat) ring through the swath's four corner pixels.
 
@@ -141,11 +98,10 @@ def _time(value: datetime) -> str:
 
 
 def _file_entry(path: Path, formats: Mapping[str, str]) -> dict[str, Any]:
-    suffix = path.suffix.lower()
     return {
         "Name": path.name,
         "SizeInBytes": path.stat().st_size,
-        "Format": formats.get(path.name) or formats.get(suffix) or FORMATS.get(suffix, "Binary"),
+        "Format": next((f for s, f in formats.items() if path.name.endswith(s)), "Binary"),
         "Checksum": {"Value": sha512(path), "Algorithm": "SHA-512"},
     }
 
@@ -159,7 +115,7 @@ def build_ummg(
     solar_zenith: float | None = None, solar_azimuth: float | None = None,
     daac_scene: int | None = None, software_build_version: str | None = None,
     software_delivery_version: str | None = None, doi: str | None = None,
-    granule_ur_override: str | None = None, formats: Mapping[str, str] | None = None,
+    granule_ur_override: str | None = None,
     collection_short_name: str = COLLECTION_SHORT_NAME,
 ) -> dict[str, Any]:
     """The UMM-G record of one granule, as a JSON-ready dict.
@@ -191,7 +147,7 @@ def build_ummg(
         "CollectionReference": {"ShortName": collection_short_name,
                                 "Version": f"0{product_version}"},
         "DataGranule": {
-            "ArchiveAndDistributionInformation": [_file_entry(p, formats or {}) for p in paths],
+            "ArchiveAndDistributionInformation": [_file_entry(p, file_formats()) for p in paths],
             "DayNightFlag": day_night,
             "ProductionDateTime": produced,
         },

@@ -1,13 +1,12 @@
-"""Product file names: the EMIT identity of an acquisition and every file the PGE writes.
+"""EMIT file names: the identity of an acquisition in an EMIT name, and the product's stem.
 
-All product names come from `product_stem` + `product_files`, so a renaming happens here once
-and the writers, the validation and the provenance agree on it.
+The files of a product are the stem plus each row's suffix (`pge.sds.files`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,45 +93,3 @@ def product_stem(radiance_path: Path | str, product_version: str = "01",
         identity.flight_line, PRODUCT_LEVEL, PRODUCT_NAME,
         f"b{build or identity.build}", f"v{product_version}",
     ])
-
-
-@dataclass(frozen=True)
-class ProductFiles:
-    """Every file one run writes, named from one stem."""
-
-    envi_data: Path
-    envi_header: Path
-    netcdf: Path
-    provenance: Path
-    log: Path
-    metadata: Path
-    browse: Path
-    ummg: Path
-    ortho_flag: Path
-    ortho_probability: Path
-
-    def all(self) -> list[Path]:
-        """Every path, in field order (for moving, checksumming or cleaning up)."""
-        return list(astuple(self))
-
-    def as_dict(self) -> dict[str, Path]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def product_files(stem: str, folder: Path | str | None = None) -> ProductFiles:
-    """The product paths for `stem`, inside `folder` (bare names when no folder)."""
-    if not stem or "/" in stem or stem in (".", ".."):
-        raise ValueError(f"not a usable file stem: {stem!r}")
-    base = Path(folder) if folder is not None else Path()
-    return ProductFiles(
-        envi_data=base / f"{stem}.img",
-        envi_header=base / f"{stem}.hdr",
-        netcdf=base / f"{stem}.nc",
-        provenance=base / f"{stem}_provenance.json",
-        log=base / f"{stem}_pge.log",
-        metadata=base / f"{stem}_metadata.json",
-        browse=base / f"{stem}.png",
-        ummg=base / f"{stem}.cmr.json",
-        ortho_flag=base / f"{stem}_ortho.tif",
-        ortho_probability=base / f"{stem}_ortho_prob.tif",  # as ortho.ortho_paths names it
-    )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2b_mask.envi import EnviHeader, EnviReader, read_header
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header
 
 EMIT_RADIANCE_BANDS = 285
 OBS_BAND_COUNTS = (11, 12)
@@ -208,3 +208,36 @@ class Scene:
         if not lo <= mean <= hi:
             raise InputProductError(where, f"mean Earth-Sun distance {mean:.6g} AU outside {lo}-{hi}")
         return mean
+
+
+def solar_angle_bands(header: EnviHeader) -> tuple[int, int]:
+    """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file: found by band
+    name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
+    names = observation_band_names(header)
+    return (find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
+            find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header))
+
+
+def mean_solar_angles(observation_path: Path | str,
+                      lines_per_block: int = 256) -> tuple[float | None, float | None]:
+    """(mean solar zenith, mean solar azimuth) in degrees over pixels with a value, read block
+    by block from the observation file's to-sun zenith and azimuth bands (by name, as `Scene`
+    finds them; EMIT's positions 4 and 3 when the file has no band names); None where no pixel
+    has one."""
+    header = read_header(observation_path)
+    bands = list(solar_angle_bands(header))
+    nodata = header.nodata
+    sums = np.zeros(2)
+    counts = np.zeros(2, np.int64)
+    with EnviReader(header) as reader:
+        for start in range(0, header.lines, lines_per_block):
+            stop = min(header.lines, start + lines_per_block)
+            block = reader.read_lines(start, stop, bands, np.float64)
+            ok = np.isfinite(block) & (block > -9990.0)
+            if nodata is not None:
+                ok &= block != nodata
+            for i in range(2):
+                sums[i] += block[:, :, i][ok[:, :, i]].sum()
+                counts[i] += int(ok[:, :, i].sum())
+    means = [float(sums[i] / counts[i]) if counts[i] else None for i in range(2)]
+    return means[0], means[1]

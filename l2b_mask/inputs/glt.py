@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l2b_mask.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.envi import EnviReader, read_header
 
 GLT_FILL = 0
 EPSG_WGS84 = 4326

@@ -1,0 +1,121 @@
+"""The data products, one row each: the files a product kind writes, the switch that turns it
+on, its format, how it is written and how it is read back.
+
+A new data product is one row here (and its writer and reader in their own module); the file
+names, the run configuration's output switches, the write and read-back steps and the granule
+record's file formats all come from this table. Every row is written from one value,
+`ProductContent`, so the products cannot disagree about what they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2b_mask.errors import OutputError
+from l2b_mask.inputs.glt import Glt
+from l2b_mask.inputs.location import LocationArrays
+from l2b_mask.products.browse import check_browse, write_browse_png
+from l2b_mask.products.envi import read_envi_product, write_envi_product
+from l2b_mask.products.netcdf import read_netcdf_product, write_netcdf_product
+from l2b_mask.products.ortho import check_ortho, write_ortho_geotiff
+
+
+@dataclass(frozen=True)
+class ProductContent:
+    """What every data product of one acquisition is written from."""
+
+    probability: np.ndarray  # (lines, samples) float32, NaN without value
+    flag: np.ndarray  # (lines, samples) uint8: 0 clear, 1 cloud, 255 without value
+    envi_header: Mapping[str, Any]  # extra ENVI header keys (the caller's conventions)
+    netcdf_base_attrs: Mapping[str, Any]  # the caller's conventions (EMIT's for the PGE)
+    netcdf_attrs: Mapping[str, Any]  # per-run global attributes, merged over the base
+    radiance: Path  # the browse image is drawn from it
+    location: LocationArrays | None = None
+    glt: Glt | None = None
+
+
+Paths = Mapping[str, Path]
+
+
+@dataclass(frozen=True)
+class DataProduct:
+    """One kind of data product."""
+
+    key: str
+    files: tuple[tuple[str, str], ...]  # (file key, suffix after the product stem)
+    switch: str  # the output option that turns it on
+    formats: tuple[str, ...]  # the granule record's format of each file
+    write: Callable[[ProductContent, Paths], None]
+    check: Callable[[ProductContent, Paths], None]  # read back; OutputError when it differs
+    needs_glt: bool = False
+
+
+def check_arrays(path: Path, flag: np.ndarray, probability: np.ndarray,
+                 content: ProductContent) -> None:
+    """A product read back holds exactly the computed flag and probability (OutputError)."""
+    want_flag, want_prob = content.flag, content.probability
+    if flag.shape != want_flag.shape or probability.shape != want_prob.shape:
+        raise OutputError(path, f"read back as {flag.shape}, expected {want_flag.shape}")
+    no_value = np.isnan(want_prob)
+    if not np.array_equal(np.isnan(probability), no_value):
+        raise OutputError(path, "pixels without a value differ from those computed")
+    if not np.array_equal(flag, want_flag):
+        raise OutputError(path, "cloud flag differs from the one computed")
+    values = probability[~no_value]
+    if not np.array_equal(values, want_prob[~no_value]):
+        raise OutputError(path, "cloud probability differs from the one computed")
+    if values.size and (values.min() < 0 or values.max() > 1):
+        raise OutputError(path, "cloud probability outside [0, 1]")
+
+
+def _read_back(reader: Callable[[Path], tuple[np.ndarray, np.ndarray]], key: str
+               ) -> Callable[[ProductContent, Paths], None]:
+    def check(content: ProductContent, paths: Paths) -> None:
+        path = paths[key]
+        try:
+            flag, probability = reader(path)
+        except Exception as exc:  # noqa: BLE001 - a product that does not read back is an output failure
+            raise OutputError(path, f"product does not read back ({exc})") from None
+        check_arrays(path, flag, probability, content)
+    return check
+
+
+def _write_envi(c: ProductContent, p: Paths) -> None:
+    write_envi_product(p["envi_data"], c.probability, c.flag, c.envi_header)
+
+
+def _write_netcdf(c: ProductContent, p: Paths) -> None:
+    write_netcdf_product(p["netcdf"], c.probability, c.flag, base_attrs=c.netcdf_base_attrs,
+                         global_attrs=c.netcdf_attrs, location=c.location, glt=c.glt)
+
+
+def _write_browse(c: ProductContent, p: Paths) -> None:
+    write_browse_png(p["browse"], c.radiance, c.flag)
+
+
+def _write_ortho(c: ProductContent, p: Paths) -> None:
+    assert c.glt is not None  # rows with needs_glt run only with a GLT
+    write_ortho_geotiff(p["ortho_flag"], p["ortho_probability"], c.flag, c.probability, c.glt)
+
+
+def _check_ortho(c: ProductContent, p: Paths) -> None:
+    assert c.glt is not None
+    check_ortho(p["ortho_flag"], p["ortho_probability"], c.flag, c.probability, c.glt)
+
+
+DATA_PRODUCTS: tuple[DataProduct, ...] = (
+    DataProduct("envi", (("envi_data", ".img"), ("envi_header", ".hdr")), "write_envi",
+                ("ENVI", "ASCII"), _write_envi, _read_back(read_envi_product, "envi_data")),
+    DataProduct("netcdf", (("netcdf", ".nc"),), "write_netcdf", ("NETCDF-4",), _write_netcdf,
+                _read_back(read_netcdf_product, "netcdf")),
+    DataProduct("browse", (("browse", ".png"),), "write_browse", ("PNG",), _write_browse,
+                lambda c, p: check_browse(p["browse"])),
+    DataProduct("ortho", (("ortho_flag", "_ortho.tif"), ("ortho_probability", "_ortho_prob.tif")),
+                "write_ortho", ("GeoTIFF", "GeoTIFF"), _write_ortho, _check_ortho,
+                needs_glt=True),
+)

@@ -1,0 +1,142 @@
+"""The facts of one product, computed once: its creation time, the EMIT header keys, the netCDF
+attributes, the metadata record. Every file of the product takes them from here, so the ENVI
+header, the netCDF, the granule record, the metadata and the provenance cannot disagree (one
+creation time, to the second, in all of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from l2b_mask.inference import cloud_flag
+from l2b_mask.inputs.scene import parse_emit_time
+from l2b_mask.products.summary import CloudFraction, cloud_fraction
+from pge.ancillary import Model
+from pge.inputs import EMIT_TIME, Inputs
+from pge.provenance import package_version
+from pge.runconfig import RunConfig
+from pge.sds.attributes import emit_global_attributes
+from pge.sds.ummg import day_night_flag
+
+
+@dataclass(frozen=True)
+class Masks:
+    """What the model computed: the probability, the flag at the threshold and its statistics."""
+
+    probability: np.ndarray
+    flag: np.ndarray
+    fraction: CloudFraction
+
+    @classmethod
+    def of(cls, probability: np.ndarray, threshold: float, comparison: str) -> Masks:
+        flag = cloud_flag(probability, threshold, comparison)
+        return cls(probability, flag, cloud_fraction(flag))
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """Everything the product's files say about the run, decided once."""
+
+    stem: str
+    created: datetime  # aware UTC, whole seconds
+    run_command: str
+    emit_header: dict[str, Any]  # EMIT ENVI header keys
+    netcdf_base: dict[str, Any]  # EMIT/LP DAAC global attributes
+    netcdf_attrs: dict[str, Any]  # this run's global attributes
+    metadata: dict[str, Any]  # `_metadata.json`, less the file list
+
+    @property
+    def start_time(self) -> datetime | None:
+        return parse_emit_time(self.emit_header["emit acquisition start time"])
+
+    @property
+    def stop_time(self) -> datetime | None:
+        return parse_emit_time(self.emit_header["emit acquisition stop time"])
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(EMIT_TIME)
+
+
+def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, model: Model,
+                  masks: Masks, created: datetime | None = None) -> ProductFacts:
+    """The facts of this run's product; `created` defaults to now, to the second."""
+    created = (created or datetime.now(UTC)).replace(microsecond=0)
+    emit = _emit_header(cfg, run_command, inputs, model, masks, created)
+    base = emit_global_attributes(product_version=cfg.output.product_version,
+                                  radiance_path=cfg.input_files.radiance, date_created=created,
+                                  day_night_flag=day_night_flag(inputs.mean_solar_zenith))
+    attrs = {
+        "time_coverage_start": emit["emit acquisition start time"],
+        "time_coverage_end": emit["emit acquisition stop time"],
+        "software_build_version": emit["emit software build version"],
+        "software_delivery_version": emit["emit pge version"],
+        "history": f"PGE Run Command: {{{run_command}}}, "
+                   f"PGE Input Files: {{{', '.join(emit['emit pge input files'])}}}",
+        "cloud_threshold": model.threshold,
+        "cloud_threshold_comparison": emit["cloud threshold comparison"],
+        "cloud_model": emit["cloud model"],
+        "cloud_model_version": emit["cloud model version"],
+        "cloud_fraction_percent_of_valid": masks.fraction.percent_of_valid,
+        "cloud_fraction_percent_of_all": masks.fraction.percent_of_all,
+    }
+    return ProductFacts(stem, created, run_command, emit, base, attrs,
+                        _metadata(cfg, stem, inputs, model, masks, created))
+
+
+def _emit_header(cfg: RunConfig, run_command: str, inputs: Inputs, model: Model, masks: Masks,
+                 created: datetime) -> dict[str, Any]:
+    """The facts both formats record, keyed by their EMIT ENVI header names."""
+    rdn_meta = inputs.scene.radiance_header.meta
+    start = rdn_meta.get("emit acquisition start time") or (
+        _stamp(inputs.identity.start_time) if inputs.identity else None)
+    files = (("radiance_file", cfg.input_files.radiance),
+             ("observation_parameters_file", cfg.input_files.observation),
+             ("pixel_locations_file", cfg.input_files.location),
+             ("geolocation_table_file", cfg.input_files.glt),
+             ("model_weights_file", cfg.ancillary_files.model_weights),
+             ("solar_irradiance_file", cfg.ancillary_files.irradiance))
+    return {
+        "emit acquisition start time": start,
+        "emit acquisition stop time": rdn_meta.get("emit acquisition stop time"),
+        "emit pge name": cfg.pge.pge_name,
+        "emit pge version": package_version(),
+        "emit pge input files": [f"{k}={v}" for k, v in files if v is not None],
+        "emit pge run command": run_command,
+        "emit software build version": cfg.pge.software_build_version,
+        "emit documentation version": cfg.pge.documentation_version,
+        "emit data product creation time": _stamp(created),
+        "emit data product version": cfg.output.product_version,
+        "emit acquisition cloud fraction": f"{masks.fraction.percent_of_valid:.4f}",
+        "cloud threshold": model.threshold,
+        "cloud threshold comparison": cfg.algorithm.comparison,
+        "cloud model": f"SpecTf cloud {model.spec.version}",
+        "cloud model version": model.spec.version,
+    }
+
+
+def _metadata(cfg: RunConfig, stem: str, inputs: Inputs, model: Model, masks: Masks,
+              created: datetime) -> dict[str, Any]:
+    identity, fraction = inputs.identity, masks.fraction
+    return {
+        "product": stem,
+        "product_version": cfg.output.product_version,
+        "creation_time": created.isoformat(),
+        "acquisition_id": identity.acquisition_id if identity else None,
+        "acquisition_start_time": identity.start_time.isoformat() if identity else None,
+        "lines": inputs.scene.lines,
+        "samples": inputs.scene.samples,
+        "model": {"name": model.spec.name, "version": model.spec.version},
+        "threshold": model.threshold,
+        "threshold_comparison": cfg.algorithm.comparison,
+        "cloud_fraction": {
+            "percent_of_valid_pixels": fraction.percent_of_valid,
+            "percent_of_all_pixels": fraction.percent_of_all,
+            "cloudy_pixels": fraction.cloudy_pixels,
+            "pixels_with_value": fraction.valid_pixels,
+            "pixels": fraction.total_pixels,
+        },
+    }

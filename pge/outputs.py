@@ -1,0 +1,131 @@
+"""Write every file of the product in scratch and read each back, by walking the product
+table; then the records the SDS adds: metadata, the UMM-G granule record, provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from l2b_mask.inputs.location import location_bounds
+from l2b_mask.products.table import DATA_PRODUCTS, ProductContent
+from pge import provenance
+from pge.ancillary import Model
+from pge.facts import Masks, ProductFacts
+from pge.inputs import Inputs, input_paths
+from pge.runconfig import RunConfig
+from pge.sds.files import ProductFiles
+from pge.sds.naming import parse_identity
+from pge.sds.ummg import build_ummg, day_night_flag, swath_polygon, write_ummg
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which product files this run writes, and those asked for that it cannot make, with why."""
+
+    keys: list[str]  # file keys, provenance and log aside, in table order
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def plan_outputs(cfg: RunConfig, facts: ProductFacts) -> Plan:
+    """The configured product files, less a granule record without an acquisition time."""
+    skipped: dict[str, str] = {}
+    if cfg.output.write_ummg and facts.start_time is None:
+        skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
+                           "start time': a granule record needs the acquisition time")
+    return Plan([k for k in cfg.output.product_keys() if k not in skipped], skipped)
+
+
+def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks) -> ProductContent:
+    return ProductContent(
+        probability=masks.probability, flag=masks.flag, envi_header=facts.emit_header,
+        netcdf_base_attrs=facts.netcdf_base, netcdf_attrs=facts.netcdf_attrs,
+        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt)
+
+
+def _rows(plan: Plan) -> list:
+    return [row for row in DATA_PRODUCTS if row.files[0][0] in plan.keys]
+
+
+def write_products(plan: Plan, product: ProductContent, staged: ProductFiles) -> None:
+    """Every data product the plan names, written from one content."""
+    for row in _rows(plan):
+        row.write(product, staged.paths)
+
+
+def validate_products(plan: Plan, product: ProductContent, staged: ProductFiles) -> list[str]:
+    """Read each data product back and compare it with what was computed; the names checked."""
+    checked = []
+    for row in _rows(plan):
+        row.check(product, staged.paths)
+        checked += [staged[key].name for key, _ in row.files]
+    return checked
+
+
+def write_metadata(plan: Plan, facts: ProductFacts, staged: ProductFiles) -> None:
+    meta = {**facts.metadata, "files": {k: staged[k].name for k in plan.keys}}
+    staged.metadata.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inputs: Inputs,
+                           masks: Masks, staged: ProductFiles) -> dict[str, Any]:
+    """The UMM-G record the DAAC ingests: the data files (checksummed as staged), cloud cover,
+    time, extent from the GLT grid or the located pixels, day or night."""
+    fraction = masks.fraction
+    data = [staged[k] for k in plan.keys if k not in ("metadata", "ummg")]
+    data.sort(key=lambda p: p.suffix != ".nc")  # the netCDF, when written, is the granule's file
+    loc, glt = inputs.location, inputs.glt
+    bounds = glt.grid_bounds() if glt is not None else (
+        location_bounds(loc) if loc is not None else None)
+    polygon = swath_polygon(loc.lon, loc.lat) if loc is not None else None
+    no_value_percent = 100.0 * fraction.no_value_pixels / fraction.total_pixels
+    record = build_ummg(
+        product_version=cfg.output.product_version,
+        identity=parse_identity(cfg.input_files.radiance), files=data,
+        # EMIT's convention: pixels without a value count as cloud cover (nothing is seen there)
+        cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
+        bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
+        pge_version=facts.emit_header["emit pge version"], production_time=facts.created,
+        start_time=facts.start_time, end_time=facts.stop_time,
+        day_night=day_night_flag(inputs.mean_solar_zenith),
+        solar_zenith=inputs.mean_solar_zenith, solar_azimuth=inputs.mean_solar_azimuth,
+        software_build_version=cfg.pge.software_build_version,
+        software_delivery_version=facts.emit_header["emit pge version"])
+    write_ummg(staged.ummg, record)
+    return record
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the provenance says of the run besides the files."""
+
+    runconfig_path: Path
+    runconfig_bytes: bytes
+    started: datetime
+    timings_s: dict[str, float]
+
+
+def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Model,
+                     run: RunRecord, staged: ProductFiles, final: ProductFiles) -> None:
+    """Checksums are taken in scratch; the record names the files where they will live."""
+    processing = {**model.processing, "batch_size": cfg.processing.batch_size,
+                  "lines_per_block": cfg.processing.lines_per_block,
+                  "threshold": model.threshold, "threshold_comparison": cfg.algorithm.comparison}
+    anc = cfg.ancillary_files
+    record = provenance.build_record(
+        runconfig_path=run.runconfig_path, runconfig_bytes=run.runconfig_bytes,
+        run_command=facts.run_command, inputs=input_paths(cfg.input_files),
+        ancillary={"model_weights": anc.model_weights, "irradiance": anc.irradiance,
+                   "model_spec": model.spec.path},
+        outputs={k: staged[k] for k in plan.keys}, processing=processing,
+        timings_s=run.timings_s, started=run.started.isoformat(),
+        finished=datetime.now(UTC).isoformat())
+    record["product_generation"]["creation_time"] = facts.created.isoformat()
+    for key in plan.keys:
+        record["outputs"][key]["path"] = str(final[key].resolve())
+    record["outputs"]["log"] = {"path": str(final.log.resolve())}
+    if plan.skipped:
+        record["skipped_outputs"] = dict(plan.skipped)
+    staged.provenance.write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,226 @@
+"""One PGE run as named steps, each taking what it needs and returning a frozen result.
+
+load_config -> prepare_output -> validate_inputs -> validate_ancillary -> run ->
+write_products -> validate_products -> write_metadata -> write_granule_metadata ->
+write_provenance -> publish. Each step is timed and logged; a failure names the step it
+happened in; a full disk anywhere is an output failure with its cause. Nothing here computes
+science: it calls `l2b_mask` for that.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from l2b_mask.inference import ProbabilityBlock, no_value_error
+from pge import logging as pge_logging
+from pge.ancillary import Model, load_model
+from pge.diagnosis import largest_file_bound, output_failure
+from pge.facts import Masks, ProductFacts, product_facts
+from pge.inputs import Inputs, open_inputs
+from pge.outputs import (
+    RunRecord,
+    content,
+    plan_outputs,
+    validate_products,
+    write_granule_metadata,
+    write_metadata,
+    write_products,
+    write_provenance,
+)
+from pge.publish import Workspace, open_workspace, publish, verify_staged
+from pge.runconfig import RunConfig
+from pge.sds.naming import product_stem
+
+PROGRESS_EVERY_S = 10.0
+T = TypeVar("T")
+
+
+@dataclass
+class Guard:
+    """What the signal handler may look at: the workspace once open (a signal after the
+    publication committed no longer stops the run)."""
+
+    workspace: Workspace | None = None
+
+    @property
+    def interruptible(self) -> bool:
+        return self.workspace is None or self.workspace.interruptible
+
+
+@dataclass(frozen=True)
+class RunResult:
+    stem: str
+    published: dict[str, Path]
+    fraction_percent: float
+
+
+@dataclass
+class Steps:
+    """Times and logs the steps of one run; the only state shared between them."""
+
+    pixels: int | None = None
+    where: Path | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @contextmanager
+    def step(self, name: str, *, writes: bool = False) -> Iterator[None]:
+        log = pge_logging.get_logger()
+        with output_failure(self.where, largest_file_bound(self.pixels), writes=writes):
+            log.info("step_started", step=name)
+            t0 = time.perf_counter()
+            yield
+            self.timings_s[name] = time.perf_counter() - t0
+            log.info("step_finished", step=name, seconds=round(self.timings_s[name], 3))
+
+    def run(self, name: str, fn: Callable[..., T], *args: Any, writes: bool = False) -> T:
+        with self.step(name, writes=writes):
+            return fn(*args)
+
+
+def load_config(path: Path) -> tuple[RunConfig, bytes]:
+    """Read and validate the run configuration, then start logging at its level."""
+    cfg, raw = RunConfig.read(path)
+    pge_logging.configure(cfg.log_level, console=sys.stdout)
+    return cfg, raw
+
+
+def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
+    """The workspace (lock, leftovers recovered, scratch), and the log opened in scratch."""
+    out = cfg.output.directory
+    files = cfg.input_files
+    inputs = [p for p in (files.radiance, files.observation, files.location, files.glt) if p]
+    stem = product_stem(files.radiance, cfg.output.product_version)
+    ws = open_workspace(stem, out, cfg.output.scratch_directory,
+                        overwrite=cfg.output.overwrite, inputs=inputs)
+    pge_logging.open_file(ws.staged.log)
+    pge_logging.get_logger().info(
+        "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
+        scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    return ws
+
+
+def validate_inputs(cfg: RunConfig) -> Inputs:
+    inputs = open_inputs(cfg.input_files)
+    scene = inputs.scene
+    pge_logging.get_logger().info(
+        "inputs_valid", lines=scene.lines, samples=scene.samples,
+        bands=scene.radiance_header.bands, observation_bands=scene.observation_header.bands)
+    return inputs
+
+
+def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
+    model = load_model(cfg, inputs.scene)
+    p = model.processing
+    pge_logging.get_logger().info(
+        "ancillary_valid", model_version=p["model_version"], device=p["device"],
+        precision=p["precision"], implementation=p["implementation"], threads=p["torch_threads"],
+        threshold=model.threshold, comparison=cfg.algorithm.comparison,
+        model_bands=p["model_bands"], earth_sun_distance_au=p["earth_sun_distance_au"])
+    return model
+
+
+def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
+    """Stream the scene through the model, logging progress with rate and ETA."""
+    scene, log = inputs.scene, pge_logging.get_logger()
+    t0 = last = time.perf_counter()
+    done = {"valid": 0, "not_finite": 0}
+
+    def progress(block: ProbabilityBlock) -> None:
+        nonlocal last
+        done["valid"] += int(np.count_nonzero(~np.isnan(block.probability)))
+        done["not_finite"] += block.radiance_not_finite
+        now = time.perf_counter()
+        if now - last < PROGRESS_EVERY_S and block.stop != scene.lines:
+            return
+        last = now
+        rate = block.stop * scene.samples / (now - t0) if now > t0 else 0.0
+        remaining = (scene.lines - block.stop) * scene.samples
+        log.info("inference_progress", lines_done=block.stop, lines_total=scene.lines,
+                 pixels_per_s=round(rate, 1), eta_s=round(remaining / rate, 1) if rate else None,
+                 pixels_with_value=done["valid"])
+
+    probability = model.inference.run(cfg.processing.lines_per_block, on_block=progress)
+    if done["not_finite"]:
+        log.warning("radiance_not_finite", pixels=done["not_finite"],
+                    detail="pixels with NaN or Inf radiance in a model band have no value")
+    if not np.isfinite(probability).any():
+        raise no_value_error(scene)
+    return Masks.of(probability, model.threshold, cfg.algorithm.comparison)
+
+
+def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
+               ) -> tuple[RunConfig, bytes, Workspace, Inputs, Model]:
+    cfg, raw = steps.run("load_config", load_config, runconfig_path)
+    steps.where = cfg.output.directory
+    ws = steps.run("prepare_output", prepare_output, cfg, runconfig_path)
+    guard.workspace = ws
+    steps.where = ws.scratch
+    inputs = steps.run("validate_inputs", validate_inputs, cfg)
+    steps.pixels = inputs.scene.lines * inputs.scene.samples
+    model = steps.run("validate_ancillary", validate_ancillary, cfg, inputs)
+    return cfg, raw, ws, inputs, model
+
+
+def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts,
+                inputs: Inputs, model: Model, masks: Masks, record: RunRecord) -> list[Path]:
+    log = pge_logging.get_logger()
+    plan = plan_outputs(cfg, facts)
+    for key, reason in plan.skipped.items():
+        log.warning("granule_metadata_skipped" if key == "ummg" else "output_skipped",
+                    reason=reason)
+    product = content(cfg, facts, inputs, masks)
+    f = masks.fraction
+    steps.run("write_products", write_products, plan, product, ws.staged, writes=True)
+    log.info("products_written", cloud_fraction_percent=round(f.percent_of_valid, 4),
+             pixels_with_value=f.valid_pixels, pixels=f.total_pixels)
+    checked = steps.run("validate_products", validate_products, plan, product, ws.staged,
+                        writes=True)
+    log.info("products_valid", files=checked)
+    steps.run("write_metadata", write_metadata, plan, facts, ws.staged, writes=True)
+    if "ummg" in plan.keys:
+        ummg = steps.run("write_granule_metadata", write_granule_metadata, cfg, plan, facts,
+                         inputs, masks, ws.staged, writes=True)
+        log.info("granule_metadata_written", granule_ur=ummg["GranuleUR"],
+                 cloud_cover=ummg["CloudCover"])
+    log.info("run_finished", product=ws.stem,
+             timings_s={k: round(v, 3) for k, v in steps.timings_s.items()},
+             cloud_fraction_percent=round(f.percent_of_valid, 4))
+    with steps.step("write_provenance", writes=True):
+        write_provenance(cfg, plan, facts, model, record, ws.staged, ws.final)
+        verify_staged(ws)
+        log.info("staged_product_verified", folder=str(ws.scratch))
+    pge_logging.close_file()
+    with output_failure(ws.out, largest_file_bound(steps.pixels), writes=True):
+        return publish(ws, plan.keys)
+
+
+def execute(runconfig_path: Path, run_command: str, guard: Guard | None = None, *,
+            validate_only: bool = False) -> RunResult | None:
+    """The whole run; None with `validate_only` (inputs and ancillary checked, nothing made)."""
+    guard = guard or Guard()
+    steps = Steps()
+    try:
+        cfg, raw, ws, inputs, model = preprocess(steps, runconfig_path, guard)
+        if validate_only:
+            return None
+        masks = steps.run("run", infer, cfg, inputs, model)
+        facts = product_facts(cfg, ws.stem, run_command, inputs, model, masks)
+        record = RunRecord(runconfig_path, raw, steps.started, steps.timings_s)
+        published = postprocess(steps, cfg, ws, facts, inputs, model, masks, record)
+        by_path = {path: key for key, path in ws.final.paths.items()}
+        return RunResult(ws.stem, {by_path[p]: p for p in published},
+                         round(masks.fraction.percent_of_valid, 4))
+    finally:
+        pge_logging.close_file()
+        if guard.workspace is not None:
+            guard.workspace.close()
