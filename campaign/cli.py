@@ -14,36 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from campaign.engine import EngineError, Settings, UsageProblem, run_campaign
-from campaign.inventory import InventoryError
+from campaign.engine import Settings, run_campaign
+from campaign.errors import CampaignError, CampaignExit, UsageProblem
 from campaign.plan import DEFAULT_CPU_THREADS, DEFAULT_MEMORY_PER_PGE
-from campaign.template import TemplateError
-
-EXIT_CODES = (
-    (0, "success", "Every acquisition is done or skipped (its valid product was already there); "
-                   "with --limit, the rest may be pending."),
-    (1, "some failed", "At least one acquisition failed (see the report: exit code and error "
-                       "per acquisition); the others were processed. A rerun retries them, but "
-                       "not those that failed with 2-5 and whose inputs did not change."),
-    (2, "usage error", "Bad command line (a malformed --scheduler address, local-cluster "
-                       "options with --scheduler ...), inventory unreadable or inconsistent, "
-                       "output root unusable or locked by another campaign."),
-    (3, "template invalid", "The run configuration template is invalid (every problem is "
-                            "listed) or its ancillary files are missing or fail their checksums."),
-    (6, "engine failed", "No Dask cluster to run on: scheduler unreachable, no worker joined, "
-                          "or the local cluster failed to start."),
-    (8, "interrupted", "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
-                       "outputs), the report was written; rerun to finish."),
-)
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see l2b-mask-campaign --help)")
+        raise UsageProblem(f"{message} (see l2b-mask-campaign --help)")
 
 
 # Options that size or shape the embedded cluster. With --scheduler the cluster's own workers
@@ -58,7 +36,7 @@ def _local_only_with_scheduler(args: argparse.Namespace) -> None:
         return
     given = [flag for dest, flag in LOCAL_ONLY if getattr(args, dest) not in (None, False)]
     if given:
-        raise UsageError(f"{', '.join(given)}: only for the local cluster; with --scheduler the "
+        raise UsageProblem(f"{', '.join(given)}: only for the local cluster; with --scheduler the "
                          f"Dask workers decide (start them with --nthreads = PGEs at once, "
                          f"dask-cuda for GPUs); remove {'them' if len(given) > 1 else 'it'}")
 
@@ -91,7 +69,7 @@ def _gpus(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {c}  {name:<16}  {text}" for c, name, text in EXIT_CODES)
+    table = "\n".join(f"  {c.value}  {c.label:<16}  {c.meaning}" for c in CampaignExit)
     p = _Parser(
         prog="l2b-mask-campaign",
         description="Reprocess many EMIT acquisitions with the L2B cloud-mask PGE, one PGE "
@@ -157,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _finish(code: int, status: str, error: str | None, extra: dict[str, Any] | None = None) -> int:
+    code = int(code)
     body: dict[str, Any] = {"status": status, "exit_code": code}
     if error:
         body["error"] = error
@@ -175,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_gib = (DEFAULT_MEMORY_PER_PGE / 2**30 if args.memory_per_pge is None
                       else args.memory_per_pge)
         if args.output_root.exists() and not args.output_root.is_dir():
-            raise UsageError(f"{args.output_root}: output root exists and is not a folder")
+            raise UsageProblem(f"{args.output_root}: output root exists and is not a folder")
         settings = Settings(
             inventory=args.inventory, template=args.template, output_root=args.output_root,
             scheduler=args.scheduler, workers=args.workers, threads_per_pge=args.threads_per_pge,
@@ -186,27 +165,25 @@ def main(argv: list[str] | None = None) -> int:
             connect_timeout_s=args.connect_timeout, log_level=args.log_level, stdout=sys.stdout,
             command=["l2b-mask-campaign", *args_list])
         outcome = run_campaign(settings)
-    except UsageError as exc:
-        return _finish(2, "usage error", str(exc))
-    except (InventoryError, UsageProblem) as exc:
-        return _finish(2, "usage error", " ".join(str(exc).split()))
-    except TemplateError as exc:
-        return _finish(3, "template invalid", f"template invalid: {exc}")
-    except EngineError as exc:
-        return _finish(6, "engine failed", str(exc))
+    except CampaignError as exc:
+        code = exc.exit_code
+        prefix = "template invalid: " if code == CampaignExit.TEMPLATE else ""
+        return _finish(code, code.label, prefix + " ".join(str(exc).split()))
     except KeyboardInterrupt:
-        return _finish(8, "interrupted", "interrupted before the campaign started")
+        return _finish(CampaignExit.INTERRUPTED, "interrupted",
+                       "interrupted before the campaign started")
     totals = outcome.report.totals()
     paths = {"report_json": str(outcome.report.json_path),
              "report_csv": str(outcome.report.csv_path)}
     if outcome.interrupted:
-        return _finish(8, "interrupted", f"interrupted: {totals['done']} done, {totals['pending']} "
-                       f"pending (report: {outcome.report.json_path})", {"totals": totals, **paths})
+        return _finish(CampaignExit.INTERRUPTED, "interrupted",
+                       f"interrupted: {totals['done']} done, {totals['pending']} pending "
+                       f"(report: {outcome.report.json_path})", {"totals": totals, **paths})
     if outcome.exit_code:
         return _finish(outcome.exit_code, "failure",
                        f"{totals['failed']} of {totals['acquisitions']} acquisitions failed "
                        f"(report: {outcome.report.json_path})", {"totals": totals, **paths})
-    return _finish(0, "success", None, {"totals": totals, **paths})
+    return _finish(CampaignExit.SUCCESS, "success", None, {"totals": totals, **paths})
 
 
 if __name__ == "__main__":

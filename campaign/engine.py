@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 from campaign import inventory as inv
 from campaign import plan as planning
 from campaign import policy, products
+from campaign.errors import CampaignExit, EngineError, UsageProblem
 from campaign.report import DONE, FAILED, PENDING, SKIPPED, Entry, Progress, Report
 from campaign.template import Template, describe, load_template
 from campaign.worker import (
@@ -42,18 +43,11 @@ from campaign.worker import (
     terminate_running,
     write_runconfig,
 )
+from l2b_mask.errors import ExitCode
 from pge import logging as pge_logging
 from pge.provenance import package_version
 
 LOCK_NAME = ".campaign.lock"
-
-
-class UsageProblem(Exception):
-    """Campaign exit 2: the command line, the inventory or the output root is unusable."""
-
-
-class EngineError(Exception):
-    """Campaign exit 6: no Dask cluster to run on (scheduler unreachable, no worker)."""
 
 
 _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
@@ -201,7 +195,7 @@ def _jobs(settings: Settings, template: Template, acquisitions: list[inv.Acquisi
         report.add(entry)
         if not paired:
             report.set_status(entry, FAILED)
-            entry.exit_code = 4
+            entry.exit_code = int(ExitCode.INPUT)
             entry.error = f"input product invalid: {acq.radiance}: {acq.problem}"
             continue
         inputs = {k: (Path(v).name if v else None) for k, v in acq.inputs().items()}
@@ -346,7 +340,8 @@ def _run_locked(settings: Settings, template: Template,
     report.campaign["interrupted"] = interrupted
     report.write()
     totals = report.totals()
-    code = 8 if interrupted else (1 if totals[FAILED] else 0)
+    code = (CampaignExit.INTERRUPTED if interrupted else
+            CampaignExit.SOME_FAILED if totals[FAILED] else CampaignExit.SUCCESS)
     log.info("campaign_finished", exit_code=code, totals=totals, report_json=str(report.json_path),
              report_csv=str(report.csv_path))
     pge_logging.close_file()

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from campaign.errors import UsageProblem
 from pge.sds.naming import parse_identity, product_stem
 
 KINDS = ("rdn", "obs", "loc", "glt")
@@ -31,7 +32,7 @@ CSV_OPTIONAL = ("location", "glt")
 _TOKEN = re.compile(r"_l1b_(rdn|obs|loc|glt)_")
 
 
-class InventoryError(Exception):
+class InventoryError(UsageProblem):
     """The inventory cannot be read or is inconsistent; `problems` lists every reason."""
 
     def __init__(self, source: Path | str, problems: Sequence[str] | str) -> None:

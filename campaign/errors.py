@@ -1,0 +1,72 @@
+"""The campaign's own exit codes: a campaign is many PGE runs, so its codes mean other things
+than the PGE's (`l2b_mask.errors.ExitCode`), and each failure class carries its code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class CampaignExit(IntEnum):
+    """Exit status of `l2b-mask-campaign`; the values are a contract with its callers."""
+
+    SUCCESS = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    TEMPLATE = 3
+    ENGINE = 6
+    INTERRUPTED = 8
+
+    @property
+    def label(self) -> str:
+        return _TABLE[self][0]
+
+    @property
+    def meaning(self) -> str:
+        return _TABLE[self][1]
+
+
+_TABLE: dict[CampaignExit, tuple[str, str]] = {
+    CampaignExit.SUCCESS: (
+        "success", "Every acquisition is done or skipped (its valid product was already there); "
+                   "with --limit, the rest may be pending."),
+    CampaignExit.SOME_FAILED: (
+        "some failed", "At least one acquisition failed (see the report: exit code and error per "
+                       "acquisition); the others were processed. A rerun retries them, but not "
+                       "those that failed with 2-5 and whose inputs did not change."),
+    CampaignExit.USAGE: (
+        "usage error", "Bad command line (a malformed --scheduler address, local-cluster options "
+                       "with --scheduler ...), inventory unreadable or inconsistent, output root "
+                       "unusable or locked by another campaign."),
+    CampaignExit.TEMPLATE: (
+        "template invalid", "The run configuration template is invalid (every problem is listed) "
+                            "or its ancillary files are missing or fail their checksums."),
+    CampaignExit.ENGINE: (
+        "engine failed", "No Dask cluster to run on: scheduler unreachable, no worker joined, or "
+                         "the local cluster failed to start."),
+    CampaignExit.INTERRUPTED: (
+        "interrupted", "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
+                       "outputs), the report was written; rerun to finish."),
+}
+
+
+class CampaignError(Exception):
+    """A campaign failure reported on purpose, with its exit code."""
+
+    exit_code: ClassVar[CampaignExit] = CampaignExit.USAGE
+
+
+class UsageProblem(CampaignError):
+    """The command line, the inventory or the output root is unusable."""
+
+
+class EngineError(CampaignError):
+    """No Dask cluster to run on (scheduler unreachable, no worker)."""
+
+    exit_code = CampaignExit.ENGINE
+
+
+def markdown_table() -> str:
+    rows = ["| Code | Name | Meaning |", "|---:|---|---|"]
+    rows += [f"| {c.value} | {c.label} | {c.meaning} |" for c in CampaignExit]
+    return "\n".join(rows) + "\n"
