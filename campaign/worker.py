@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign import policy, products
-from pge.errors import ExitCode
+from pge.errors import ExitCode, signal_name
 
 TERMINATE_GRACE_S = 30.0
 LINE_MAX = 500
@@ -265,7 +265,7 @@ def run_attempt(job: Job, attempt: int, token: str, delay_s: float = 0.0,
     if timed_out:
         error = f"timed out after {job.timeout_s:g} s and stopped" + (f" ({error})" if error else "")
     elif code is not None and code < 0:
-        error = error or f"killed by {_signal_name(-code)}"
+        error = error or f"killed by {signal_name(-code)}"
     if code == 0 and not timed_out:  # "done" must mean that the next campaign run skips it
         state = products.product_state(job.stem, job.product_dir, job.product_keys,
                                        job.fingerprint)
@@ -315,12 +315,6 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
         proc.kill()
         return proc.communicate()
 
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def terminate_running(token: str | None = None, grace_s: float = TERMINATE_GRACE_S) -> int:

@@ -43,7 +43,8 @@ def _fail(message: str, code: int) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
-                                epilog="exit codes:\n" + text_table(CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="exit codes:\n" + text_table(CODES),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("radiance", type=Path, help="L1B radiance (ENVI .hdr or binary)")
     p.add_argument("observation", type=Path, help="L1B observation geometry (ENVI)")
     p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")

@@ -109,12 +109,14 @@ class ModelSpec:
             raise AncillaryError(self.path, "; ".join(problems))
 
 
-def sha256_of(path: Path | str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in pieces (the one file-hash loop of the project)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def sha256_of(path: Path | str) -> str:
+    return file_digest(path, "sha256")
 
 
 def verify_sha256(path: Path | str, expected: str, what: str) -> None:

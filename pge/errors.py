@@ -91,7 +91,7 @@ class InterruptedRun(BaseException):
     path = None
 
     def __init__(self, signal: int | str) -> None:
-        self.signal_name = _signal_name(signal)
+        self.signal_name = signal_name(signal)
         self.problem = f"received {self.signal_name}; run stopped"
         super().__init__(self.problem)
 
@@ -99,7 +99,8 @@ class InterruptedRun(BaseException):
         return self.problem
 
 
-def _signal_name(signal: int | str) -> str:
+def signal_name(signal: int | str) -> str:
+    """'SIGTERM' for 15; names pass through; 'signal N' for a number with no name."""
     if isinstance(signal, str):
         return signal
     try:

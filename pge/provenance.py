@@ -17,16 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from l2b_mask.spec import sha256_of
+
 PACKAGE = "l2b-mask-pge"
 
 
 def file_record(path: Path | str) -> dict[str, Any]:
     p = Path(path)
-    digest = hashlib.sha256()
-    with open(p, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": sha256_of(p)}
 
 
 def package_version() -> str:

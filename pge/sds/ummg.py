@@ -9,7 +9,6 @@ record before it leaves the PGE; the DAAC validates against the full schema on i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from l2b_mask.inputs.glt import Bounds
+from l2b_mask.spec import file_digest
 from pge.sds.files import formats as file_formats
 from pge.sds.naming import EmitIdentity
 
@@ -28,7 +28,6 @@ UMMG_VERSION = "1.6.5"
 COLLECTION_SHORT_NAME = "EMITL2BMASK"
 GRANULE_UR_PREFIX = "EMIT_L2B_MASK"
 _GRANULE_UR = re.compile(r"EMIT_L2B_MASK_\d{3}_\d{8}T\d{6}_\d{7}_\d{3}")
-_CHUNK = 1 << 20
 
 
 def granule_ur(identity: EmitIdentity, product_version: str, scene: int | str | None = None) -> str:
@@ -50,12 +49,8 @@ def granule_ur(identity: EmitIdentity, product_version: str, scene: int | str | 
 
 
 def sha512(path: Path | str) -> str:
-    """Hex SHA-512 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha512()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex SHA-512 of a file (UMM-G's checksum)."""
+    return file_digest(path, "sha512")
 
 
 def day_night_flag(mean_solar_zenith_deg: float | None) -> str:
