@@ -173,7 +173,8 @@ class CloudModel:
         n, t = reflectance.shape
         buf = self._pinned
         if buf is None or buf.shape[0] < n or buf.shape[1] != t:
-            buf = self._pinned = torch.empty((max(n, self.batch_size), t), dtype=torch.float32, pin_memory=True)
+            buf = self._pinned = torch.empty((max(n, self.batch_size), t), dtype=torch.float32,
+                                             pin_memory=True)
         staged = buf[:n]
         staged.numpy()[...] = reflectance
         return staged

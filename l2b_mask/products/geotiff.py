@@ -7,6 +7,7 @@ probability (-9999 = no value), LZW-compressed and tiled so large scenes open qu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,25 +19,49 @@ PROBABILITY_NODATA = FLOAT_NO_VALUE
 _OPTIONS = ["COMPRESS=LZW", "TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
 
 
-def write_raw_geotiff(path: Path | str, array: np.ndarray, nodata: float,
-                      description: str) -> None:
-    from osgeo import gdal
+def write_geotiff(path: Path | str, array: np.ndarray, nodata: float, description: str, *,
+                  options: list[str] | None = None, geotransform: tuple[float, ...] | None = None,
+                  metadata: dict[str, str] | None = None, cog: bool = False) -> None:
+    """One band, uint8 or float32, with its nodata and description: the one GeoTIFF writer.
 
-    gdal.UseExceptions()
+    Raw instrument geometry without `geotransform`; with it, EPSG:4326 on that grid. `cog`
+    writes through GDAL's COG driver (tiles and overviews as `options` say). A failure leaves no
+    file behind (`OutputError`).
+    """
+    from osgeo import gdal, osr
+
+    gdal.UseExceptions()  # GDAL errors become RuntimeError
     types = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.float32): gdal.GDT_Float32}
     if array.dtype not in types or array.ndim != 2:
         raise ValueError(f"expected a 2-D uint8 or float32 array, not {array.dtype} {array.shape}")
     p = Path(path)
+    rows, cols = array.shape
     try:
-        ds = gdal.GetDriverByName("GTiff").Create(str(p), array.shape[1], array.shape[0], 1,
-                                                  types[array.dtype], _OPTIONS)
+        if cog:
+            ds: Any = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, types[array.dtype])
+        else:
+            ds = gdal.GetDriverByName("GTiff").Create(str(p), cols, rows, 1, types[array.dtype],
+                                                      options or _OPTIONS)
+        if geotransform is not None:
+            srs = osr.SpatialReference()
+            srs.ImportFromEPSG(4326)
+            ds.SetGeoTransform(list(geotransform))
+            ds.SetSpatialRef(srs)
         band = ds.GetRasterBand(1)
         band.SetNoDataValue(nodata)
         band.SetDescription(description)
         band.WriteArray(array)
+        if metadata:
+            ds.SetMetadata(metadata)
+        if cog:
+            out = gdal.GetDriverByName("COG").CreateCopy(str(p), ds, strict=1, options=options or [])
+            if out is None:
+                raise RuntimeError(gdal.GetLastErrorMsg() or "COG driver returned nothing")
+            out.FlushCache()
+            out = None
         ds.FlushCache()
         ds = None
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         p.unlink(missing_ok=True)
         raise OutputError(p, f"cannot write GeoTIFF ({exc})") from None
 
@@ -50,10 +75,10 @@ def write_flag_and_probability(path: Path | str, flag: np.ndarray,
     except OSError as exc:
         raise OutputError(p.parent, f"cannot create output folder ({exc.strerror})") from None
     written = [p]
-    write_raw_geotiff(p, flag, FLAG_NODATA, "Cloud Flag")
+    write_geotiff(p, flag, FLAG_NODATA, "Cloud Flag")
     if probability is not None:
         prob_path = p.with_name(p.stem + "_prob" + (p.suffix or ".tif"))
-        write_raw_geotiff(prob_path, np.where(np.isnan(probability), PROBABILITY_NODATA,
+        write_geotiff(prob_path, np.where(np.isnan(probability), PROBABILITY_NODATA,
                                               probability).astype(np.float32),
                           PROBABILITY_NODATA, "Cloud Probability")
         written.append(prob_path)

@@ -17,7 +17,6 @@ real flag or model value), written by GDAL's COG driver.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from l2b_mask.errors import OutputError
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
 from l2b_mask.products.envi import check_pair
+from l2b_mask.products.geotiff import write_geotiff
 
 PROBABILITY_NODATA = FLOAT_NO_VALUE
 FLAG_DESCRIPTION = "Cloud Flag"
@@ -42,30 +42,6 @@ def orthorectify(flag: np.ndarray, probability: np.ndarray,
     return glt.resample(mask, FLAG_NO_VALUE), glt.resample(prob_out, np.float32(PROBABILITY_NODATA))
 
 
-def _write_cog(path: Path, array: np.ndarray, nodata: float, description: str, glt: Glt,
-               options: list[str], metadata: dict[str, str]) -> None:
-    from osgeo import gdal, osr
-
-    types = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.float32): gdal.GDT_Float32}
-    rows, cols = array.shape
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(4326)
-    mem: Any = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, types[array.dtype])
-    mem.SetGeoTransform(list(glt.geotransform))
-    mem.SetSpatialRef(srs)
-    band = mem.GetRasterBand(1)
-    band.SetNoDataValue(nodata)
-    band.SetDescription(description)
-    band.WriteArray(array)
-    mem.SetMetadata(metadata)
-    out = gdal.GetDriverByName("COG").CreateCopy(str(path), mem, strict=1, options=options)
-    if out is None:
-        raise RuntimeError(gdal.GetLastErrorMsg() or "COG driver returned nothing")
-    out.FlushCache()
-    out = None
-    mem = None
-
-
 def write_ortho_geotiff(flag_path: Path | str, probability_path: Path | str, flag: np.ndarray,
                         probability: np.ndarray, glt: Glt) -> None:
     """Write the orthorectified flag and probability as two COGs.
@@ -74,22 +50,22 @@ def write_ortho_geotiff(flag_path: Path | str, probability_path: Path | str, fla
     arrays the other products hold; `glt` is `read_glt(...)` of the acquisition. A failure
     leaves neither file behind (`OutputError`).
     """
-    from osgeo import gdal
-
     paths = (Path(flag_path), Path(probability_path))
     ortho_flag, ortho_prob = orthorectify(flag, probability, glt)
     common = {"AREA_OR_POINT": "Area", "SOURCE_GRID": "EMIT GLT (nearest: each cell shows the "
                                                       "swath pixel its GLT entry names)"}
-    gdal.UseExceptions()  # as geotiff.py: GDAL errors become RuntimeError
     try:
-        _write_cog(paths[0], ortho_flag, FLAG_NO_VALUE, FLAG_DESCRIPTION, glt, _FLAG_OPTIONS,
-                   {**common, "flag_values": "0 1", "flag_meanings": "clear cloud"})
-        _write_cog(paths[1], ortho_prob, PROBABILITY_NODATA, PROBABILITY_DESCRIPTION,
-                   glt, _PROBABILITY_OPTIONS, {**common, "units": "1", "valid_range": "0 1"})
-    except (RuntimeError, OSError) as exc:
+        write_geotiff(paths[0], ortho_flag, FLAG_NO_VALUE, FLAG_DESCRIPTION, cog=True,
+                      options=_FLAG_OPTIONS, geotransform=glt.geotransform,
+                      metadata={**common, "flag_values": "0 1", "flag_meanings": "clear cloud"})
+        write_geotiff(paths[1], ortho_prob, PROBABILITY_NODATA, PROBABILITY_DESCRIPTION, cog=True,
+                      options=_PROBABILITY_OPTIONS, geotransform=glt.geotransform,
+                      metadata={**common, "units": "1", "valid_range": "0 1"})
+    except OutputError as exc:
         for p in paths:
             p.unlink(missing_ok=True)
-        raise OutputError(paths.flag, f"cannot write orthorectified GeoTIFF ({exc})") from None
+        detail = exc.problem.removeprefix("cannot write GeoTIFF ")
+        raise OutputError(paths[0], f"cannot write orthorectified GeoTIFF {detail}") from None
 
 
 def check_ortho(flag_path: Path, probability_path: Path, flag: np.ndarray,
