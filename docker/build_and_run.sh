@@ -21,8 +21,8 @@
 #   DOCKER               docker client (default /usr/bin/docker when present, else docker)
 #   BASE_IMAGE           base of both stages (default localhost/bookworm-base, built here when
 #                        missing; any other name is used, and pulled, as it is)
-#   DEBIAN_MIRROR        mirror for the local base (default http://deb.debian.org/debian)
-#   DEBIAN_SECURITY_MIRROR  (default http://deb.debian.org/debian-security)
+#   APT_SOURCES          apt source files for the local base, space-separated (default: this
+#                        machine's own, /etc/apt/sources.list and sources.list.d/*.list|*.sources)
 #   HOST_CA_BUNDLE       CA bundle put into the local base as PIP_CERT, for pip behind a
 #                        TLS-intercepting proxy (default /etc/ssl/certs/ca-certificates.crt; set
 #                        empty to leave it out)
@@ -48,8 +48,6 @@ IMAGE=${IMAGE:-l2b-mask-pge}
 ANCILLARY_DIR=${ANCILLARY_DIR:-$REPO/ancillary/spectf_cloud}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 HOST_CA_BUNDLE=${HOST_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # The classic builder honours `docker build --network=host` without BuildKit entitlements.
 export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 
@@ -152,7 +150,18 @@ fi
 if [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && ! dk image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   need_packages mmdebstrap:mmdebstrap
   is_root || die "$BASE_IMAGE is missing and building it with mmdebstrap needs root"
-  log "building $BASE_IMAGE with mmdebstrap (Debian bookworm, minbase) from $DEBIAN_MIRROR"
+  # The machine's own apt sources: the repository names no package host. mmdebstrap takes a
+  # file as a mirror argument and copies its entries (one-line or deb822) into the image.
+  if [ -n "${APT_SOURCES:-}" ]; then
+    read -r -a sources <<<"$APT_SOURCES"
+  else
+    sources=()
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+      [ -s "$f" ] && sources+=("$f")
+    done
+  fi
+  [ "${#sources[@]}" -gt 0 ] || die "no apt sources on this machine for the local base (set APT_SOURCES)"
+  log "building $BASE_IMAGE with mmdebstrap (Debian bookworm, minbase) from ${sources[*]}"
   t0=$(now)
   rootfs="$WORK_DIR/bookworm-rootfs.tar"
   hooks=()
@@ -164,10 +173,7 @@ if [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && ! dk image inspect "$BASE_IMAGE" >/dev/n
     hooks+=(--customize-hook="upload $HOST_CA_BUNDLE /usr/local/share/host-ca-bundle.crt")
     changes+=(--change 'ENV PIP_CERT=/usr/local/share/host-ca-bundle.crt')
   fi
-  mmdebstrap --quiet --variant=minbase "${hooks[@]}" bookworm "$rootfs" \
-    "deb $DEBIAN_MIRROR bookworm main" \
-    "deb $DEBIAN_MIRROR bookworm-updates main" \
-    "deb $DEBIAN_SECURITY_MIRROR bookworm-security main" \
+  mmdebstrap --quiet --variant=minbase "${hooks[@]}" bookworm "$rootfs" "${sources[@]}" \
     </dev/null >"$WORK_DIR/mmdebstrap.log" 2>&1 || {
       rm -f "$rootfs"; tail -n 20 "$WORK_DIR/mmdebstrap.log" >&2
       die "mmdebstrap failed (log: $WORK_DIR/mmdebstrap.log)"
