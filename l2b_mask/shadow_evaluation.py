@@ -1,0 +1,94 @@
+"""Scoring the cloud shadow flag against the synthetic generator's true shadow.
+
+Used by the tests and by `python -m l2b_mask.shadow_evaluation`, the command whose figures the
+ATBD (section 4.2.3) quotes. The cloud flag given to the shadow is the generator's true cloud
+(thick, ice and cirrus pixels), so the scores are those of the shadow step alone, not of the
+cloud model before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from l2b_mask.cloud_shadow import DARKNESS_BANDS_NM, SunViewAngles
+from l2b_mask.envi import EnviReader, read_header
+from l2b_mask.geometry import LocalAxes, check_location_geometry, local_axes
+from l2b_mask.synthetic import (
+    CLASS_CLEAR,
+    CLASS_FILL,
+    SyntheticAcquisition,
+    solar_irradiance,
+    toa_reflectance,
+)
+
+# EMIT observation-file band indices (docs: /work/shared/notes/emit-conventions.md, section 3).
+_OBS_VAA, _OBS_VZA, _OBS_SAA, _OBS_SZA, _OBS_ESD = 1, 2, 3, 4, 10
+
+
+@dataclass(frozen=True)
+class ShadowCase:
+    """The inputs of `cloud_shadow_flag` for one synthetic acquisition, and its truth."""
+
+    flag: np.ndarray  # uint8 1 cloud, 0 clear, 255 no value (from the true classes)
+    angles: SunViewAngles
+    axes: LocalAxes
+    reflectance: list[np.ndarray]  # TOA reflectance near DARKNESS_BANDS_NM
+    truth: np.ndarray  # uint8 true shadow, 1/0/255
+
+
+@dataclass(frozen=True)
+class ShadowScores:
+    """Recall: share of the true shadow flagged. False-shadow rate: share of the clear, sunlit
+    pixels (not true shadow) flagged. Both over pixels with a value and a clear flag."""
+
+    recall: float
+    false_shadow_rate: float
+    true_shadow_pixels: int
+    sunlit_clear_pixels: int
+
+
+def _read_all(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
+    header = read_header(path)
+    with EnviReader(header) as reader:
+        return reader.read_lines(0, header.lines, bands, np.float64)
+
+
+def load_case(acq: SyntheticAcquisition) -> ShadowCase:
+    """Read the acquisition's files as the PGE would, and the truth the generator kept."""
+    if acq.shadow is None:
+        raise ValueError("the acquisition was generated without shadows")
+    loc = _read_all(acq.location)
+    obs = _read_all(acq.observation)
+    check_location_geometry(acq.location, loc[..., 0], loc[..., 1], loc[..., 2])
+    axes = local_axes(loc[..., 0], loc[..., 1])
+    angles = SunViewAngles(obs[..., _OBS_SZA], obs[..., _OBS_SAA], obs[..., _OBS_VZA],
+                           obs[..., _OBS_VAA])
+    header = read_header(acq.radiance)
+    wl = header.float_list("wavelength")
+    assert wl is not None
+    picks = [int(np.argmin(np.abs(wl - w))) for w in DARKNESS_BANDS_NM]
+    rdn = _read_all(acq.radiance, picks)
+    with np.errstate(all="ignore"):
+        rho = toa_reflectance(rdn, obs[..., _OBS_SZA], obs[..., _OBS_ESD],
+                              solar_irradiance()[picks]).astype(np.float32)
+    flag = np.where(acq.truth == CLASS_CLEAR, 0, 1).astype(np.uint8)
+    flag[acq.truth == CLASS_FILL] = 255
+    return ShadowCase(flag, angles, axes, [rho[..., j] for j in range(len(picks))], acq.shadow)
+
+
+def score(predicted: np.ndarray, case: ShadowCase) -> ShadowScores:
+    """Recall and false-shadow rate of a shadow flag against the case's truth."""
+    clear = case.flag == 0
+    true_shadow = clear & (case.truth == 1)
+    sunlit = clear & (case.truth == 0)
+    hit = predicted == 1
+    n_true, n_sunlit = int(true_shadow.sum()), int(sunlit.sum())
+    return ShadowScores(
+        recall=float((hit & true_shadow).sum() / n_true) if n_true else float("nan"),
+        false_shadow_rate=float((hit & sunlit).sum() / n_sunlit) if n_sunlit else float("nan"),
+        true_shadow_pixels=n_true, sunlit_clear_pixels=n_sunlit,
+    )
