@@ -335,8 +335,9 @@ class SyntheticAcquisition:
     partial_fill: np.ndarray  # (lines, samples) uint8: 0 none, 1 dropped bands, 2 also kept
     truth_path: Path | None = None  # <rdn stem>_truth.npy when save_truth
     # With shadows=True only (None otherwise): the cloud-top height (m) of every cloud pixel,
-    # NaN elsewhere, and the true shadow (1 on clear pixels whose direct sun an opaque cloud
-    # blocks by half or more, 0 elsewhere, 255 at fill), in the instrument grid.
+    # NaN elsewhere, and the true shadow on clear pixels whose direct sun an opaque cloud blocks
+    # by half or more: 1 when the scene has a pixel with a value where that cloud is seen, 2
+    # when not (cast from outside the scene or under fill); 0 elsewhere, 255 at fill.
     cloud_height_m: np.ndarray | None = None
     shadow: np.ndarray | None = None
 
@@ -556,9 +557,11 @@ class _Scene:
         rho = self.surface_spectra[surface] * brightness[..., None].astype(np.float32)
         cloud_height = shadow = None
         if self.shadows:  # the surface term only: path and cloud reflectance are not shaded
-            opacity, opaque, cloud_height = cast_shadows(self, ln, sm)
+            opacity, opaque, opaque_seen, cloud_height = cast_shadows(self, ln, sm)
             rho *= shade_factor(opacity, self.wl)
-            shadow = ((opaque >= SHADOW_TRUTH_OPACITY) & ~cloudy).astype(np.uint8)
+            shadow = np.where(opaque_seen >= SHADOW_TRUTH_OPACITY, 1,
+                              np.where(opaque >= SHADOW_TRUTH_OPACITY, 2, 0)).astype(np.uint8)
+            shadow[cloudy] = 0
             cloud_height = np.where(cloudy, cloud_height, np.nan).astype(np.float32)
         tau = (airmass * wv)[..., None].astype(np.float32) * self.tau_water.astype(np.float32)
         tau += airmass[..., None].astype(np.float32) * self.tau_mixed.astype(np.float32)

@@ -36,6 +36,10 @@ class ShadowScene(Protocol):
 
     cloud_heights_m: tuple[float, float]
     height_field: _Field
+    lines: int
+    samples: int
+
+    def is_fill(self, line: np.ndarray, sample: np.ndarray) -> np.ndarray: ...
 
     def solar_zenith(self, line: np.ndarray, sample: np.ndarray) -> np.ndarray: ...
     def solar_azimuth(self, line: np.ndarray, sample: np.ndarray) -> np.ndarray: ...
@@ -90,13 +94,23 @@ def _seen_at(scene: ShadowScene, line: np.ndarray, sample: np.ndarray, h: float
     return gl, gs
 
 
+def _seen_in_scene(scene: ShadowScene, gl: np.ndarray, gs: np.ndarray) -> np.ndarray:
+    """Whether the instrument has a pixel with a value where it sees (gl, gs)."""
+    il, js = np.rint(gl).astype(np.int64), np.rint(gs).astype(np.int64)
+    inside = (il >= 0) & (il < scene.lines) & (js >= 0) & (js < scene.samples)
+    seen = np.zeros(gl.shape, bool)
+    seen[inside] = ~scene.is_fill(il[inside], js[inside])
+    return seen
+
+
 def cast_shadows(scene: ShadowScene, ln: np.ndarray, sm: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For the pixels (ln x sm): (opacity, opaque, cloud height), each (n, m).
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the pixels (ln x sm): (opacity, opaque, opaque_seen, cloud height), each (n, m).
 
     opacity: fraction of the direct sun stopped by any cloud; opaque: by thick or ice clouds
-    only (the truth threshold applies to it); cloud height: the height (m) of the deck a cloud
-    at that pixel would sit on.
+    only (the truth threshold applies to it); opaque_seen: by those of them the scene has a
+    pixel with a value for (a shadow cast from outside the scene or from under fill cannot be
+    found from this scene); cloud height: the height (m) of the deck a cloud there sits on.
     """
     line, sample = np.meshgrid(np.asarray(ln, np.float64), np.asarray(sm, np.float64),
                                indexing="ij")
@@ -105,10 +119,13 @@ def cast_shadows(scene: ShadowScene, ln: np.ndarray, sm: np.ndarray
     mu0 = np.cos(np.deg2rad(scene.solar_zenith(line, sample)))
     opacity = np.zeros(line.shape)
     opaque = np.zeros(line.shape)
+    opaque_seen = np.zeros(line.shape)
     for level, h in enumerate(heights):
         gl, gs = _seen_at(scene, line, sample, float(h))
         cloudy, opaque_g, opacity_g = scene.cloud_opacity_at(gl, gs, mu0)
         here = cloudy & (height_level(scene, gl, gs) == level)
         opaque = np.maximum(opaque, np.where(here, opaque_g, 0.0))
         opacity = np.maximum(opacity, np.where(here, opacity_g, 0.0))
-    return opacity, opaque, own_height
+        seen = here & _seen_in_scene(scene, gl, gs)
+        opaque_seen = np.maximum(opaque_seen, np.where(seen, opaque_g, 0.0))
+    return opacity, opaque, opaque_seen, own_height
