@@ -58,7 +58,8 @@ class ShadowScores:
     sunlit_clear_pixels: int
 
 
-def _read_all(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
+def read_raster(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
+    """A whole ENVI raster as (lines, samples, bands) float64."""
     header = read_header(path)
     with EnviReader(header) as reader:
         return reader.read_lines(0, header.lines, bands, np.float64)
@@ -68,8 +69,8 @@ def load_case(acq: SyntheticAcquisition) -> ShadowCase:
     """Read the acquisition's files as the PGE would, and the truth the generator kept."""
     if acq.shadow is None:
         raise ValueError("the acquisition was generated without shadows")
-    loc = _read_all(acq.location)
-    obs = _read_all(acq.observation)
+    loc = read_raster(acq.location)
+    obs = read_raster(acq.observation)
     check_location_geometry(acq.location, loc[..., 0], loc[..., 1], loc[..., 2])
     axes = local_axes(loc[..., 0], loc[..., 1])
     angles = SunViewAngles(obs[..., _OBS_SZA], obs[..., _OBS_SAA], obs[..., _OBS_VZA],
@@ -78,7 +79,7 @@ def load_case(acq: SyntheticAcquisition) -> ShadowCase:
     wl = header.float_list("wavelength")
     assert wl is not None
     picks = [int(np.argmin(np.abs(wl - w))) for w in DARKNESS_BANDS_NM]
-    rdn = _read_all(acq.radiance, picks)
+    rdn = read_raster(acq.radiance, picks)
     with np.errstate(all="ignore"):
         rho = toa_reflectance(rdn, obs[..., _OBS_SZA], obs[..., _OBS_ESD],
                               solar_irradiance()[picks]).astype(np.float32)
