@@ -154,3 +154,18 @@ def test_darkness_test_needs_reflectance():
         cloud_shadow_flag(np.zeros((4, 4), np.uint8), _angles((4, 4), 30.0, 90.0),
                           local_axes(lon, lat))
     assert validate_height_range([500, 500]) == (500.0, 500.0)
+
+
+def test_rendered_shadows_do_not_depend_on_the_block_size(tmp_path):
+    kw = {"lines": 40, "samples": 40, "seed": 5, "shadows": True, "cloud_fraction": 0.3}
+    a = generate_acquisition(tmp_path / "a", **kw)
+    b = generate_acquisition(tmp_path / "b", lines_per_block=7, **kw)
+    assert a.radiance.read_bytes() == b.radiance.read_bytes()
+    assert a.shadow is not None and b.shadow is not None
+    np.testing.assert_array_equal(a.shadow, b.shadow)
+    assert set(np.unique(a.shadow)) <= {0, 1, 2, 255} and (a.shadow == 1).any()
+    cloudy = (a.truth >= 2)
+    assert np.isfinite(a.cloud_height_m[cloudy]).all() and np.isnan(a.cloud_height_m[~cloudy]).all()
+    assert 700.0 <= a.cloud_height_m[cloudy].min() and a.cloud_height_m[cloudy].max() <= 2800.0
+    plain = generate_acquisition(tmp_path / "c", **{**kw, "shadows": False})
+    assert plain.shadow is None and plain.radiance.read_bytes() != a.radiance.read_bytes()
