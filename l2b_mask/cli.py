@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="cloud threshold (default: the model spec's)")
     p.add_argument("--comparison", choices=(">", ">="), default=">",
                    help="cloud where P > threshold (ATBD, default) or P >= threshold")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N, or a number: -1 the CPU, N cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--lines-per-block", type=int, default=64)

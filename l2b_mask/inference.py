@@ -45,8 +45,14 @@ class InferenceSettings:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU; an explicit CUDA device must exist."""
+    """`auto` is CUDA when present, else CPU; an explicit CUDA device must exist. The published
+    tool's device numbers are accepted too: -1 is the CPU, N >= 0 is cuda:N."""
     name = name.strip().lower()
+    if name.lstrip("+-").isdigit():
+        number = int(name)
+        if number < -1:
+            raise ProcessingError(None, f"unknown device {name!r} (-1 for the CPU, N >= 0 for cuda:N)")
+        name = "cpu" if number == -1 else f"cuda:{number}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from l2b_mask.inputs.envi import raster_header, write_header
+from l2b_mask.synthetic_shadow import SHADOW_TRUTH_OPACITY, cast_shadows, shade_factor
 
 __all__ = [
     "CLASS_CLEAR",
@@ -288,6 +289,15 @@ class _Field:
         assert d_line is not None and d_sample is not None
         return value, d_line, d_sample
 
+    def at(self, lines: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """Values at arbitrary (fractional) points: `lines` and `samples` broadcast together."""
+        lines, samples = np.asarray(lines, np.float64), np.asarray(samples, np.float64)
+        value = np.zeros(np.broadcast_shapes(lines.shape, samples.shape))
+        for j in range(self.amp.size):
+            value += self.amp[j] * np.cos(lines * self.k_line[j] + samples * self.k_sample[j]
+                                          + self.phase[j])
+        return value
+
     def _evaluate(
         self, lines: np.ndarray, samples: np.ndarray, gradient: bool
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -324,6 +334,12 @@ class SyntheticAcquisition:
     surface: np.ndarray  # (lines, samples) uint8: SURFACE_NAMES codes, 0 at fill
     partial_fill: np.ndarray  # (lines, samples) uint8: 0 none, 1 dropped bands, 2 also kept
     truth_path: Path | None = None  # <rdn stem>_truth.npy when save_truth
+    # With shadows=True only (None otherwise): the cloud-top height (m) of every cloud pixel,
+    # NaN elsewhere, and the true shadow on clear pixels whose direct sun an opaque cloud blocks
+    # by half or more: 1 when the scene has a pixel with a value where that cloud is seen, 2
+    # when not (cast from outside the scene or under fill); 0 elsewhere, 255 at fill.
+    cloud_height_m: np.ndarray | None = None
+    shadow: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +357,17 @@ class _Block:
     partial: np.ndarray
     sza: np.ndarray
     earth_sun: np.ndarray  # (n,)
+    cloud_height: np.ndarray | None = None  # with shadows only
+    shadow: np.ndarray | None = None
+
+
+def _cloud_class(cloudy: np.ndarray, type_value: np.ndarray) -> np.ndarray:
+    """Class map of cloudy pixels by the cloud-type field: thick, thin cirrus or ice."""
+    truth = np.full(cloudy.shape, CLASS_CLEAR, np.uint8)
+    truth[cloudy & (type_value < -0.3)] = CLASS_THICK
+    truth[cloudy & (type_value >= -0.3) & (type_value <= 0.55)] = CLASS_CIRRUS
+    truth[cloudy & (type_value > 0.55)] = CLASS_ICE
+    return truth
 
 
 class _Scene:
@@ -350,8 +377,11 @@ class _Scene:
         self, *, lines: int, samples: int, seed: int, start_time: datetime,
         cloud_fraction: float, fill_lines: int, edge_fill: bool, partial_band_fill: bool,
         solar_zenith_deg: float, latitude: float, longitude: float,
+        shadows: bool = False, cloud_heights_m: tuple[float, float] = (700.0, 2800.0),
     ) -> None:
         self.lines, self.samples, self.seed = lines, samples, seed
+        self.shadows = shadows
+        self.cloud_heights_m = cloud_heights_m
         self.start_time = start_time
         self.solar_zenith_deg = solar_zenith_deg
         self.partial_band_fill = partial_band_fill
@@ -382,6 +412,8 @@ class _Scene:
             self.cloud_threshold = -math.inf
         else:
             self.cloud_threshold = statistics.NormalDist().inv_cdf(1.0 - cloud_fraction)
+        # Cloud-top height levels: a stream of its own, so the draws above stay as they were.
+        self.height_field = _Field.draw(np.random.default_rng([seed, 5]), 60.0, 250.0)
 
         rng = np.random.default_rng([seed, 2])
         self.fill_line = np.zeros(lines, bool)
@@ -438,11 +470,46 @@ class _Scene:
         )
 
     def solar_zenith(self, line: np.ndarray, sample: np.ndarray) -> np.ndarray:
-        """A smooth +-10 degree gradient across the scene around the requested centre value."""
+        """A smooth +-10 degree gradient across the scene around the requested centre value;
+        `line` and `sample` broadcast together (fractional positions allowed)."""
         ln = 2.0 * line / (self.lines - 1) - 1.0 if self.lines > 1 else 0.0 * line
         sn = 2.0 * sample / (self.samples - 1) - 1.0 if self.samples > 1 else 0.0 * sample
-        sza = self.solar_zenith_deg + 10.0 * (0.6 * ln[:, None] + 0.4 * sn[None, :])
+        sza = self.solar_zenith_deg + 10.0 * (0.6 * ln + 0.4 * sn)
         return np.clip(sza, 0.0, 85.0)
+
+    def solar_azimuth(self, line: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        """A slow 2 degree drift along track and 1.5 across; arguments broadcast together."""
+        ln_n = line / max(self.lines - 1, 1)
+        sm_n = sample / max(self.samples - 1, 1)
+        return SUN_AZIMUTH_DEG + 2.0 * ln_n - 1.5 * sm_n
+
+    def view_angles(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cross-track metres from nadir, view zenith, view azimuth): the sensor is on the
+        opposite side of the track from the pixel."""
+        cross = (sample - self.centre_sample) * PIXEL_M
+        vza = np.degrees(np.arctan(np.abs(cross) / ALTITUDE_M))
+        vaz = np.where(cross > 0, HEADING_DEG - 90.0, HEADING_DEG + 90.0) % 360.0
+        return cross, vza, vaz
+
+    def ground_to_grid(self, d_east: np.ndarray, d_north: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(d_line, d_sample) of a ground displacement in metres (the inverse of `lonlat`)."""
+        return ((d_east * self.u_a[0] + d_north * self.u_a[1]) / PIXEL_M,
+                (d_east * self.u_c[0] + d_north * self.u_c[1]) / PIXEL_M)
+
+    def cloud_opacity_at(self, line: np.ndarray, sample: np.ndarray, mu0: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cloudy, opaque, opacity) of the cloud seen at fractional points, for a sun at
+        cos(zenith) `mu0`: the fraction of the direct sun it stops. Thick and ice clouds stop
+        their cover (`opaque`, as in `block`); thin cirrus only 1 - exp(-tau) of the slant path."""
+        c = self.cloud_field.at(line, sample)
+        cloudy = c > self.cloud_threshold
+        kind = _cloud_class(cloudy, self.cloud_type_field.at(line, sample))
+        cover = np.clip(0.45 + (c - self.cloud_threshold) / 0.6, 0.0, 1.0)
+        opaque = np.where((kind == CLASS_THICK) | (kind == CLASS_ICE), cover, 0.0)
+        tau_c = np.clip(0.175 + 0.08 * self.cirrus_field.at(line, sample), 0.05, 0.3)
+        opacity = np.where(kind == CLASS_CIRRUS, 1.0 - np.exp(-tau_c / mu0), opaque)
+        return cloudy, opaque, opacity
 
     def utc_hours(self, line: np.ndarray) -> np.ndarray:
         return self.start_hours + line * LINE_TIME_S / 3600.0
@@ -475,16 +542,11 @@ class _Scene:
         # Clouds: where the cloud field is above the threshold; type from a second field.
         c = self.cloud_field(ln, sm)
         cloudy = c > self.cloud_threshold
-        t = self.cloud_type_field(ln, sm)
-        truth = np.full((n, m), CLASS_CLEAR, np.uint8)
-        truth[cloudy & (t < -0.3)] = CLASS_THICK
-        truth[cloudy & (t >= -0.3) & (t <= 0.55)] = CLASS_CIRRUS
-        truth[cloudy & (t > 0.55)] = CLASS_ICE
+        truth = _cloud_class(cloudy, self.cloud_type_field(ln, sm))
 
         # Geometry.
-        sza = self.solar_zenith(ln, sm)
-        cross = (sm - self.centre_sample) * PIXEL_M
-        vza = np.degrees(np.arctan(np.abs(cross) / ALTITUDE_M))
+        sza = self.solar_zenith(ln[:, None], sm[None, :])
+        _, vza, vaz = self.view_angles(sm)
         mu0 = np.cos(np.deg2rad(sza))
         mu = np.cos(np.deg2rad(vza))[None, :]
         airmass = 1.0 / mu0 + 1.0 / mu  # two-way, (n, m)
@@ -493,6 +555,14 @@ class _Scene:
 
         # Clear-sky TOA reflectance: surface x two-way gas transmittance + path reflectance.
         rho = self.surface_spectra[surface] * brightness[..., None].astype(np.float32)
+        cloud_height = shadow = None
+        if self.shadows:  # the surface term only: path and cloud reflectance are not shaded
+            opacity, opaque, opaque_seen, cloud_height = cast_shadows(self, ln, sm)
+            rho *= shade_factor(opacity, self.wl)
+            shadow = np.where(opaque_seen >= SHADOW_TRUTH_OPACITY, 1,
+                              np.where(opaque >= SHADOW_TRUTH_OPACITY, 2, 0)).astype(np.uint8)
+            shadow[cloudy] = 0
+            cloud_height = np.where(cloudy, cloud_height, np.nan).astype(np.float32)
         tau = (airmass * wv)[..., None].astype(np.float32) * self.tau_water.astype(np.float32)
         tau += airmass[..., None].astype(np.float32) * self.tau_mixed.astype(np.float32)
         np.exp(-tau, out=tau)
@@ -553,12 +623,15 @@ class _Scene:
         truth[fill] = CLASS_FILL
         surface[fill] = 0
         rad[fill] = FILL_VALUE
+        if shadow is not None and cloud_height is not None:
+            shadow[fill] = 255
+            cloud_height[fill] = np.nan
 
-        obs = self._observation(ln, sm, sza, vza, cross, d)
+        obs = self._observation(ln, sm, sza, vza, vaz, d)
         loc = self._location(ln, sm)
         obs[np.broadcast_to(fill[:, None, :], obs.shape)] = FILL_VALUE
         loc[np.broadcast_to(fill[:, None, :], loc.shape)] = FILL_VALUE
-        blk = _Block(li, fill, truth, surface, partial, sza, d)
+        blk = _Block(li, fill, truth, surface, partial, sza, d, cloud_height, shadow)
         return blk, rad.transpose(0, 2, 1), obs, loc
 
     def _terrain(
@@ -578,15 +651,11 @@ class _Scene:
 
     def _observation(
         self, ln: np.ndarray, sm: np.ndarray, sza: np.ndarray, vza: np.ndarray,
-        cross: np.ndarray, d: np.ndarray,
+        vaz: np.ndarray, d: np.ndarray,
     ) -> np.ndarray:
         n, m = ln.size, sm.size
         elevation, slope, aspect = self._terrain(ln, sm)
-        # The sensor is on the opposite side of the track from the pixel.
-        vaz = np.where(cross > 0, HEADING_DEG - 90.0, HEADING_DEG + 90.0) % 360.0
-        ln_n = ln / max(self.lines - 1, 1)
-        sm_n = sm / max(self.samples - 1, 1)
-        saz = SUN_AZIMUTH_DEG + 2.0 * ln_n[:, None] - 1.5 * sm_n[None, :]
+        saz = self.solar_azimuth(ln[:, None], sm[None, :])
         r_sza, r_vza = np.deg2rad(sza), np.deg2rad(vza)[None, :]
         r_saz, r_vaz = np.deg2rad(saz), np.deg2rad(vaz)[None, :]
         cos_phase = (np.cos(r_sza) * np.cos(r_vza)
@@ -693,13 +762,17 @@ def generate_acquisition(
     save_truth: bool = False,
     latitude: float = -25.0,
     longitude: float = 133.0,
+    shadows: bool = False,
+    cloud_heights_m: tuple[float, float] = (700.0, 2800.0),
 ) -> SyntheticAcquisition:
     """Write one synthetic L1B acquisition (rdn, obs, loc, glt) into `out_dir`.
 
     The same arguments give byte-identical files; `lines_per_block` only bounds memory (a
     block is also capped at 32768 pixels) and never changes the output. `fill_lines=None`
     means one whole fill line per 32 lines (at least one from 16 lines, none below).
-    `latitude`/`longitude` place the centre of the first line.
+    `latitude`/`longitude` place the centre of the first line. `shadows=True` darkens the
+    ground under the clouds' shadows (cloud tops within `cloud_heights_m`) and returns the
+    cloud heights and the true shadow; off (the default), the files are those of before.
     """
     if lines < 1 or samples < 1:
         raise ValueError(f"lines and samples must be positive, got {lines} x {samples}")
@@ -719,6 +792,9 @@ def generate_acquisition(
         raise ValueError(f"fill_lines must be in [0, {lines}], got {n_fill}")
     if not 0.0 <= solar_zenith_deg < 90.0:
         raise ValueError(f"solar_zenith_deg must be in [0, 90), got {solar_zenith_deg}")
+    lo_h, hi_h = (float(h) for h in cloud_heights_m)
+    if not 0.0 <= lo_h <= hi_h:
+        raise ValueError(f"cloud_heights_m must be 0 <= min <= max, got {cloud_heights_m}")
     if start_time.tzinfo is None:
         start_time = start_time.replace(tzinfo=UTC)
     start_time = start_time.astimezone(UTC)
@@ -734,12 +810,14 @@ def generate_acquisition(
         lines=lines, samples=samples, seed=seed, start_time=start_time,
         cloud_fraction=cloud_fraction, fill_lines=n_fill, edge_fill=edge_fill,
         partial_band_fill=partial_band_fill, solar_zenith_deg=solar_zenith_deg,
-        latitude=latitude, longitude=longitude,
+        latitude=latitude, longitude=longitude, shadows=shadows, cloud_heights_m=(lo_h, hi_h),
     )
 
     truth = np.zeros((lines, samples), np.uint8)
     surface = np.zeros((lines, samples), np.uint8)
     partial = np.zeros((lines, samples), np.uint8)
+    height = np.full((lines, samples), np.nan, np.float32) if shadows else None
+    shadow = np.zeros((lines, samples), np.uint8) if shadows else None
     step = max(1, min(lines_per_block, _MAX_BLOCK_PIXELS // samples))
     with (
         open(paths["rdn"], "wb") as f_rdn,
@@ -750,6 +828,8 @@ def generate_acquisition(
             l1 = min(lines, l0 + step)
             blk, rad, obs, loc = sc.block(l0, l1)
             truth[l0:l1], surface[l0:l1], partial[l0:l1] = blk.truth, blk.surface, blk.partial
+            if height is not None and shadow is not None:
+                height[l0:l1], shadow[l0:l1] = blk.cloud_height, blk.shadow
             _write(f_rdn, rad, "<f4")
             _write(f_obs, obs, obs_dt.newbyteorder("<").str)
             _write(f_loc, loc, "<f8")
@@ -775,7 +855,7 @@ def generate_acquisition(
     return SyntheticAcquisition(
         radiance=paths["rdn"], observation=paths["obs"], location=paths["loc"],
         glt=paths["glt"], acquisition_id=acquisition_id, truth=truth, surface=surface,
-        partial_fill=partial, truth_path=truth_path,
+        partial_fill=partial, truth_path=truth_path, cloud_height_m=height, shadow=shadow,
     )
 
 
@@ -852,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--obs-float32", action="store_true")
     p.add_argument("--lines-per-block", type=int, default=256)
     p.add_argument("--save-truth", action="store_true")
+    p.add_argument("--shadows", action="store_true",
+                   help="darken the ground in the clouds' shadows (cloud tops 700-2800 m)")
     args = p.parse_args(argv)
     try:
         acq = generate_acquisition(
@@ -862,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
             partial_band_fill=args.partial_band_fill, solar_zenith_deg=args.solar_zenith,
             obs_dtype=np.float32 if args.obs_float32 else np.float64,
             lines_per_block=args.lines_per_block, save_truth=args.save_truth,
+            shadows=args.shadows,
         )
     except (ValueError, OSError) as exc:
         print(f"l2b-mask-synthetic: {exc}", file=sys.stderr)

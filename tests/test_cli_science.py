@@ -203,15 +203,24 @@ def test_console_script_success(acq, tmp_path):
     np.testing.assert_array_equal(_read(out)[0], cloud_flag(acq.probability, acq.threshold))
 
 
+def test_device_number_minus_one_is_the_cpu(acq, tmp_path):
+    """The published tool's `--device -1` (its default): the CPU."""
+    out = tmp_path / "mask.tif"
+    proc = subprocess.run([_console_script(), str(acq.radiance), str(acq.observation), str(out),
+                           "--device", "-1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    np.testing.assert_array_equal(_read(out)[0], cloud_flag(acq.probability, acq.threshold))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
-@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
-def test_device_cuda_without_cuda(acq, tmp_path, device):
+@pytest.mark.parametrize(("device", "named"), [("cuda", "cuda"), ("cuda:0", "cuda:0"), ("0", "cuda:0")])
+def test_device_cuda_without_cuda(acq, tmp_path, device, named):
     out = tmp_path / "mask.tif"
     proc = subprocess.run([_console_script(), str(acq.radiance), str(acq.observation), str(out),
                            "--device", device], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 6  # processing failed: the device is unavailable
     line = _assert_one_line_error(proc.stderr)
-    assert line == f"l2b-mask: device '{device}' requested but CUDA is not available"
+    assert line == f"l2b-mask: device '{named}' requested but CUDA is not available"
     assert proc.stdout == "" and not out.exists()
 
 

@@ -68,7 +68,16 @@ def test_cuda_requested_without_cuda(name):
         resolve_device(name)
 
 
-@pytest.mark.parametrize("name", ["tpu", "gpu", "mps:0"])
+def test_device_numbers_of_the_published_tool():
+    assert resolve_device("-1") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("0") == torch.device("cuda:0")
+    else:
+        with pytest.raises(ProcessingError, match="'cuda:0' requested but CUDA is not available"):
+            resolve_device("0")
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "mps:0", "-2"])
 def test_unknown_devices(name):
     with pytest.raises(ProcessingError, match="device"):
         resolve_device(name)
