@@ -128,8 +128,8 @@ class DaacGranule:
     bands: int
     dtype: np.dtype
     nodata: float | None  # the swath variable's _FillValue
-    wavelengths_nm: np.ndarray | None = None  # float32 as stored (RAD)
-    fwhm_nm: np.ndarray | None = None  # float32 as stored (RAD)
+    wavelengths_nm: np.ndarray | None = field(default=None, repr=False)  # float32 as stored (RAD)
+    fwhm_nm: np.ndarray | None = field(default=None, repr=False)  # float32 as stored (RAD)
     band_names: list[str] | None = None  # `observation_bands` (OBS)
     solar_zenith_band: int | None = None  # found by name (OBS)
     earth_sun_band: int | None = None  # found by name (OBS)
