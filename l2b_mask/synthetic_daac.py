@@ -99,18 +99,24 @@ def _global_attributes(rdn: EnviHeader, glt: EnviHeader, kind: str, build: str) 
     }
 
 
-def _swath(ds: Any, kind: str, header: EnviHeader, chunk_lines: int, lines_per_block: int) -> None:
-    """The swath variable, (downtrack, crosstrack, bands) float32, chunks of whole lines."""
+def _swath(ds: Any, kind: str, header: EnviHeader, chunk_lines: int | None,
+           lines_per_block: int) -> None:
+    """The swath variable, (downtrack, crosstrack, bands) float32, in chunks of whole lines or
+    contiguous (`chunk_lines` None, as EMIT's own writer leaves it)."""
     name, long_name, units = _SWATH[kind]
-    chunks = (min(chunk_lines, header.lines), header.samples, header.bands)
-    var = ds.createVariable(name, "f4", SWATH_DIMS, fill_value=np.float32(DAAC_FILL),
-                            chunksizes=chunks)
+    if chunk_lines is None:
+        storage: dict[str, Any] = {"contiguous": True}
+        step = lines_per_block
+    else:
+        chunks = (min(chunk_lines, header.lines), header.samples, header.bands)
+        storage = {"chunksizes": chunks}
+        # whole chunks per write: a partial chunk would be read back and rewritten
+        step = max(1, lines_per_block // chunks[0]) * chunks[0]
+    var = ds.createVariable(name, "f4", SWATH_DIMS, fill_value=np.float32(DAAC_FILL), **storage)
     var.long_name = long_name
     if units:
         var.units = units
     var.set_auto_maskandscale(False)
-    # whole chunks per write: a partial chunk would be read back and rewritten
-    step = max(1, lines_per_block // chunks[0]) * chunks[0]
     with EnviReader(header) as reader:
         for start, stop in _blocks(header.lines, step):
             var[start:stop, :, :] = reader.read_lines(start, stop, dtype=np.float32)
@@ -159,7 +165,7 @@ def _location(ds: Any, loc: EnviHeader, glt: EnviHeader, lines_per_block: int) -
 
 
 def _write_granule(path: Path, kind: str, swath: EnviHeader, headers: dict[str, EnviHeader],
-                   build: str, chunk_lines: int, lines_per_block: int) -> None:
+                   build: str, chunk_lines: int | None, lines_per_block: int) -> None:
     from netCDF4 import Dataset
 
     tmp = path.with_name(path.name + ".part")
@@ -181,16 +187,18 @@ def _write_granule(path: Path, kind: str, swath: EnviHeader, headers: dict[str, 
 
 def write_daac_granules(
     acq: SyntheticAcquisition, out_dir: Path | str | None = None, *, daac_scene: int = 1,
-    chunk_lines: int = 64, lines_per_block: int = 256, software_build_version: str | None = None,
+    chunk_lines: int | None = 64, lines_per_block: int = 256,
+    software_build_version: str | None = None,
 ) -> DaacGranulePaths:
     """Write the acquisition's RAD and OBS granules (beside the ENVI files by default).
 
     `daac_scene` is the DAAC's scene counter in the name (1-based); `chunk_lines` the lines
-    per netCDF chunk; `lines_per_block` bounds the lines held in memory while copying.
+    per netCDF chunk of the swath variables (None: contiguous); `lines_per_block` bounds the
+    lines held in memory while copying.
     `software_build_version` defaults to the ENVI name's 4-digit build followed by "00" (EMIT
     stamps a 6-digit build).
     """
-    if chunk_lines < 1 or lines_per_block < 1:
+    if (chunk_lines is not None and chunk_lines < 1) or lines_per_block < 1:
         raise ValueError(f"chunk_lines and lines_per_block must be positive: {chunk_lines}, "
                          f"{lines_per_block}")
     name = daac_name(acq, daac_scene)
