@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,12 @@ VARIANTS = ("envi", "daac-chunked", "daac-contiguous")
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak RSS of this process image (Linux VmHWM). Not `ru_maxrss`: on Linux that keeps the
+    parent's RSS at fork across the exec, which would hide the reader's own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def child(variant: str, path: Path, block: int) -> None:
