@@ -23,14 +23,8 @@ from typing import Any
 import numpy as np
 
 from l2b_mask.envi import EnviHeader, EnviReader, read_header, write_header
-from l2b_mask.inputs.daac import (
-    BAND_GROUP,
-    DAAC_FILL,
-    LOCATION_GROUP,
-    ORTHO_DIMS,
-    SWATH_DIMS,
-    DaacName,
-)
+from l2b_mask.inputs.daac import BAND_GROUP, DAAC_FILL, LOCATION_GROUP, ORTHO_DIMS, SWATH_DIMS
+from l2b_mask.inputs.daac_names import DaacName
 from l2b_mask.products.glt import GLT_FILL, WGS84_WKT, parse_map_info
 from l2b_mask.products.naming import parse_identity
 from l2b_mask.synthetic import SyntheticAcquisition

@@ -18,16 +18,15 @@ from l2b_mask.errors import ExitCode, InputProductError
 from l2b_mask.inputs.daac import (
     SWATH_DIMS,
     DaacReader,
-    check_same_acquisition,
     granule_kind,
     is_daac_granule,
     open_granule,
     open_observation_granule,
     open_radiance_granule,
-    parse_daac_name,
     read_granule_glt,
     read_granule_location,
 )
+from l2b_mask.inputs.daac_names import check_same_acquisition, parse_daac_name
 from l2b_mask.products.glt import read_glt
 from l2b_mask.products.netcdf import read_location
 from l2b_mask.scene import Scene, observation_band_names

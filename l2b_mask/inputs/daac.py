@@ -16,19 +16,20 @@ interleaved, `_FillValue` -9999); group `sensor_band_parameters` with `wavelengt
 `time_coverage_start`/`_end`, `product_version`, `geotransform`, `spatial_ref`.
 
 Every value is read as stored (`set_auto_maskandscale(False)`): fills stay -9999, as in ENVI.
+Granule names and the RAD/OBS pairing check are in `l2b_mask.inputs.daac_names`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
 from l2b_mask.products.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt
 from l2b_mask.products.netcdf import LOC_FILL, LocationArrays
 from l2b_mask.scene import (
@@ -97,7 +98,7 @@ def granule_kind(path: Path | str) -> str | None:
             return None
         with open_dataset(p) as ds:
             kinds = [KINDS[name] for name in KINDS if name in ds.variables]
-    except (OSError, InputProductError):
+    except (OSError, RuntimeError, ValueError, InputProductError):
         return None
     return kinds[0] if len(kinds) == 1 else None
 
@@ -183,15 +184,21 @@ def _spectral_axis(group: Any, bands: int, path: Path) -> tuple[np.ndarray, np.n
     if wl.dtype.kind != "f" or fwhm.dtype.kind != "f":
         raise InputProductError(path, f"wavelengths ({wl.dtype}) and fwhm ({fwhm.dtype}) must be "
                                       "floating point")
-    if wl.size != bands:
-        raise InputProductError(path, f"{wl.size} wavelengths for {bands} bands")
-    if fwhm.size != bands:
-        raise InputProductError(path, f"{fwhm.size} fwhm values for {bands} bands")
-    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise InputProductError(path, "wavelengths are not finite and strictly increasing")
-    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise InputProductError(path, "fwhm values must be finite and positive")
+    check_spectral_axis(wl, fwhm, bands, path)
     return wl, fwhm
+
+
+def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
+    """The checks (and words) of the ENVI radiance's spectral axis, for any source of it:
+    one value per band, wavelengths finite and strictly increasing, FWHM finite and positive."""
+    if wl.size != bands:
+        raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
+    if fwhm.size != bands:
+        raise InputProductError(where, f"{fwhm.size} fwhm values for {bands} bands")
+    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
+        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
+    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
+        raise InputProductError(where, "fwhm values must be finite and positive")
 
 
 def _observation_bands(group: Any, bands: int, path: Path) -> list[str]:
@@ -212,7 +219,7 @@ def _swath_variable(ds: Any, path: Path) -> Any:
     if var.dimensions != SWATH_DIMS:
         raise InputProductError(path, f"'{var.name}' has dimensions {var.dimensions}, expected "
                                       f"{SWATH_DIMS}")
-    if var.dtype.kind != "f":
+    if getattr(var.dtype, "kind", "") != "f":  # a string variable's dtype is `str`
         raise InputProductError(path, f"'{var.name}' must be floating point, found {var.dtype}")
     if min(var.shape) <= 0:
         raise InputProductError(path, f"'{var.name}' is empty: shape {var.shape}")
@@ -417,7 +424,7 @@ def _check_wgs84(ds: Any, path: Path) -> None:
 
 
 def _glt_band(var: Any, path: Path) -> np.ndarray:
-    if var.dtype.kind not in "iu":
+    if getattr(var.dtype, "kind", "") not in ("i", "u"):
         raise InputProductError(path, f"'{LOCATION_GROUP}/{var.name}' must hold integers, not "
                                       f"{var.dtype}")
     values = np.asarray(var[:], np.int64)
@@ -453,78 +460,3 @@ def read_granule_glt(path: Path | str, swath_shape: tuple[int, int] | None = Non
     if swath_shape is not None:
         glt.check_swath(swath_shape)
     return glt
-
-
-# ---------------------------------------------------------------------------------------------
-# Names and pairing
-
-# EMIT_L1B_<RAD|OBS>_<VVV>_<YYYYMMDDTHHMMSS>_<YY><orbit5>_<scene3>
-_DAAC_NAME = re.compile(
-    r"EMIT_L1B_(?P<kind>RAD|OBS)_(?P<version>\d{3})_(?P<stamp>\d{8}T\d{6})"
-    r"_(?P<orbit>\d{7})_(?P<scene>\d{3})"
-)
-
-
-@dataclass(frozen=True)
-class DaacName:
-    """What an LP DAAC L1B granule name says. `scene` is the DAAC's 1-based counter of the
-    acquisition within its orbit, not the orbit segment of the ENVI name (`flight_line`)."""
-
-    kind: str  # "RAD" or "OBS"
-    version: str  # 3 digits, "001"
-    start_time: datetime  # aware, UTC
-    orbit: str  # 7 digits: 2-digit year + 5-digit orbit
-    scene: str  # 3 digits
-
-    @property
-    def short_orbit(self) -> str:
-        """The 5-digit orbit, as in the ENVI name (`_o<orbit5>_`)."""
-        return self.orbit[2:]
-
-    @property
-    def acquisition(self) -> tuple[datetime, str, str]:
-        """(start time, orbit, scene): equal for the RAD and OBS of one acquisition."""
-        return self.start_time, self.orbit, self.scene
-
-    def file_name(self, kind: str | None = None) -> str:
-        """The granule's file name, or its `kind` ('RAD'/'OBS') counterpart's."""
-        stamp = self.start_time.strftime("%Y%m%dT%H%M%S")
-        return f"EMIT_L1B_{kind or self.kind}_{self.version}_{stamp}_{self.orbit}_{self.scene}.nc"
-
-
-def parse_daac_name(path: Path | str) -> DaacName | None:
-    """The fields of an LP DAAC L1B RAD/OBS name (with or without `.nc`), None otherwise."""
-    name = Path(path).name
-    match = _DAAC_NAME.fullmatch(name[:-3] if name.lower().endswith(".nc") else name)
-    if match is None:
-        return None
-    try:
-        start = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return DaacName(kind=match["kind"], version=match["version"], start_time=start,
-                    orbit=match["orbit"], scene=match["scene"])
-
-
-def check_same_acquisition(radiance: DaacGranule, observation: DaacGranule) -> None:
-    """Refuse a RAD and an OBS granule of different acquisitions or sizes.
-
-    Compared where both say: the name's time, orbit and scene; `flight_line`;
-    `time_coverage_start`/`_end`; and always the swath size.
-    """
-    rdn, obs = _expect(radiance, "RAD", "radiance"), _expect(observation, "OBS", "observation")
-    rdn_name, obs_name = rdn.name, obs.name
-    differences = []
-    if rdn_name is not None and obs_name is not None and rdn_name.acquisition != obs_name.acquisition:
-        differences.append("name time/orbit/scene")
-    pairs = (("flight_line", rdn.flight_line, obs.flight_line),
-             ("time_coverage_start", rdn.acquisition_start, obs.acquisition_start),
-             ("time_coverage_end", rdn.acquisition_stop, obs.acquisition_stop))
-    differences += [what for what, a, b in pairs if a is not None and b is not None and a != b]
-    if differences:
-        raise InputProductError(obs.path, f"not the same acquisition as the radiance "
-                                          f"{rdn.path.name} ({', '.join(differences)} differ)")
-    if (obs.lines, obs.samples) != (rdn.lines, rdn.samples):
-        raise InputProductError(obs.path, f"observation is {obs.lines} lines x {obs.samples} "
-                                          f"samples but the radiance {rdn.path.name} is "
-                                          f"{rdn.lines} x {rdn.samples}")
