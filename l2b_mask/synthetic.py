@@ -934,6 +934,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-truth", action="store_true")
     p.add_argument("--shadows", action="store_true",
                    help="darken the ground in the clouds' shadows (cloud tops 700-2800 m)")
+    p.add_argument("--format", choices=("envi", "daac", "both"), default="envi",
+                   help="ENVI rasters (the SDS's), LP DAAC netCDF-4 granules, or both")
+    p.add_argument("--float32-header", action="store_true",
+                   help="write the ENVI wavelengths/FWHM as the granule's float32 values")
     args = p.parse_args(argv)
     try:
         acq = generate_acquisition(
@@ -946,6 +950,9 @@ def main(argv: list[str] | None = None) -> int:
             lines_per_block=args.lines_per_block, save_truth=args.save_truth,
             shadows=args.shadows,
         )
+        from l2b_mask.synthetic_daac import write_formats  # netCDF4 only when asked
+
+        formats = write_formats(acq, args.format, float32_header=args.float32_header)
     except (ValueError, OSError) as exc:
         print(f"l2b-mask-synthetic: {exc}", file=sys.stderr)
         return 2
@@ -956,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
         "location": str(acq.location),
         "glt": str(acq.glt),
     }
+    result.update(formats)
     if acq.truth_path is not None:
         result["truth"] = str(acq.truth_path)
     print(json.dumps(result, indent=2))

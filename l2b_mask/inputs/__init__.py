@@ -1,2 +1,3 @@
-"""Readers of the L1B inputs: ENVI rasters, the scene (radiance + observation geometry), the
-per-pixel location and the GLT. Every input check of the library is made here, on open."""
+"""Readers of the L1B inputs: the SDS's ENVI rasters and the LP DAAC's netCDF-4 granules, the
+scene (radiance + observation geometry), the per-pixel location and the GLT. Every input check
+of the library is made here, on open."""
