@@ -8,7 +8,7 @@ knows about product formats; memory is bounded by one block whatever the scene l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,13 +194,31 @@ class ProbabilityBlock:
     stop: int
     probability: np.ndarray  # (stop - start, samples) float32
     radiance_not_finite: int = 0  # pixels with NaN or Inf in a model band (they have no value)
+    # (stop - start, samples, k) float32 TOA reflectance of the kept bands, NaN without value;
+    # None unless the inference was asked to keep some (`keep_reflectance_nm`)
+    reflectance: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class KeptReflectance:
+    """TOA reflectance of a few bands over the whole scene, collected while streaming (so that
+    science after the model, such as the cloud shadow's darkness test, needs no second pass
+    over the radiance): about 6 MB per band for a full 1280 x 1242 scene."""
+
+    wavelengths_nm: np.ndarray  # (k,) centres of the scene bands kept, nearest those asked
+    reflectance: np.ndarray  # (lines, samples, k) float32, NaN where a pixel has no value
+
+    def planes(self) -> list[np.ndarray]:
+        """One (lines, samples) array per kept band, in the order asked."""
+        return [self.reflectance[:, :, i] for i in range(self.reflectance.shape[2])]
 
 
 class SceneInference:
     """Everything computed once per scene before streaming: bands, irradiance, distance."""
 
     def __init__(self, scene: Scene, cloud_model: CloudModel, irradiance: Path | str | None = None,
-                 keep_all_bands: bool = False, verify_checksum: bool = True) -> None:
+                 keep_all_bands: bool = False, verify_checksum: bool = True,
+                 keep_reflectance_nm: Sequence[float] = ()) -> None:
         spec = cloud_model.spec
         irr_path = Path(irradiance) if irradiance is not None else spec.irradiance_path
         if verify_checksum:
@@ -216,6 +234,11 @@ class SceneInference:
         self.band_irradiance = band_irradiance(grid, irr, wl, scene.fwhm_nm[self.bands])
         self.band_term = cloud_model.model.band_term(wl)
         self.earth_sun_au = scene.earth_sun_distance()
+        # Positions among the model's bands of those nearest each wavelength to keep (the
+        # reflectance is computed for the model anyway: keeping a few columns costs a copy).
+        self.keep_reflectance = np.array(
+            [int(np.argmin(np.abs(wl - target))) for target in keep_reflectance_nm], np.intp)
+        self.kept_wavelengths_nm = wl[self.keep_reflectance]
 
     def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """(start, stop, radiance of the kept bands, solar zenith) for each block of lines."""
@@ -243,7 +266,11 @@ class SceneInference:
         probability = np.full(valid.shape, np.nan, np.float32)
         probability[valid] = self.cloud_model.predict(rho, self.band_term)
         not_finite = int(np.count_nonzero(~np.isfinite(radiance).all(axis=-1)))
-        return ProbabilityBlock(start, stop, probability, not_finite)
+        kept = None
+        if self.keep_reflectance.size:
+            kept = np.full((*valid.shape, self.keep_reflectance.size), np.nan, np.float32)
+            kept[valid] = rho[:, self.keep_reflectance]
+        return ProbabilityBlock(start, stop, probability, not_finite, kept)
 
     def run(self, lines_per_block: int,
             on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:
@@ -252,12 +279,26 @@ class SceneInference:
         `on_block` sees each block as it is done, on a background writer thread, so a callback
         that writes to disk overlaps the next block's compute.
         """
-        out = np.empty((self.scene.lines, self.scene.samples), np.float32)
+        return self.run_keeping(lines_per_block, on_block)[0]
+
+    def run_keeping(self, lines_per_block: int,
+                    on_block: Callable[[ProbabilityBlock], None] | None = None
+                    ) -> tuple[np.ndarray, KeptReflectance | None]:
+        """`run`, and the reflectance of the bands `keep_reflectance_nm` asked for (None when
+        none was asked: then nothing more is computed or held than by `run`)."""
+        lines, samples = self.scene.lines, self.scene.samples
+        out = np.empty((lines, samples), np.float32)
+        kept = (np.empty((lines, samples, self.keep_reflectance.size), np.float32)
+                if self.keep_reflectance.size else None)
         with BackgroundWriter(on_block or (lambda block: None)) as sink:
             for block in self.blocks(lines_per_block):
                 out[block.start:block.stop] = block.probability
+                if kept is not None and block.reflectance is not None:
+                    kept[block.start:block.stop] = block.reflectance
                 sink.submit(block)
-        return out
+        if kept is None:
+            return out, None
+        return out, KeptReflectance(self.kept_wavelengths_nm.copy(), kept)
 
 
 def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:

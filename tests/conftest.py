@@ -117,7 +117,16 @@ KNOWN_CHECKER_FALSE_POSITIVES = {
 ACCEPTED_ACDD = {
     # No CF standard name exists for a classifier's probability; a wrong one would mislead.
     ("cloud_probability", "standard_name"),
+    # Nor for a distance counted in pixels of the instrument grid.
+    ("cloud_buffer_distance", "standard_name"),
 }
+
+
+# Checks that crash on valid files instead of judging them. The CF 1.8 "same-named dimension
+# across groups" check (checker 6.1) reads a dimension named "time" from the first group of any
+# file with two or more groups and raises KeyError when there is none; every dimension of the
+# product is on the root (groups define none), so there is nothing for it to find either way.
+CHECKER_BUGS = ["check_invalid_same_named_dimension_across_groups"]
 
 
 def _run_checker(path: Path, monkeypatch) -> dict[str, list]:
@@ -134,7 +143,7 @@ def _run_checker(path: Path, monkeypatch) -> dict[str, list]:
     suite = CheckSuite()
     suite.load_all_available_checkers()
     ds = suite.load_dataset(str(path))
-    results = suite.run_all(ds, ["cf:1.9", "acdd:1.3"], skip_checks=[])
+    results = suite.run_all(ds, ["cf:1.9", "acdd:1.3"], skip_checks=CHECKER_BUGS)
     out: dict[str, list] = {}
     for name, (checks, errors) in results.items():
         assert not errors, f"{name} checker crashed: {errors}"

@@ -102,8 +102,10 @@ def test_product_files(tmp_path):
     assert files.ummg == tmp_path / f"{stem}.cmr.json"
     assert files.ortho_flag == tmp_path / f"{stem}_ortho.tif"
     assert files.ortho_probability == tmp_path / f"{stem}_ortho_prob.tif"
-    assert len(files.all()) == 10 and all(p.parent == tmp_path for p in files.all())
-    assert len({p.name for p in files.all()}) == 10
+    assert files.ortho_buffer == tmp_path / f"{stem}_ortho_buffer.tif"
+    assert files.ortho_shadow == tmp_path / f"{stem}_ortho_shadow.tif"
+    assert len(files.all()) == 12 and all(p.parent == tmp_path for p in files.all())
+    assert len({p.name for p in files.all()}) == 12
     assert product_files(stem).netcdf == Path(f"{stem}.nc")
 
 
@@ -124,12 +126,14 @@ def test_envi_round_trip_with_spectral(tmp_path, pair):
     write_envi_product(img, prob, flag, HEADER_EXTRA)
     opened = envi.open(str(img.with_suffix(".hdr")), str(img))
     data = np.asarray(opened.load())
-    assert data.shape == (LINES, SAMPLES, 2) and data.dtype == np.float32
+    assert data.shape == (LINES, SAMPLES, 4) and data.dtype == np.float32
     band1, band2 = _expected_bands(prob, flag)
     np.testing.assert_array_equal(data[:, :, 0], band1)
     np.testing.assert_array_equal(data[:, :, 1], band2)
+    assert (data[:, :, 2:] == -9999).all()  # buffer and shadow not given: no value anywhere
     meta = opened.metadata
-    assert meta["band names"] == ["Cloud Flag", "Cloud Probability"]
+    assert meta["band names"] == ["Cloud Flag", "Cloud Probability", "Cloud Buffer Distance",
+                                  "Cloud Shadow Flag"]
     assert float(meta["data ignore value"]) == -9999
     assert meta["interleave"] == "bil" and meta["byte order"] == "0"
     assert meta["description"].startswith("EMIT L2B cloud mask (SpecTf)")
@@ -151,7 +155,7 @@ def test_envi_round_trip_with_gdal(tmp_path, pair):
     write_envi_product(img, prob, flag, HEADER_EXTRA)
     ds = gdal.Open(str(img))
     assert ds.GetDriver().ShortName == "ENVI"
-    assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (2, LINES, SAMPLES)
+    assert (ds.RasterCount, ds.RasterYSize, ds.RasterXSize) == (4, LINES, SAMPLES)
     band1, band2 = _expected_bands(prob, flag)
     for index, (name, expected) in enumerate(
             [("Cloud Flag", band1), ("Cloud Probability", band2)], start=1):
@@ -268,7 +272,7 @@ def test_netcdf_layout(tmp_path, pair, location):
     with Dataset(path) as ds:
         assert ds.data_model == "NETCDF4"
         assert {k: len(v) for k, v in ds.dimensions.items()} == {
-            "downtrack": LINES, "crosstrack": SAMPLES}
+            "downtrack": LINES, "crosstrack": SAMPLES, "bands": 4}
         mask, proba = ds["cloud_mask"], ds["cloud_probability"]
         assert mask.dimensions == proba.dimensions == ("downtrack", "crosstrack")
         assert mask.dtype == np.uint8 and proba.dtype == np.float32

@@ -157,7 +157,7 @@ def test_netcdf_glt_layout(scene):
     with Dataset(scene.netcdf) as ds:
         ds.set_auto_mask(False)
         assert {k: len(v) for k, v in ds.dimensions.items()} == {
-            "downtrack": LINES, "crosstrack": SAMPLES,
+            "downtrack": LINES, "crosstrack": SAMPLES, "bands": 4,
             "ortho_y": scene.glt.shape[0], "ortho_x": scene.glt.shape[1]}
         loc = ds["location"]
         raw = _raw_glt(scene.glt_path)
@@ -197,7 +197,8 @@ def test_netcdf_without_glt_keeps_its_old_layout(scene, tmp_path):
     path = tmp_path / "plain.nc"
     write_netcdf_product(path, scene.probability, scene.flag, global_attrs={})
     with Dataset(path) as ds:
-        assert set(ds.dimensions) == {"downtrack", "crosstrack"} and not ds.groups
+        assert set(ds.dimensions) == {"downtrack", "crosstrack", "bands"}
+        assert set(ds.groups) == {"sensor_band_parameters"}
         assert "geotransform" not in ds.ncattrs() and "coordinates" not in ds["cloud_mask"].ncattrs()
 
 

@@ -6,7 +6,8 @@ the cube). Scenes larger than `max_side` are reduced by area averaging: each bro
 the mean of the swath pixels that fall in it. Each channel gets a robust percentile stretch
 (2-98 %, taken over clear pixels when there are enough of them, so that bright clouds do not
 darken the ground) and a gamma. Cloud is blended in magenta, in proportion to the cloudy share
-of the browse pixel; pixels with no value are transparent (alpha 0, colour black).
+of the browse pixel, and cloud shadow (when given) likewise in amber, a second colour that stands
+out on dark ground; pixels with no value are transparent (alpha 0, colour black).
 PNG is written by GDAL's PNG driver, so no imaging library is needed.
 """
 
@@ -26,6 +27,8 @@ MAX_SIDE = 1000  # pixels on the longer side of a browse image
 BROWSE_WAVELENGTHS_NM = (650.0, 560.0, 470.0)
 CLOUD_RGB = (255.0, 0.0, 255.0)  # magenta: stands out against white cloud and natural ground
 CLOUD_ALPHA = 0.5
+SHADOW_RGB = (255.0, 191.0, 0.0)  # amber: visible on the dark ground a shadow covers
+SHADOW_ALPHA = 0.5
 STRETCH_PERCENTILES = (2.0, 98.0)
 GAMMA = 1.8  # output = stretched ** (1 / GAMMA): lifts dark ground, as screens expect
 _RADIANCE_FILL_BELOW = -9990.0  # EMIT: radiance <= -9990 is fill
@@ -56,8 +59,9 @@ def browse_size(lines: int, samples: int, max_side: int) -> tuple[int, int]:
 
 
 def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: int,
-                bands: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid counts, cloudy counts)."""
+                bands: list[int], shadow: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid, cloudy, shadow counts)."""
     header = read_header(radiance_path)
     lines, samples = header.lines, header.samples
     if flag.shape != (lines, samples):
@@ -67,6 +71,7 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
     rgb = np.zeros((rows, cols, 3), np.float64)
     valid_n = np.zeros((rows, cols), np.int64)
     cloud_n = np.zeros((rows, cols), np.int64)
+    shadow_n = np.zeros((rows, cols), np.int64)
     step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
     with EnviReader(header) as reader:
         for start in range(0, lines, step):
@@ -83,7 +88,9 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
             np.add.at(rgb, (r_idx, c_idx), block[ok])
             np.add.at(valid_n, (r_idx, c_idx), 1)
             np.add.at(cloud_n, (r_idx, c_idx), (f[ok] == 1).astype(np.int64))
-    return rgb, valid_n, cloud_n
+            if shadow is not None:
+                np.add.at(shadow_n, (r_idx, c_idx), (shadow[start:stop][ok] == 1).astype(np.int64))
+    return rgb, valid_n, cloud_n, shadow_n
 
 
 def stretch(rgb: np.ndarray, valid: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -101,12 +108,17 @@ def stretch(rgb: np.ndarray, valid: np.ndarray, reference: np.ndarray | None = N
     return out
 
 
-def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(rows, cols, 4) uint8 RGBA: the stretched image with cloud blended in, alpha 0 where
-    no value. A fully cloudy pixel is `(1 - CLOUD_ALPHA) * colour + CLOUD_ALPHA * magenta`."""
+def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray,
+            shadow_share: np.ndarray | None = None) -> np.ndarray:
+    """(rows, cols, 4) uint8 RGBA: the stretched image with cloud (then shadow) blended in,
+    alpha 0 where no value. A fully cloudy pixel is `(1 - CLOUD_ALPHA) * colour + CLOUD_ALPHA
+    * magenta`; shadow and cloud never share a swath pixel, so at most one tints it."""
     colour = stretched * 255.0
     a = (CLOUD_ALPHA * np.clip(cloud_share, 0.0, 1.0))[..., None]
     colour = colour * (1.0 - a) + np.asarray(CLOUD_RGB) * a
+    if shadow_share is not None:
+        b = (SHADOW_ALPHA * np.clip(shadow_share, 0.0, 1.0))[..., None]
+        colour = colour * (1.0 - b) + np.asarray(SHADOW_RGB) * b
     rgba = np.zeros((*valid.shape, 4), np.uint8)
     rgba[..., :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
     rgba[..., 3] = np.where(valid, 255, 0).astype(np.uint8)
@@ -114,13 +126,14 @@ def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray) -
     return rgba
 
 
-def render_browse(radiance_path: Path | str, flag: np.ndarray, *,
-                  max_side: int = MAX_SIDE) -> np.ndarray:
+def render_browse(radiance_path: Path | str, flag: np.ndarray, *, max_side: int = MAX_SIDE,
+                  shadow: np.ndarray | None = None) -> np.ndarray:
     """The browse as a (rows, cols, 4) uint8 RGBA array (what `write_browse_png` writes)."""
     flag = np.asarray(flag)
     header = read_header(radiance_path)
     rows, cols = browse_size(header.lines, header.samples, max_side)
-    sums, valid_n, cloud_n = _accumulate(radiance_path, flag, rows, cols, browse_bands(header.header_path))
+    sums, valid_n, cloud_n, shadow_n = _accumulate(radiance_path, flag, rows, cols,
+                                                   browse_bands(header.header_path), shadow)
     valid = valid_n > 0
     mean = np.zeros_like(sums)
     mean[valid] = sums[valid] / valid_n[valid][:, None]
@@ -128,7 +141,11 @@ def render_browse(radiance_path: Path | str, flag: np.ndarray, *,
     share[valid] = cloud_n[valid] / valid_n[valid]
     clear = valid & (share < 0.5)
     reference = clear if clear.sum() >= max(1, _MIN_CLEAR_SHARE * valid.sum()) else valid
-    return compose(stretch(mean, valid, reference), share, valid)
+    shadow_share = None
+    if shadow is not None:
+        shadow_share = np.zeros(valid.shape)
+        shadow_share[valid] = shadow_n[valid] / valid_n[valid]
+    return compose(stretch(mean, valid, reference), share, valid, shadow_share)
 
 
 def write_png(path: Path | str, rgba: np.ndarray) -> None:
@@ -150,15 +167,16 @@ def write_png(path: Path | str, rgba: np.ndarray) -> None:
 
 
 def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
-                     max_side: int = MAX_SIDE) -> None:
+                     max_side: int = MAX_SIDE, shadow: np.ndarray | None = None) -> None:
     """Write the browse PNG of an acquisition: RGBA, longer side <= `max_side` pixels.
 
-    `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value).
+    `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value); `shadow`
+    the shadow flag (1 shadow), drawn in amber when given.
     A failure leaves no file behind (`OutputError`); a radiance without wavelengths is an
     `InputProductError`.
     """
     p = Path(path)
-    rgba = render_browse(radiance_path, flag, max_side=max_side)
+    rgba = render_browse(radiance_path, flag, max_side=max_side, shadow=shadow)
     try:
         write_png(p, rgba)
     except (RuntimeError, OSError) as exc:

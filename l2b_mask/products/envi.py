@@ -1,4 +1,5 @@
-"""The ENVI product: 2-band float32 BIL, band 1 the cloud flag, band 2 the cloud probability.
+"""The ENVI product: 4-band float32 BIL: 1 the cloud flag, 2 the cloud probability, 3 the cloud
+buffer distance (pixels; 0 cloud, -1 beyond reach), 4 the cloud shadow flag (1 shadow, 0 not).
 
 Float32 for both bands keeps the EMIT working-product convention (float bands, -9999 where a
 pixel has no value) so EMIT tools and GDAL read it like every other EMIT ENVI product.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,12 @@ from l2b_mask.inputs.envi import EnviReader, raster_header, read_header, write_h
 from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
 
 NODATA = FLOAT_NO_VALUE
-BAND_NAMES = ("Cloud Flag", "Cloud Probability")
-DESCRIPTION = "EMIT L2B cloud mask (SpecTf): cloud flag and cloud probability"
+BAND_NAMES = ("Cloud Flag", "Cloud Probability", "Cloud Buffer Distance", "Cloud Shadow Flag")
+DESCRIPTION = ("EMIT L2B cloud mask (SpecTf): cloud flag, cloud probability, cloud buffer "
+               "distance, cloud shadow flag")
+SHADOW_VALUES = (0, 1)  # not shadow, shadow; FLAG_NO_VALUE where none (or no shadow made)
+# The buffer distance's special values; every other value with a value is a distance > 0.
+BUFFER_CLOUD, BUFFER_BEYOND_REACH = 0.0, -1.0
 _DTYPE = np.dtype("<f4")
 # Keys the writer owns; taking them from `header_extra` would let a caller corrupt the layout.
 _OWNED_KEYS = frozenset({
@@ -59,6 +65,34 @@ def check_pair(probability: np.ndarray, flag: np.ndarray) -> tuple[np.ndarray, n
     out_flag[no_value] = FLAG_NO_VALUE
     prob[no_value] = np.nan
     return prob, out_flag
+
+
+def check_beyond(flag: np.ndarray, buffer_distance: np.ndarray | None,
+                 shadow: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated copies of the buffer distance (float32, -9999 no value) and the shadow flag
+    (uint8, 255 no value) for a checked `flag`: a layer not given has no value anywhere, and
+    a pixel without a flag value has none in either layer."""
+    no_value = flag == FLAG_NO_VALUE
+    if buffer_distance is None:
+        buffer = np.full(flag.shape, NODATA, np.float32)
+    else:
+        buffer = np.array(buffer_distance, np.float32)
+        if buffer.shape != flag.shape:
+            raise ValueError(f"buffer distance {buffer.shape} differs from the flag's {flag.shape}")
+        ok = (buffer == NODATA) | (buffer == BUFFER_BEYOND_REACH) | (buffer >= BUFFER_CLOUD)
+        if not (ok & np.isfinite(buffer)).all():
+            raise ValueError("buffer distance holds values other than >= 0, -1 and -9999")
+    if shadow is None:
+        out_shadow = np.full(flag.shape, FLAG_NO_VALUE, np.uint8)
+    else:
+        out_shadow = np.array(shadow, np.uint8)
+        if out_shadow.shape != flag.shape or not np.array_equal(out_shadow, shadow):
+            raise ValueError("shadow must be an integer array of the flag's shape")
+        if not np.isin(out_shadow, (*SHADOW_VALUES, FLAG_NO_VALUE)).all():
+            raise ValueError(f"shadow holds values other than 0, 1 and {FLAG_NO_VALUE}")
+    buffer[no_value] = NODATA
+    out_shadow[no_value] = FLAG_NO_VALUE
+    return buffer, out_shadow
 
 
 def _header_path(data_path: Path) -> Path:
@@ -106,12 +140,15 @@ class EnviProductWriter:
         else:
             self.abort()
 
-    def write_block(self, start: int, probability_block: np.ndarray,
-                    flag_block: np.ndarray) -> None:
-        """Lines [start, start + n) from (n, samples) probability (NaN) and flag (255)."""
+    def write_block(self, start: int, probability_block: np.ndarray, flag_block: np.ndarray,
+                    buffer_block: np.ndarray | None = None,
+                    shadow_block: np.ndarray | None = None) -> None:
+        """Lines [start, start + n) from (n, samples) probability (NaN), flag (255), buffer
+        distance (-9999) and shadow (255); a layer not given is -9999 throughout."""
         if self._fd is None:
             raise ValueError("the writer is closed")
         prob, flag = check_pair(probability_block, flag_block)
+        buffer, shadow = check_beyond(flag, buffer_block, shadow_block)
         n, samples = prob.shape
         if samples != self.samples:
             raise ValueError(f"block has {samples} samples, the product {self.samples}")
@@ -120,6 +157,8 @@ class EnviProductWriter:
         bil = np.empty((n, len(BAND_NAMES), samples), _DTYPE)
         bil[:, 0, :] = flag
         bil[:, 1, :] = prob
+        bil[:, 2, :] = buffer
+        bil[:, 3, :] = np.where(shadow == FLAG_NO_VALUE, NODATA, shadow)
         bil[np.broadcast_to((flag == FLAG_NO_VALUE)[:, None, :], bil.shape)] = NODATA
         data = bil.tobytes()
         position = start * self._line_bytes
@@ -165,18 +204,37 @@ class EnviProductWriter:
 
 
 def write_envi_product(data_path: Path | str, probability: np.ndarray, flag: np.ndarray,
-                       header_extra: Mapping[str, Any] | None = None) -> None:
-    """Write a whole (lines, samples) probability and flag as the ENVI product."""
+                       header_extra: Mapping[str, Any] | None = None, *,
+                       buffer_distance: np.ndarray | None = None,
+                       shadow: np.ndarray | None = None) -> None:
+    """Write a whole (lines, samples) probability, flag, buffer distance and shadow as the ENVI
+    product (a layer not given: -9999 throughout)."""
     probability = np.asarray(probability)
     if probability.ndim != 2:
         raise ValueError(f"probability must be (lines, samples), not {probability.shape}")
     lines, samples = probability.shape
     with EnviProductWriter(data_path, lines, samples, header_extra) as writer:
-        writer.write_block(0, probability, flag)
+        writer.write_block(0, probability, flag, buffer_distance, shadow)
 
 
 def read_envi_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """(flag uint8 with 255, probability float32 with NaN) where no value: the writer's inverse."""
+    """(flag uint8 with 255, probability float32 with NaN) where no value."""
+    layers = read_envi_layers(path)
+    return layers.flag, layers.probability
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Every layer of a product as read back, in the writers' in-memory conventions."""
+
+    flag: np.ndarray  # uint8, 255 no value
+    probability: np.ndarray  # float32, NaN no value
+    buffer_distance: np.ndarray  # float32, -9999 no value
+    shadow: np.ndarray  # uint8, 255 no value
+
+
+def read_envi_layers(path: Path | str) -> Layers:
+    """The four bands of the ENVI product: the writer's inverse."""
     try:
         header = read_header(path)
     except InputProductError as exc:
@@ -190,6 +248,11 @@ def read_envi_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     no_value = (flag_band == NODATA) | (prob == NODATA)
     if not np.isin(flag_band[~no_value], (0.0, 1.0)).all():
         raise OutputError(header.data_path, "Cloud Flag band holds values other than 0, 1 and -9999")
+    shadow_band = cube[:, :, 3]
+    if not np.isin(shadow_band, (0.0, 1.0, NODATA)).all():
+        raise OutputError(header.data_path,
+                          "Cloud Shadow Flag band holds values other than 0, 1 and -9999")
     flag = np.where(no_value, FLAG_NO_VALUE, flag_band).astype(np.uint8)
     prob[no_value] = np.nan
-    return flag, prob
+    shadow = np.where(shadow_band == NODATA, FLAG_NO_VALUE, shadow_band).astype(np.uint8)
+    return Layers(flag, prob, np.ascontiguousarray(cube[:, :, 2]), shadow)

@@ -1,7 +1,10 @@
 """The netCDF-4 delivery product, laid out the way EMIT's netCDF products are.
 
-Root: dimensions `downtrack` (lines) x `crosstrack` (samples), `cloud_mask` (uint8 flag) and
-`cloud_probability` (float32). Optional group `location` with `lon`, `lat`, `elev` on the
+Root: dimensions `downtrack` (lines) x `crosstrack` (samples), `cloud_mask` (uint8 flag),
+`cloud_probability` (float32), `cloud_buffer_distance` (float32, pixels) and `cloud_shadow`
+(uint8 flag). Group `sensor_band_parameters` with `mask_bands`, the names of the four layers
+(the ENVI product's band names): NASA's EMIT tools open every EMIT netCDF with that group.
+Optional group `location` with `lon`, `lat`, `elev` on the
 root dimensions, under EMIT's names so GDAL's EMIT support and EMIT users' code find them.
 Optional GLT: root dimensions `ortho_y` x `ortho_x` and `location/glt_x`, `location/glt_y`
 (int32, 1-based, `_FillValue` 0), with the grid's `geotransform` and `spatial_ref` (WKT) as
@@ -26,12 +29,31 @@ from l2b_mask.errors import OutputError
 from l2b_mask.inputs.glt import GLT_FILL, Bounds, Glt
 from l2b_mask.inputs.location import LOC_FILL, LOCATION_BANDS, LocationArrays, location_bounds
 from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
-from l2b_mask.products.envi import check_pair
+from l2b_mask.products.envi import BAND_NAMES, Layers, check_beyond, check_pair
 
 DIMS = ("downtrack", "crosstrack")
 ORTHO_DIMS = ("ortho_y", "ortho_x")
 MASK_VARIABLE = "cloud_mask"
 PROBABILITY_VARIABLE = "cloud_probability"
+BUFFER_VARIABLE = "cloud_buffer_distance"
+SHADOW_VARIABLE = "cloud_shadow"
+LAYER_VARIABLES = (MASK_VARIABLE, PROBABILITY_VARIABLE, BUFFER_VARIABLE, SHADOW_VARIABLE)
+BAND_GROUP = "sensor_band_parameters"
+BAND_VARIABLE = "mask_bands"
+BAND_DIM = "bands"
+BUFFER_COMMENT = (
+    "Euclidean distance, in pixels of the instrument grid, from the pixel to the nearest "
+    "cloud-flag pixel (pixels without a value count as not cloud): 0 on cloud; -1 where that "
+    "distance is at least the reach tan(solar zenith) x H / pixel size, beyond which a cloud "
+    "top at height H cannot shade the pixel whatever the sun azimuth (solar zenith of the "
+    "pixel; H and the pixel size in the global attributes cloud_buffer_cloud_height_m and "
+    "cloud_buffer_pixel_size_m); -9999 where the pixel has no value.")
+SHADOW_COMMENT = (
+    "Geometric cloud shadow: clear pixels under the shadow of a cloud-flag pixel whose top is "
+    "swept over the heights of the global attribute cloud_shadow_cloud_heights_m, with the "
+    "darkness test when cloud_shadow_darkness_test is 1 (ATBD 8.2).")
+SHADOW_NOT_MADE = ("Not computed for this acquisition (fill throughout): the global attribute "
+                   "cloud_shadow_not_made says why.")
 LOCATION_GROUP = "location"
 GLT_VARIABLES = ("glt_x", "glt_y")
 COORDINATES = f"/{LOCATION_GROUP}/lon /{LOCATION_GROUP}/lat"
@@ -190,6 +212,27 @@ def _probability_attrs() -> dict[str, Any]:
     }
 
 
+def _buffer_attrs() -> dict[str, Any]:
+    return {
+        # UDUNITS has no pixel: the distance is a count of pixel widths, dimensionless ("1"),
+        # and says so in its long name and comment.
+        "long_name": "Cloud buffer distance in pixels of the instrument grid",
+        "units": "1",
+        "coverage_content_type": "auxiliaryInformation",
+        "comment": BUFFER_COMMENT,
+    }
+
+
+def _shadow_attrs(made: bool) -> dict[str, Any]:
+    return {
+        "long_name": "Cloud shadow flag",
+        "flag_values": np.array([0, 1], np.uint8),
+        "flag_meanings": "not_shadow shadow",
+        "coverage_content_type": "thematicClassification",
+        "comment": SHADOW_COMMENT if made else SHADOW_NOT_MADE,
+    }
+
+
 @dataclass(frozen=True)
 class _Storage:
     """How every 2-D variable is stored: compressed, in chunks of whole lines."""
@@ -208,6 +251,16 @@ def _add_variable(group: Any, name: str, dtype: str, fill: Any, data: np.ndarray
     var.setncatts(dict(attrs))
     var.set_auto_maskandscale(False)  # values are written exactly as prepared
     var[:] = data
+
+
+def _add_band_names(ds: Any) -> None:
+    """`sensor_band_parameters/mask_bands`: the layers' names, as the ENVI product's bands."""
+    ds.createDimension(BAND_DIM, len(BAND_NAMES))  # on the root, as EMIT's products have it
+    group = ds.createGroup(BAND_GROUP)
+    var = group.createVariable(BAND_VARIABLE, str, (BAND_DIM,))
+    var.setncatts({"long_name": "Names of the product's layers (the ENVI product's band names)",
+                   "coverage_content_type": "referenceInformation"})
+    var[:] = np.array(BAND_NAMES, dtype=object)
 
 
 def _location_group(ds: Any) -> Any:
@@ -258,18 +311,22 @@ def write_netcdf_product(
     base_attrs: Mapping[str, Any] | None = None,
     complevel: int = 4,
     glt: Glt | None = None,
+    buffer_distance: np.ndarray | None = None,
+    shadow: np.ndarray | None = None,
 ) -> None:
     """Write the netCDF-4 product.
 
     Global attributes: `base_attrs` (the caller's conventions: EMIT's for the PGE), then the
     georeferencing ones of `geospatial_attributes(glt=, location=)`, then `global_attrs`
     merged over them; a None value drops the key. `variable_attrs` adds attributes per
-    variable, keyed `cloud_mask`, `cloud_probability` or `location/<lon|lat|elev|glt_x|glt_y>`.
+    variable, keyed by a layer's name or `location/<lon|lat|elev|glt_x|glt_y>`. A layer of
+    `buffer_distance` (-9999 no value) or `shadow` (255) not given is fill throughout.
     `glt` adds the lookup table (checked against the swath: it must point inside it).
     A failed write leaves no file behind. zlib level 4 by default: on a full scene of model
     probabilities level 9 (EMIT's choice) took 20x longer (5 s) for a file under 2% smaller.
     """
     prob, mask = check_pair(probability, flag)
+    buffer, shadow_out = check_beyond(mask, buffer_distance, shadow)
     lines, samples = prob.shape
     if location is not None and location.shape != prob.shape:
         raise ValueError(f"location is {location.shape}, the mask {prob.shape}")
@@ -281,7 +338,7 @@ def write_netcdf_product(
     merged.update(geospatial_attributes(glt=glt, location=location))
     merged.update(global_attrs)
     attrs = _checked_attrs(merged, "global attributes")
-    known = {MASK_VARIABLE, PROBABILITY_VARIABLE}
+    known = set(LAYER_VARIABLES)
     known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in LOCATION_BANDS}
     known |= {f"{LOCATION_GROUP}/{name}" for name in GLT_VARIABLES}
     per_var: dict[str, dict[str, Any]] = {}
@@ -293,7 +350,7 @@ def write_netcdf_product(
     if location is not None:
         # CF 1.8 group reference by absolute path: GDAL (3.5 on) then reports the lon/lat
         # arrays as the variables' GEOLOCATION and warps them without any other help.
-        for name in (MASK_VARIABLE, PROBABILITY_VARIABLE):
+        for name in LAYER_VARIABLES:
             per_var[name] = {"coordinates": COORDINATES, **per_var.get(name, {})}
 
     probability_out = np.where(np.isnan(prob), np.float32(FLOAT_FILL), prob).astype(np.float32)
@@ -313,6 +370,12 @@ def write_netcdf_product(
                           probability_out,
                           {**_probability_attrs(), **per_var.get(PROBABILITY_VARIABLE, {})},
                           storage)
+            _add_variable(ds, BUFFER_VARIABLE, "f4", np.float32(FLOAT_FILL), buffer,
+                          {**_buffer_attrs(), **per_var.get(BUFFER_VARIABLE, {})}, storage)
+            _add_variable(ds, SHADOW_VARIABLE, "u1", np.uint8(FLAG_NO_VALUE), shadow_out,
+                          {**_shadow_attrs(shadow is not None), **per_var.get(SHADOW_VARIABLE, {})},
+                          storage)
+            _add_band_names(ds)
             if location is not None:
                 _add_location(ds, location, per_var, storage)
             if glt is not None:
@@ -324,6 +387,12 @@ def write_netcdf_product(
 
 def read_netcdf_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     """(flag uint8 with 255, probability float32 with NaN) where no value, for validation."""
+    layers = read_netcdf_layers(path)
+    return layers.flag, layers.probability
+
+
+def read_netcdf_layers(path: Path | str) -> Layers:
+    """The four layers as stored (fills as written; the probability's fill as NaN)."""
     from netCDF4 import Dataset
 
     try:
@@ -332,7 +401,9 @@ def read_netcdf_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
             flag = np.asarray(ds[MASK_VARIABLE][:], np.uint8)
             prob = np.asarray(ds[PROBABILITY_VARIABLE][:], np.float32)
             fill = ds[PROBABILITY_VARIABLE].getncattr("_FillValue")
+            buffer = np.asarray(ds[BUFFER_VARIABLE][:], np.float32)
+            shadow = np.asarray(ds[SHADOW_VARIABLE][:], np.uint8)
     except (OSError, RuntimeError, IndexError, KeyError) as exc:
         raise OutputError(path, f"netCDF product does not read back ({exc})") from None
     prob[prob == fill] = np.nan
-    return flag, prob
+    return Layers(flag, prob, buffer, shadow)
