@@ -32,10 +32,13 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from l2b_mask.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
+from l2b_mask.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
 from l2b_mask.spec import ModelSpec, default_spec_path
 from pge.errors import RunConfigError, one_line
 from pge.sds.files import enabled_keys
@@ -73,6 +76,7 @@ Number = BeforeValidator(_not_bool)
 FilePath = Annotated[Path, BeforeValidator(_path_string)]
 # Constraints come before the validator so they reach the JSON schema as JSON Schema keywords.
 Threshold = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False), Number]
+CloudHeight = Annotated[float, Field(ge=0.0, le=MAX_CLOUD_HEIGHT_M, allow_inf_nan=False), Number]
 # torch crashes (SIGSEGV) when asked for ~100000 threads: bound it where configs are checked.
 ThreadCount = Annotated[int, Field(ge=1, le=1024), Number]
 
@@ -91,7 +95,9 @@ class InputFiles(_Model):
                     "as the radiance." + _RELATIVE)
     location: FilePath | None = Field(
         None, description="EMIT L1B location (ENVI); optional, copied into the product's "
-                          "geolocation when given." + _RELATIVE)
+                          "geolocation when given, its ground spacing gives the cloud buffer's "
+                          "pixel size (else the nominal 60 m) and the cloud shadow needs it "
+                          "(not made without)." + _RELATIVE)
     glt: FilePath | None = Field(
         None, description="EMIT L1B geometry lookup table (ENVI); optional, used for the "
                           "orthorectified outputs when given." + _RELATIVE)
@@ -143,9 +149,10 @@ class Output(_Model):
         True, description="Write the granule metadata for the DAAC (<product>.cmr.json, NASA "
                           "UMM-G: cloud cover, extent, files with SHA-512).")
     write_ortho: StrictBool = Field(
-        False, description="Also write the mask and probability resampled to the GLT grid as "
-                           "cloud-optimised GeoTIFFs (<product>_ortho.tif, _ortho_prob.tif, "
-                           "EPSG:4326); needs input_files.glt.")
+        False, description="Also write the mask, probability, buffer distance and (with a "
+                           "location file) shadow resampled to the GLT grid as cloud-optimised "
+                           "GeoTIFFs (<product>_ortho.tif, _ortho_prob.tif, _ortho_buffer.tif, "
+                           "_ortho_shadow.tif; EPSG:4326); needs input_files.glt.")
 
     @model_validator(mode="after")
     def _a_data_file(self) -> Output:
@@ -171,6 +178,29 @@ class Algorithm(_Model):
     comparison: Literal[">", ">="] = Field(
         ">", description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
                          "ATBD rule); '>=' where P(cloud) >= threshold.")
+    buffer_cloud_height_m: Annotated[float, Field(gt=0.0, le=MAX_CLOUD_HEIGHT_M,
+                                                  allow_inf_nan=False), Number] = Field(
+        DEFAULT_CLOUD_HEIGHT_M,
+        description="Cloud-top height H (metres) of the cloud buffer distance's reach "
+                    "tan(solar zenith) x H / pixel size: pixels at least that far from every "
+                    "cloud pixel get -1 (ATBD 8.1). Greater than 0, at most 20000.")
+    shadow_cloud_heights_m: Annotated[list[CloudHeight], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: list(DEFAULT_CLOUD_HEIGHTS_M),
+        description="[min, max] cloud-top heights (metres) over which each cloud pixel's shadow "
+                    "is swept (ATBD 8.2); 0 <= min <= max <= 20000 (min = max sweeps one "
+                    "height).")
+    shadow_darkness_test: StrictBool = Field(
+        True, description="Keep only the swept shadow pixels that are also darker than the clear "
+                          "ground of their kind around them (ATBD 8.2); false gives the pure "
+                          "geometric shadow. JSON true/false only.")
+
+    @field_validator("shadow_cloud_heights_m")
+    @classmethod
+    def _height_range(cls, value: list[float]) -> list[float]:
+        try:
+            return list(validate_height_range(value))
+        except ValueError as exc:
+            raise PydanticCustomError("height_range", str(exc)) from None
 
     def threshold_for(self, spec: ModelSpec) -> float:
         """The threshold in force: the configured one, else the model's tuned default."""
@@ -223,7 +253,8 @@ class RunConfig(_Model):
     ancillary_files: AncillaryFiles = Field(description="Model files delivered with the PGE.")
     output: Output = Field(description="Where and what to write.")
     algorithm: Algorithm = Field(
-        default_factory=Algorithm, description="Decision rule; defaults follow the model.")
+        default_factory=Algorithm, description="Decision rule (defaults follow the model) and "
+                                               "the cloud buffer and shadow settings.")
     processing: Processing = Field(
         default_factory=Processing, description="Compute settings; they do not change results "
                                                 "beyond the chosen precision.")

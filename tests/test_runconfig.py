@@ -296,7 +296,8 @@ def test_ortho_without_a_glt_is_refused():
 def test_product_keys_follow_the_switches():
     out = RunConfig.from_dict(example(), "/b").output
     assert out.product_keys() == ["envi_data", "envi_header", "netcdf", "browse", "ortho_flag",
-                                  "ortho_probability", "metadata", "ummg"]
+                                  "ortho_probability", "ortho_buffer", "ortho_shadow",
+                                  "metadata", "ummg"]
     data = example()
     data["output"].update(write_netcdf=False, write_browse=False, write_ummg=False,
                           write_ortho=False)
