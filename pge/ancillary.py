@@ -3,6 +3,7 @@ device for the scene: everything the run step needs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,9 +33,10 @@ class Model:
                 "model_bands": int(self.inference.bands.size)}
 
 
-def load_model(cfg: RunConfig, scene: Scene) -> Model:
+def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float] = ()) -> Model:
     """Model specification, weights and irradiance checksums, the model on its device, the
-    scene's constants (bands, irradiance, Earth-Sun distance)."""
+    scene's constants (bands, irradiance, Earth-Sun distance); the inference keeps the
+    reflectance of the bands nearest `keep_reflectance_nm` for the science after the model."""
     anc = cfg.ancillary_files
     spec = ModelSpec.load(anc.spec_path())
     verify_sha256(anc.model_weights, spec.weights_sha256, "model weights")
@@ -45,5 +47,6 @@ def load_model(cfg: RunConfig, scene: Scene) -> Model:
     settings = InferenceSettings(device=p.device, precision=p.precision, batch_size=p.batch_size,
                                  lines_per_block=p.lines_per_block)
     cloud = CloudModel.load(spec, settings, anc.model_weights, verify_checksum=False)
-    inference = SceneInference(scene, cloud, anc.irradiance, verify_checksum=False)
+    inference = SceneInference(scene, cloud, anc.irradiance, verify_checksum=False,
+                               keep_reflectance_nm=keep_reflectance_nm)
     return Model(spec, inference, cfg.algorithm.threshold_for(spec))

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.inference import cloud_flag
+from l2b_mask.beyond_cloud import BUFFERED_DEFINITION, BeyondCloud
+from l2b_mask.inference import KeptReflectance, cloud_flag
 from l2b_mask.inputs.scene import parse_emit_time
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
 from pge.ancillary import Model
@@ -29,11 +30,13 @@ class Masks:
     probability: np.ndarray
     flag: np.ndarray
     fraction: CloudFraction
+    reflectance: KeptReflectance | None = None  # bands kept while streaming, for the shadow
 
     @classmethod
-    def of(cls, probability: np.ndarray, threshold: float, comparison: str) -> Masks:
+    def of(cls, probability: np.ndarray, threshold: float, comparison: str,
+           reflectance: KeptReflectance | None = None) -> Masks:
         flag = cloud_flag(probability, threshold, comparison)
-        return cls(probability, flag, cloud_fraction(flag))
+        return cls(probability, flag, cloud_fraction(flag), reflectance)
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,14 @@ def _stamp(value: datetime) -> str:
 
 
 def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, model: Model,
-                  masks: Masks, created: datetime | None = None) -> ProductFacts:
-    """The facts of this run's product; `created` defaults to now, to the second."""
+                  masks: Masks, created: datetime | None = None,
+                  beyond: BeyondCloud | None = None) -> ProductFacts:
+    """The facts of this run's product; `created` defaults to now, to the second. `beyond`:
+    the cloud buffer and shadow, whose settings and statistics every record states."""
     created = (created or datetime.now(UTC)).replace(microsecond=0)
     emit = _emit_header(cfg, run_command, inputs, model, masks, created)
+    header_extra, attrs_extra, meta_extra = _beyond_facts(beyond) if beyond else ({}, {}, {})
+    emit.update(header_extra)
     base = emit_global_attributes(product_version=cfg.output.product_version,
                                   radiance_path=cfg.input_files.radiance, date_created=created,
                                   day_night_flag=day_night_flag(inputs.mean_solar_zenith))
@@ -82,9 +89,53 @@ def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, m
         "cloud_model_version": emit["cloud model version"],
         "cloud_fraction_percent_of_valid": masks.fraction.percent_of_valid,
         "cloud_fraction_percent_of_all": masks.fraction.percent_of_all,
+        **attrs_extra,
     }
     return ProductFacts(stem, created, run_command, emit, base, attrs,
-                        _metadata(cfg, stem, inputs, model, masks, created))
+                        {**_metadata(cfg, stem, inputs, model, masks, created), **meta_extra})
+
+
+def _beyond_facts(beyond: BeyondCloud) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(ENVI header keys, netCDF attributes, metadata sections) of the buffer and shadow."""
+    st, sp, counts = beyond.settings, beyond.spacing, beyond.fractions()
+    heights = list(st.shadow_cloud_heights_m)
+    made = beyond.shadow is not None
+    header = {
+        "cloud buffer pixel size m": round(sp.mean_m, 3),
+        "cloud buffer cloud height m": st.buffer_cloud_height_m,
+        "cloud shadow cloud heights m": heights,
+        "cloud shadow darkness test": st.shadow_darkness_test,
+        "cloud shadow made": made,
+    }
+    if not made:
+        header["cloud shadow not made"] = beyond.shadow_missing
+    attrs = {
+        "cloud_buffer_pixel_size_m": sp.mean_m,
+        "cloud_buffer_pixel_size_method": sp.method,
+        "cloud_buffer_cloud_height_m": st.buffer_cloud_height_m,
+        "cloud_buffered_percent_of_valid": counts["buffered_percent_of_valid"],
+        "cloud_shadow_cloud_heights_m": np.asarray(heights, np.float64),
+        "cloud_shadow_darkness_test": st.shadow_darkness_test,
+        "cloud_shadow_percent_of_valid": counts["shadow_percent_of_valid"],
+        "cloud_shadow_not_made": beyond.shadow_missing,
+    }
+    meta = {
+        "cloud_buffer": {
+            "pixel_size_m": sp.mean_m, "along_track_spacing_m": sp.along_track_m,
+            "cross_track_spacing_m": sp.cross_track_m, "pixel_size_method": sp.method,
+            "cloud_height_m": st.buffer_cloud_height_m,
+            "buffered_percent_of_valid_pixels": counts["buffered_percent_of_valid"],
+            "buffered_pixels": counts["buffered_pixels"], "buffered_means": BUFFERED_DEFINITION,
+        },
+        "cloud_shadow": {
+            "made": made, "not_made_because": beyond.shadow_missing,
+            "cloud_heights_m": heights, "darkness_test": st.shadow_darkness_test,
+            "darkness_test_wavelengths_nm": list(beyond.darkness_wavelengths_nm),
+            "shadow_percent_of_valid_pixels": counts["shadow_percent_of_valid"],
+            "shadow_pixels": counts["shadow_pixels"],
+        },
+    }
+    return header, attrs, meta
 
 
 def _emit_header(cfg: RunConfig, run_command: str, inputs: Inputs, model: Model, masks: Masks,

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from l2b_mask.errors import InputProductError
+from l2b_mask.geometry import GroundSpacing, check_location_geometry
 from l2b_mask.inputs.envi import read_header
 from l2b_mask.inputs.glt import Glt, read_glt
 from l2b_mask.inputs.location import LocationArrays, read_location
@@ -28,6 +29,7 @@ class Inputs:
     glt: Glt | None
     mean_solar_zenith: float | None
     mean_solar_azimuth: float | None
+    location_spacing: GroundSpacing | None = None  # of the location, once its geometry is checked
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -43,16 +45,19 @@ class Inputs:
 
 def open_inputs(files: InputFiles) -> Inputs:
     """Every input opened and checked: the scene (every header and size check), the time range,
-    the location and GLT against the scene's size, the mean solar angles."""
+    the location and GLT against the scene's size, the location's geometry (it must be that of an
+    EMIT swath: the cloud buffer and shadow are computed from it), the mean solar angles."""
     scene = Scene.open(files.radiance, files.observation)
     identity = parse_identity(files.radiance)
     _check_time_range(scene, identity)
     glt = read_glt(files.glt, (scene.lines, scene.samples)) if files.glt is not None else None
-    location = None
+    location, spacing = None, None
     if files.location is not None:
         location = read_location(files.location, (scene.lines, scene.samples))
+        spacing = check_location_geometry(files.location, location.lon, location.lat,
+                                          location.elev, (scene.lines, scene.samples))
     zenith, azimuth = mean_solar_angles(files.observation)
-    return Inputs(scene, identity, location, glt, zenith, azimuth)
+    return Inputs(scene, identity, location, glt, zenith, azimuth, spacing)
 
 
 def _check_time_range(scene: Scene, identity: EmitIdentity | None) -> None:

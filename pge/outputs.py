@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from l2b_mask.beyond_cloud import BeyondCloud
 from l2b_mask.inputs.location import location_bounds
 from l2b_mask.products.table import DATA_PRODUCTS, ProductContent
 from pge import provenance
@@ -29,20 +30,33 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def plan_outputs(cfg: RunConfig, facts: ProductFacts) -> Plan:
-    """The configured product files, less a granule record without an acquisition time."""
+SHADOW_LAYER = "cloud_shadow"  # the skipped-outputs key of the shadow layer itself
+
+
+def plan_outputs(cfg: RunConfig, facts: ProductFacts, beyond: BeyondCloud | None = None) -> Plan:
+    """The configured product files, less a granule record without an acquisition time, and
+    less the files of the shadow when it was not made (the layer itself is then skipped too:
+    the data files hold it as no value throughout)."""
     skipped: dict[str, str] = {}
     if cfg.output.write_ummg and facts.start_time is None:
         skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
                            "start time': a granule record needs the acquisition time")
+    if beyond is not None and beyond.shadow_missing is not None:
+        skipped[SHADOW_LAYER] = beyond.shadow_missing
+        for row in DATA_PRODUCTS:
+            if row.needs_shadow and cfg.output.model_dump().get(row.switch):
+                skipped.update({key: beyond.shadow_missing for key, _ in row.files})
     return Plan([k for k in cfg.output.product_keys() if k not in skipped], skipped)
 
 
-def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks) -> ProductContent:
+def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks,
+            beyond: BeyondCloud | None = None) -> ProductContent:
     return ProductContent(
         probability=masks.probability, flag=masks.flag, envi_header=facts.emit_header,
         netcdf_base_attrs=facts.netcdf_base, netcdf_attrs=facts.netcdf_attrs,
-        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt)
+        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt,
+        buffer_distance=beyond.buffer_distance if beyond else None,
+        shadow=beyond.shadow if beyond else None)
 
 
 def _rows(plan: Plan) -> list:

@@ -1,7 +1,7 @@
 """One PGE run as named steps, each taking what it needs and returning a frozen result.
 
 load_config -> prepare_output -> validate_inputs -> validate_ancillary -> run ->
-write_products -> validate_products -> write_metadata -> write_granule_metadata ->
+beyond_cloud -> write_products -> validate_products -> write_metadata -> write_granule_metadata ->
 write_provenance -> publish. Each step is timed and logged; a failure names the step it
 happened in; a full disk anywhere is an output failure with its cause. Nothing here computes
 science: it calls `l2b_mask` for that.
@@ -20,6 +20,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from l2b_mask.beyond_cloud import (
+    BeyondCloud,
+    beyond_cloud,
+    read_sun_view_angles,
+    reflectance_bands_needed,
+)
 from l2b_mask.inference import ProbabilityBlock, no_value_error
 from pge import logging as pge_logging
 from pge.ancillary import Model, load_model
@@ -119,7 +125,8 @@ def validate_inputs(cfg: RunConfig) -> Inputs:
 
 
 def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
-    model = load_model(cfg, inputs.scene)
+    keep = reflectance_bands_needed(cfg.algorithm.beyond_cloud(), inputs.location is not None)
+    model = load_model(cfg, inputs.scene, keep)
     p = model.processing
     pge_logging.get_logger().info(
         "ancillary_valid", model_version=p["model_version"], device=p["device"],
@@ -149,13 +156,33 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
                  pixels_per_s=round(rate, 1), eta_s=round(remaining / rate, 1) if rate else None,
                  pixels_with_value=done["valid"])
 
-    probability = model.inference.run(cfg.processing.lines_per_block, on_block=progress)
+    probability, kept = model.inference.run_keeping(cfg.processing.lines_per_block,
+                                                    on_block=progress)
     if done["not_finite"]:
         log.warning("radiance_not_finite", pixels=done["not_finite"],
                     detail="pixels with NaN or Inf radiance in a model band have no value")
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
-    return Masks.of(probability, model.threshold, cfg.algorithm.comparison)
+    return Masks.of(probability, model.threshold, cfg.algorithm.comparison, kept)
+
+
+def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondCloud:
+    """The cloud buffer distance and cloud shadow of the flag (the library computes them)."""
+    log = pge_logging.get_logger()
+    kept = masks.reflectance
+    result = beyond_cloud(masks.flag, read_sun_view_angles(inputs.scene), inputs.location,
+                          cfg.algorithm.beyond_cloud(),
+                          kept.planes() if kept is not None else None,
+                          kept.wavelengths_nm.tolist() if kept is not None else ())
+    sp, counts = result.spacing, result.fractions()
+    if inputs.location is None:
+        log.warning("nominal_pixel_size", pixel_size_m=sp.mean_m, detail=sp.method)
+    log.info("beyond_cloud", pixel_size_m=round(sp.mean_m, 3), pixel_size_method=sp.method,
+             buffered_percent_of_valid=round(counts["buffered_percent_of_valid"], 4),
+             shadow_made=result.shadow is not None,
+             shadow_percent_of_valid=(None if counts["shadow_percent_of_valid"] is None
+                                      else round(counts["shadow_percent_of_valid"], 4)))
+    return result
 
 
 def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
@@ -172,13 +199,14 @@ def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
 
 
 def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts,
-                inputs: Inputs, model: Model, masks: Masks, record: RunRecord) -> list[Path]:
+                inputs: Inputs, model: Model, masks: Masks, record: RunRecord,
+                beyond: BeyondCloud | None = None) -> list[Path]:
     log = pge_logging.get_logger()
-    plan = plan_outputs(cfg, facts)
+    plan = plan_outputs(cfg, facts, beyond)
     for key, reason in plan.skipped.items():
         log.warning("granule_metadata_skipped" if key == "ummg" else "output_skipped",
-                    reason=reason)
-    product = content(cfg, facts, inputs, masks)
+                    output=key, reason=reason)
+    product = content(cfg, facts, inputs, masks, beyond)
     f = masks.fraction
     steps.run("write_products", write_products, plan, product, ws.staged, writes=True)
     log.info("products_written", cloud_fraction_percent=round(f.percent_of_valid, 4),
@@ -214,9 +242,10 @@ def execute(runconfig_path: Path, run_command: str, guard: Guard | None = None, 
         if validate_only:
             return None
         masks = steps.run("run", infer, cfg, inputs, model)
-        facts = product_facts(cfg, ws.stem, run_command, inputs, model, masks)
+        beyond = steps.run("beyond_cloud", make_beyond_cloud, cfg, inputs, masks)
+        facts = product_facts(cfg, ws.stem, run_command, inputs, model, masks, beyond=beyond)
         record = RunRecord(runconfig_path, raw, steps.started, steps.timings_s)
-        published = postprocess(steps, cfg, ws, facts, inputs, model, masks, record)
+        published = postprocess(steps, cfg, ws, facts, inputs, model, masks, record, beyond)
         by_path = {path: key for key, path in ws.final.paths.items()}
         return RunResult(ws.stem, {by_path[p]: p for p in published},
                          round(masks.fraction.percent_of_valid, 4))

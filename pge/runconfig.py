@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from l2b_mask.beyond_cloud import BeyondCloudSettings
 from l2b_mask.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
 from l2b_mask.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
 from l2b_mask.spec import ModelSpec, default_spec_path
@@ -201,6 +202,12 @@ class Algorithm(_Model):
             return list(validate_height_range(value))
         except ValueError as exc:
             raise PydanticCustomError("height_range", str(exc)) from None
+
+    def beyond_cloud(self) -> BeyondCloudSettings:
+        """The cloud buffer and shadow settings, as the library takes them."""
+        return BeyondCloudSettings(self.buffer_cloud_height_m,
+                                   tuple(self.shadow_cloud_heights_m),  # type: ignore[arg-type]
+                                   self.shadow_darkness_test)
 
     def threshold_for(self, spec: ModelSpec) -> float:
         """The threshold in force: the configured one, else the model's tuned default."""
