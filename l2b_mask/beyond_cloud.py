@@ -43,7 +43,8 @@ from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
 # EMIT observation positions of the to-sensor angles, used when the file has no band names.
 OBS_VIEW_AZIMUTH, OBS_VIEW_AZIMUTH_NAME = 1, "to-sensor azimuth"
 OBS_VIEW_ZENITH, OBS_VIEW_ZENITH_NAME = 2, "to-sensor zenith"
-NO_LOCATION = ("no location file: the shadow is displaced on the ground, and turning that into "
+# No comma: the reason also goes into an ENVI header value, where a comma splits a list.
+NO_LOCATION = ("no location file: the shadow is displaced on the ground and turning that into "
                "lines and samples needs each pixel's ground position")
 BUFFERED_DEFINITION = ("pixels with a value whose buffer distance is > 0 (within the reach of a "
                        "cloud: neither cloud (0), beyond reach (-1) nor without value)")

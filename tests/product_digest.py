@@ -51,6 +51,9 @@ def _digest(array: np.ndarray) -> str:
     """Exact digest of an integer array; a key into `_Arrays.found` for a float array (with
     its shape, dtype and where it has no value, exactly)."""
     a = np.ascontiguousarray(array)
+    if a.dtype.kind == "O":  # netCDF strings: their text (the bytes of an object array are pointers)
+        return hashlib.sha256(json.dumps([str(v) for v in a.ravel()]).encode()
+                              + str(a.shape).encode()).hexdigest()[:16]
     if a.dtype.kind == "f":
         key = "/".join(_Arrays.where) + f"#{len(_Arrays.found)}"
         _Arrays.found[key] = a
