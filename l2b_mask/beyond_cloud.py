@@ -38,7 +38,7 @@ from l2b_mask.inputs.scene import (
     find_band,
     observation_band_names,
 )
-from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
+from l2b_mask.nodata import FLOAT_NO_VALUE
 
 # EMIT observation positions of the to-sensor angles, used when the file has no band names.
 OBS_VIEW_AZIMUTH, OBS_VIEW_AZIMUTH_NAME = 1, "to-sensor azimuth"
@@ -147,7 +147,6 @@ def beyond_cloud(
         spacing = nominal_ground_spacing()
     buffer = cloud_buffer_distance(flag, angles.solar_zenith, spacing.mean_m,
                                    settings.buffer_cloud_height_m)
-    buffer[flag == FLAG_NO_VALUE] = FLOAT_NO_VALUE
     if location is None:
         return BeyondCloud(buffer, None, spacing, settings, NO_LOCATION)
     shadow = cloud_shadow_flag(flag, angles, local_axes(location.lon, location.lat),

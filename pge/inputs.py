@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from l2b_mask.errors import InputProductError
-from l2b_mask.geometry import GroundSpacing, check_location_geometry
+from l2b_mask.geometry import check_location_geometry
 from l2b_mask.inputs.envi import read_header
 from l2b_mask.inputs.glt import Glt, read_glt
 from l2b_mask.inputs.location import LocationArrays, read_location
@@ -29,7 +29,6 @@ class Inputs:
     glt: Glt | None
     mean_solar_zenith: float | None
     mean_solar_azimuth: float | None
-    location_spacing: GroundSpacing | None = None  # of the location, once its geometry is checked
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,13 +50,13 @@ def open_inputs(files: InputFiles) -> Inputs:
     identity = parse_identity(files.radiance)
     _check_time_range(scene, identity)
     glt = read_glt(files.glt, (scene.lines, scene.samples)) if files.glt is not None else None
-    location, spacing = None, None
+    location = None
     if files.location is not None:
         location = read_location(files.location, (scene.lines, scene.samples))
-        spacing = check_location_geometry(files.location, location.lon, location.lat,
-                                          location.elev, (scene.lines, scene.samples))
+        check_location_geometry(files.location, location.lon, location.lat, location.elev,
+                                (scene.lines, scene.samples))
     zenith, azimuth = mean_solar_angles(files.observation)
-    return Inputs(scene, identity, location, glt, zenith, azimuth, spacing)
+    return Inputs(scene, identity, location, glt, zenith, azimuth)
 
 
 def _check_time_range(scene: Scene, identity: EmitIdentity | None) -> None:
