@@ -37,13 +37,10 @@ from campaign.worker import (
 )
 from l2b_mask.errors import ExitCode
 from pge import logging as pge_logging
+from pge.errors import InterruptedRun
 from pge.provenance import package_version
 
 LOCK_NAME = ".campaign.lock"
-
-
-class Interrupted(BaseException):  # noqa: N818 - mirrors KeyboardInterrupt
-    """SIGTERM or SIGINT: stop submitting, stop the running PGEs, write the report."""
 
 
 @dataclass
@@ -247,7 +244,7 @@ def _run_locked(settings: Settings, template: Template,
             loop = Loop(settings, client, plan, states, report, log, progress, signals)
             try:
                 loop.run()
-            except (Interrupted, KeyboardInterrupt):
+            except (InterruptedRun, KeyboardInterrupt):
                 interrupted = True
                 loop.stop()
         finally:
@@ -256,7 +253,7 @@ def _run_locked(settings: Settings, template: Template,
             if cluster is not None:
                 with contextlib.suppress(Exception):
                     cluster.close()
-    except (Interrupted, KeyboardInterrupt):
+    except (InterruptedRun, KeyboardInterrupt):
         interrupted = True
         terminate_running()
     finally:
@@ -279,7 +276,7 @@ def _run_locked(settings: Settings, template: Template,
 
 
 class Signals:
-    """SIGTERM (a batch scheduler's stop) and SIGINT raise `Interrupted` in the main thread,
+    """SIGTERM (a batch scheduler's stop) and SIGINT raise `InterruptedRun` (the PGE's) in the main thread,
     but not while the loop is recording a result (`guard`): there the stop waits until the
     books are straight, so no finished attempt is lost. A second signal does not cut the
     stop short."""
@@ -302,7 +299,7 @@ class Signals:
             self.deferred = signum
             return
         self.raised = True
-        raise Interrupted(signum)
+        raise InterruptedRun(signum)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -313,7 +310,7 @@ class Signals:
             self.guarded = False
         if self.deferred is not None and not self.raised:
             self.raised = True
-            raise Interrupted(self.deferred)
+            raise InterruptedRun(self.deferred)
 
     def restore(self) -> None:
         for signum, previous in self.previous.items():

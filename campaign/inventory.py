@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from campaign.errors import UsageProblem
+from campaign.errors import ProblemsError
 from pge.sds.naming import parse_identity, product_stem
 
 KINDS = ("rdn", "obs", "loc", "glt")
@@ -32,13 +32,8 @@ CSV_OPTIONAL = ("location", "glt")
 _TOKEN = re.compile(r"_l1b_(rdn|obs|loc|glt)_")
 
 
-class InventoryError(UsageProblem):
-    """The inventory cannot be read or is inconsistent; `problems` lists every reason."""
-
-    def __init__(self, source: Path | str, problems: Sequence[str] | str) -> None:
-        self.source = Path(source)
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__(f"{self.source}: {'; '.join(self.problems)}")
+class InventoryError(ProblemsError):
+    """The inventory cannot be read or is inconsistent (campaign exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 
 from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
-from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt
+from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt, checked
 from l2b_mask.inputs.location import LOC_FILL, LocationArrays
 from l2b_mask.inputs.scene import (
     EMIT_RADIANCE_BANDS,
@@ -453,10 +453,4 @@ def read_granule_glt(path: Path | str, swath_shape: tuple[int, int] | None = Non
                   epsg=EPSG_WGS84, source=p)
     except ValueError as exc:
         raise InputProductError(p, f"GLT grid unusable: {exc}") from None
-    half = (glt.sample == GLT_FILL) != (glt.line == GLT_FILL)
-    if half.any():
-        raise InputProductError(p, f"GLT has {int(half.sum())} cells where only one of sample "
-                                   "and line is 0")
-    if swath_shape is not None:
-        glt.check_swath(swath_shape)
-    return glt
+    return checked(glt, p, swath_shape)
