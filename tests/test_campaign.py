@@ -36,10 +36,10 @@ from campaign.engine import Outcome, Settings, run_campaign
 from campaign.policy import Action
 from campaign.report import CSV_COLUMNS, DONE, FAILED, PRODUCT_KEYS, Entry, Progress, Report
 from campaign.template import TemplateError, load_template
-from pge.sds.files import product_files
 from l2b_mask.synthetic import generate_acquisition
 from pge.errors import RunConfigError
 from pge.runconfig import RunConfig
+from pge.sds.files import product_files
 
 # in-process runs reconfigure structlog and the root logger: conftest puts them back
 pytestmark = pytest.mark.usefixtures("restore_logging")
