@@ -75,7 +75,7 @@ class DatasetFile:
         bad = ~np.isin(labels, LABELS)
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])
-            raise InputProductError(self.path, f"label {labels[bad][0]!r} at row {row} is not "
+            raise InputProductError(self.path, f"label {int(labels[bad][0])} at row {row} is not "
                                     "0 (clear), 1 (cloud) or 2 (shadow)")
         return spectra, labels.astype(np.uint8)
 
@@ -229,10 +229,10 @@ class SpectraStream:
         f = self.data.files[i]
         stop = min(start + self.data.block_rows, f.rows)
         spectra, labels = f.read(start, stop)
-        keep = self.split.masks[i][start:stop]
+        selected = self.split.masks[i][start:stop]
         finite = np.isfinite(spectra).all(axis=1)
-        self.skipped += int(np.count_nonzero(keep & ~finite))
-        keep &= finite
+        self.skipped += int(np.count_nonzero(selected & ~finite))
+        keep = selected & finite  # not in place: the split's masks stay as selected
         return spectra[keep], labels[keep]
 
     def blocks_in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
