@@ -257,6 +257,7 @@ class SpectraStream:
             full = len(y) // size * size
             for s in range(0, full, size):
                 yield x[s:s + size], y[s:s + size]
-            carry_x, carry_y = x[full:], y[full:]
+            # Copies: a view would keep this whole window alive while the next one is read.
+            carry_x, carry_y = x[full:].copy(), y[full:].copy()
         if len(carry_y):
             yield carry_x, carry_y
