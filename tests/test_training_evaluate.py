@@ -66,7 +66,7 @@ def reference(full, spec):
 def test_probabilities_are_the_float32_path_within_1e_4(full, spec, reference):
     cloud_model = CloudModel(spec, load_model(spec), torch.device("cpu"), "float32", 4096)
     with LabelledData([full.dataset], spec) as data:
-        pred = predict_test_split(data, full.test_csv, cloud_model)
+        pred = predict_test_split(data, data.split(full.test_csv), cloud_model)
     assert np.array_equal(pred.labels, reference["labels"])
     assert np.max(np.abs(pred.probability - reference["p"])) <= 1e-4
 

@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import netCDF4
 import numpy as np
 import pytest
 import torch
@@ -106,6 +107,10 @@ def test_train_evaluate_release_then_the_pge_names_the_new_version(learned, tmp_
     assert metadata["threshold"] == released.threshold
     header = next((tmp_path / "out").glob("*.hdr")).read_text()
     assert "SpecTf cloud 0.2.0" in header
+    provenance = json.loads(next((tmp_path / "out").glob("*_provenance.json")).read_text())
+    assert provenance["processing"]["model_version"] == "0.2.0"
+    with netCDF4.Dataset(next((tmp_path / "out").glob("*.nc"))) as nc:
+        assert nc.getncattr("cloud_model_version") == "0.2.0"
 
 
 def test_release_refusals(learned, spec, tmp_path, capsys):

@@ -18,7 +18,7 @@ from l2b_mask.inference import CloudModel, resolve_device
 from l2b_mask.model import load_model
 from l2b_mask.spec import ModelSpec, sha256_of
 from l2b_mask.training import metrics
-from l2b_mask.training.dataset import LabelledData, cloud_target
+from l2b_mask.training.dataset import LabelledData, Split, cloud_target
 from l2b_mask.training.files import ensure_folder, write_json
 from l2b_mask.training.plots import write_figures
 
@@ -59,9 +59,9 @@ class Predictions:
         return cloud_target(self.labels).astype(bool)
 
 
-def predict_test_split(data: LabelledData, test_csv: Path, model: CloudModel) -> Predictions:
+def predict_test_split(data: LabelledData, test: Split, model: CloudModel) -> Predictions:
     """Stream the test scenes through the model, block by block."""
-    stream = data.stream(data.split(test_csv))
+    stream = data.stream(test)
     band_term = model.model.band_term(data.bands_nm)
     probability, labels, l2a = [], [], []
     for spectra, block_labels in stream.blocks_in_order():
@@ -69,7 +69,7 @@ def predict_test_split(data: LabelledData, test_csv: Path, model: CloudModel) ->
         labels.append(block_labels)
         l2a.append(metrics.l2a_rule(spectra, data.bands_nm))
     if not probability:
-        raise InputProductError(test_csv, "every selected spectrum holds a NaN or Inf")
+        raise InputProductError(test.fid_list, "every selected spectrum holds a NaN or Inf")
     return Predictions(np.concatenate(probability), np.concatenate(labels), np.concatenate(l2a),
                        stream.skipped)
 
@@ -113,10 +113,11 @@ def evaluate(settings: EvaluationSettings) -> dict:
     model = CloudModel(spec, load_model(spec, settings.weights), device, settings.precision,
                        settings.batch_size)
     with LabelledData(list(settings.datasets), spec) as data:
+        test = data.split(settings.test_csv)
         ensure_folder(settings.out.parent)
         if settings.plots is not None:
             ensure_folder(settings.plots)
-        pred = predict_test_split(data, settings.test_csv, model)
+        pred = predict_test_split(data, test, model)
     report, curves = build_report(settings, spec, model, pred)
     if settings.plots is not None:
         written = write_figures(settings.plots, pred.cloud, pred.probability, report, curves)

@@ -24,6 +24,9 @@ from l2b_mask.spec import ModelSpec, sha256_of, verify_sha256
 from l2b_mask.training.files import ensure_folder
 
 VERSION = re.compile(r"\d+\.\d+\.\d+")
+#: what a release reads from the evaluation report
+REPORT_FIELDS = (("weights_sha256",), ("best", "f1", "threshold"), ("metrics", "f1"),
+                 ("baselines", "l2a_rule", "f1"), ("n",), ("threshold",))
 SPEC_TEMPLATE = """\
 {comment}
 [model]
@@ -86,9 +89,11 @@ def read_evaluation(path: Path) -> dict:
     """The report.json of l2b-mask-evaluate, with the fields a release needs."""
     try:
         report = json.loads(path.read_text())
+        for keys in REPORT_FIELDS:
+            node = report
+            for key in keys:
+                node = node[key]
         sha, best = report["weights_sha256"], report["best"]["f1"]["threshold"]
-        report["metrics"]["f1"], report["baselines"]["l2a_rule"]["f1"], report["n"]
-        report["threshold"]
     except FileNotFoundError:
         raise InputProductError(path, "evaluation report not found") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -8,6 +8,7 @@ into darker "shadow" spectra labelled 2 (counted as clear, as in the published e
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -131,3 +132,32 @@ def write_fid_list(path: Path | str, fids: list[str] | tuple[str, ...]) -> Path:
     p = Path(path)
     p.write_text("".join(f"{f}\n" for f in fids))
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m l2b_mask.training.synthetic_set OUT_DIR`: a labelled set to try the loop on."""
+    p = argparse.ArgumentParser(prog="python -m l2b_mask.training.synthetic_set",
+                                description=main.__doc__)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--spec", type=Path, help="model specification whose bands the spectra keep "
+                   "(default: v0.1.0's, 268 bands)")
+    p.add_argument("--scenes", type=int, default=12)
+    p.add_argument("--test-scenes", type=int, default=4, help="the last scenes, for testing")
+    p.add_argument("--pixels-per-scene", type=int, help="labelled pixels per 64 x 64 scene")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if not 0 < a.test_scenes < a.scenes:
+        p.error("--test-scenes must be between 1 and --scenes - 1")
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    labelled = write_labelled_set(a.out_dir / "labelled.h5", ModelSpec.load(a.spec),
+                                  scenes=a.scenes, lines=64, samples=64, seed=a.seed,
+                                  pixels_per_scene=a.pixels_per_scene)
+    for name, fids in (("train_fids.csv", labelled.fids[:-a.test_scenes]),
+                       ("test_fids.csv", labelled.fids[-a.test_scenes:])):
+        print(write_fid_list(a.out_dir / name, fids))
+    print(labelled.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
