@@ -119,6 +119,7 @@ class Trainer:
         self.loss_sum, self.seen = 0.0, 0
         self.rows: list[dict[str, Any]] = []
         self.epoch_seconds: list[float] = []
+        self.epoch_elapsed = 0.0  # seconds already spent in the current epoch (before a resume)
 
     def step(self, spectra: np.ndarray, labels: np.ndarray) -> float:
         x = torch.from_numpy(spectra).to(self.device)
@@ -170,7 +171,7 @@ class Trainer:
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
                 "epoch": self.epoch, "batches_done": self.batches_done,
                 "loss_sum": self.loss_sum, "seen": self.seen, "rows": self.rows,
-                "epoch_seconds": self.epoch_seconds, **meta}
+                "epoch_seconds": self.epoch_seconds, "epoch_elapsed": self.epoch_elapsed, **meta}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"], strict=True)
@@ -181,6 +182,7 @@ class Trainer:
         self.epoch, self.batches_done = ckpt["epoch"], ckpt["batches_done"]
         self.loss_sum, self.seen = ckpt["loss_sum"], ckpt["seen"]
         self.rows, self.epoch_seconds = list(ckpt["rows"]), list(ckpt["epoch_seconds"])
+        self.epoch_elapsed = float(ckpt["epoch_elapsed"])
 
 
 def save_torch(path: Path, obj: Any) -> Path:
@@ -245,11 +247,17 @@ def _finish_epoch(trainer: Trainer, test: SpectraStream, spec: ModelSpec, outdir
     trainer.rows.append(row)
     trainer.epoch_seconds.append(seconds)
     trainer.epoch, trainer.batches_done, trainer.loss_sum, trainer.seen = trainer.epoch + 1, 0, 0.0, 0
+    trainer.epoch_elapsed = 0.0
     write_text(outdir / METRICS, metrics_csv(trainer.rows))
     save_torch(outdir / CHECKPOINT, trainer.checkpoint(meta))
     if trainer.settings.save_every_epoch:
         save_torch(outdir / f"weights_epoch{trainer.epoch:03d}.pt", trainer.weights())
     return row
+
+
+def _interrupted(outdir: Path, stop: StopRequest) -> TrainingInterrupted:
+    return TrainingInterrupted(outdir / CHECKPOINT, f"{stop.signal_name}: checkpoint written; "
+                                                    "continue with --resume")
 
 
 def _prepare_outdir(inputs: TrainInputs) -> Path:
@@ -294,17 +302,16 @@ def _train(inputs: TrainInputs, settings: TrainSettings, progress_tty: bool | No
         progress = Progress(settings.epochs, train_split.rows, tty=progress_tty)
         with StopRequest() as stop:
             while trainer.epoch < settings.epochs:
-                t0 = time.monotonic()
+                t0 = time.monotonic() - trainer.epoch_elapsed  # a resumed epoch's earlier part
                 if not _train_epoch(trainer, stream, stop, progress):
                     progress.close()
+                    trainer.epoch_elapsed = time.monotonic() - t0
                     save_torch(outdir / CHECKPOINT, trainer.checkpoint(meta))
-                    raise TrainingInterrupted(outdir / CHECKPOINT, f"{stop.signal_name}: "
-                                              "checkpoint written; continue with --resume")
+                    raise _interrupted(outdir, stop)
                 progress.end_epoch(_finish_epoch(trainer, test, spec, outdir, meta,
                                                  time.monotonic() - t0))
                 if stop.requested and trainer.epoch < settings.epochs:
-                    raise TrainingInterrupted(outdir / CHECKPOINT, f"{stop.signal_name}: "
-                                              "checkpoint written; continue with --resume")
+                    raise _interrupted(outdir, stop)  # the epoch's checkpoint is written
         trainer.eval_mode()
         weights = save_torch(outdir / WEIGHTS, trainer.weights())
         record = training_record(
