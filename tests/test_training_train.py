@@ -202,3 +202,20 @@ def test_json_progress_lines_when_not_a_terminal(tiny, tmp_path, capsys):
     assert {"train_loss", "test_loss", "test_f1", "test_auc"} <= set(events[0])
     assert events[-1]["event"] == "training_done"
     assert np.isfinite(events[0]["train_loss"])
+
+
+def test_progress_bar_on_a_terminal_json_lines_otherwise(capsys):
+    from l2b_mask.training.progress import Progress
+
+    bar = Progress(epochs=2, spectra_per_epoch=1000, tty=True)
+    bar.start_epoch(1)
+    bar.update(500, 0.25)
+    bar.end_epoch({"epoch": 1, "train_loss": 0.25})
+    out, err = capsys.readouterr()
+    assert out == "" and "epoch 1/2" in err and "spectra" in err and "loss=0.2500" in err
+    lines = Progress(epochs=2, spectra_per_epoch=1000, tty=False, interval_s=0.0)
+    lines.start_epoch(2, done=200)
+    lines.update(300, 0.5)
+    event = json.loads(capsys.readouterr().out)
+    assert event["event"] == "train_progress" and event["spectra_done"] == 500
+    assert {"spectra_per_s", "loss", "eta_s", "epoch"} <= set(event)
