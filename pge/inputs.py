@@ -47,6 +47,8 @@ def open_inputs(files: InputFiles) -> Inputs:
     scene = Scene.open(files.radiance, files.observation)
     identity = parse_identity(files.radiance)
     _check_time_range(scene, identity)
+    if files.location is not None:
+        _check_location_size(files.location, scene)
     glt = read_glt(files.glt, (scene.lines, scene.samples)) if files.glt is not None else None
     location = None
     if files.location is not None:
@@ -67,6 +69,16 @@ def _check_time_range(scene: Scene, identity: EmitIdentity | None) -> None:
             f"'emit acquisition stop time' {scene.acquisition_stop.strftime(EMIT_TIME)} is "
             f"before the acquisition start {identity.start_time.strftime(EMIT_TIME)} (from the "
             "file name)")
+
+
+def _check_location_size(path: Path, scene: Scene) -> None:
+    """A location of another size belongs to another acquisition: refused in the PGE's wording
+    (the operator's stderr line), before the GLT is read."""
+    header = read_header(path)
+    if (header.lines, header.samples) != (scene.lines, scene.samples):
+        raise InputProductError(
+            header.header_path, f"location is {header.lines} x {header.samples} but the radiance "
+                                f"is {scene.lines} x {scene.samples}")
 
 
 def input_paths(files: InputFiles) -> dict[str, Path]:
