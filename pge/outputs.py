@@ -17,7 +17,6 @@ from pge.facts import Masks, ProductFacts
 from pge.inputs import Inputs, input_paths
 from pge.runconfig import RunConfig
 from pge.sds.files import ProductFiles
-from pge.sds.naming import parse_identity
 from pge.sds.ummg import build_ummg, day_night_flag, swath_polygon, write_ummg
 
 
@@ -83,7 +82,7 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
     no_value_percent = 100.0 * fraction.no_value_pixels / fraction.total_pixels
     record = build_ummg(
         product_version=cfg.output.product_version,
-        identity=parse_identity(cfg.input_files.radiance), files=data,
+        identity=inputs.identity, daac_scene=inputs.daac_scene, files=data,
         # EMIT's convention: pixels without a value count as cloud cover (nothing is seen there)
         cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
