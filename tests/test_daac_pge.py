@@ -343,3 +343,18 @@ def test_product_stem_from_the_daac_name():
     assert parse_daac_name(name) is not None
     assert product_stem(name, "02") == "EMIT_L2B_MASK_002_20220815T042838_2222704_007"
     assert product_stem("/x/my_radiance.nc") == "my_radiance_l2b_mask"
+
+
+def test_demo_runs_the_pge_on_daac_granules(tmp_path, capsys, restore_logging):
+    from pge import demo
+
+    assert demo.main(["--format", "daac", "--lines", "8", "--samples", "8", "--device", "cpu",
+                      "--folder", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == [
+        "EMIT_L1B_OBS_001_20240302T005829_2406201_001.nc",
+        "EMIT_L1B_RAD_001_20240302T005829_2406201_001.nc"]
+    stem = "EMIT_L2B_MASK_001_20240302T005829_2406201_001"
+    assert (tmp_path / "products" / f"{stem}.nc").is_file()
+    assert (tmp_path / "products" / f"{stem}_ortho.tif").is_file()
+    assert json.loads((tmp_path / "runconfig.json").read_text())["input_files"].keys() == {
+        "radiance", "observation"}
