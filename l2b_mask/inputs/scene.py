@@ -205,11 +205,6 @@ class Scene:
                    rdn.acquisition_start, rdn.acquisition_stop)
 
     @property
-    def is_granule(self) -> bool:
-        """Read from LP DAAC netCDF granules (else ENVI rasters)."""
-        return not isinstance(self.radiance_header, EnviHeader)
-
-    @property
     def lines(self) -> int:
         return self.radiance_header.lines
 
