@@ -10,8 +10,9 @@ observation, or with several equally good candidates, stays in the inventory wit
 
 LP DAAC granules (`EMIT_L1B_RAD_<VVV>_<time>_<orbit7>_<scene3>.nc`, found by name) are paired
 with the `EMIT_L1B_OBS_...nc` of the same acquisition: the same time, orbit and DAAC scene
-counter (the version may differ only when one candidate has it). The radiance granule carries
-the location and the GLT, so none are looked for. An unpaired RAD is reported as above.
+counter (among several, the one in the same folder, then the one of the same version). The
+radiance granule carries the location and the GLT, so none are looked for. A RAD without its
+OBS, or with several equally good ones, is reported as above.
 
 A CSV has a header row with the columns `radiance,observation[,location,glt]` (no others, so
 a misspelt column is an error rather than a silently ignored file); relative paths resolve

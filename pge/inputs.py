@@ -111,17 +111,23 @@ def _identity(radiance: Path, scene: Scene) -> tuple[DaacName | None, EmitIdenti
     if not isinstance(rdn, DaacGranule):
         return None, parse_identity(radiance)
     name = parse_daac_name(radiance)
-    build = str(rdn.meta.get("software_build_version", "")).strip()
-    version = (rdn.product_version or "")[-2:]
     identity = None
-    if rdn.flight_line:  # EMIT's 6-digit build starts with the ENVI name's 4 digits
-        identity = parse_flight_line(rdn.flight_line, build[:4] if re.fullmatch(r"\d{4,6}", build)
-                                     else "0000", version if version.isdigit() else "01")
+    if rdn.flight_line:
+        version = (rdn.product_version or "")[-2:]  # "V001" -> "01"
+        identity = parse_flight_line(rdn.flight_line, _granule_build(rdn),
+                                     version if version.isdigit() else "01")
     if name is not None and identity is not None and (
             name.start_time, name.short_orbit) != (identity.start_time, identity.orbit):
         raise InputProductError(rdn.path, f"the file name's time and orbit ({name.orbit}) are "
                                           f"not those of its 'flight_line' {rdn.flight_line}")
     return name, identity
+
+
+def _granule_build(granule: DaacGranule) -> str:
+    """The ENVI name's 4-digit build, which EMIT's 6-digit `software_build_version` starts with
+    ("0000" when the granule does not say: only ENVI-named products carry the build)."""
+    text = str(granule.meta.get("software_build_version", "")).strip()
+    return text[:4] if re.fullmatch(r"\d{4}(\d{2})?", text) else "0000"
 
 
 def _check_time_range(scene: Scene, identity: EmitIdentity | None) -> None:

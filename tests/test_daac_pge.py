@@ -295,6 +295,14 @@ def _bad_cases(tiny: Path, runs: dict[str, Any], folder: Path) -> dict[str, tupl
     bad.write_text("not a granule\n")
     cases["not_hdf5"] = (bad, obs, bad, "not a netCDF-4/HDF5 file")
     cases["rad_as_obs"] = (rad, rad, rad, "given as the observation but it is an EMIT L1B RAD")
+    renamed = folder / "renamed"  # both granules named for orbit 99: not their flight line's
+    renamed.mkdir()
+    for path in (granules.radiance, granules.observation):
+        shutil.copy(path, renamed / path.name.replace("_2406201_", "_2400099_"))
+    rad99 = renamed / granules.radiance.name.replace("_2406201_", "_2400099_")
+    cases["name_not_flight_line"] = (
+        rad99, renamed / granules.observation.name.replace("_2406201_", "_2400099_"), rad99,
+        f"the file name's time and orbit (2400099) are not those of its 'flight_line' {FLIGHT_LINE}")
     acq = runs["acq"]
     cases["mixed_formats"] = (acq.radiance, obs, obs, "a netCDF granule given with the ENVI "
                                                       f"raster {acq.radiance.name}")
@@ -303,7 +311,7 @@ def _bad_cases(tiny: Path, runs: dict[str, Any], folder: Path) -> dict[str, tupl
 
 CASES = ["bil_dimensions", "no_band_group", "unsorted_wavelengths", "wrong_band_count",
          "obs_dimensions", "other_acquisition", "different_size", "truncated", "not_hdf5",
-         "rad_as_obs", "mixed_formats"]
+         "rad_as_obs", "mixed_formats", "name_not_flight_line"]
 
 
 @pytest.fixture(scope="module")
