@@ -17,7 +17,6 @@ from pge.facts import Masks, ProductFacts
 from pge.inputs import Inputs, input_paths
 from pge.runconfig import RunConfig
 from pge.sds.files import ProductFiles
-from pge.sds.naming import parse_identity
 from pge.sds.ummg import (
     build_ummg,
     cloud_cover_percent,
@@ -88,7 +87,7 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
     polygon = swath_polygon(loc.lon, loc.lat) if loc is not None else None
     record = build_ummg(
         product_version=cfg.output.product_version,
-        identity=parse_identity(cfg.input_files.radiance), files=data,
+        identity=inputs.identity, daac_scene=inputs.daac_scene, files=data,
         cloud_cover_percent=cloud_cover_percent(fraction),
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
         pge_version=facts.emit_header["emit pge version"], production_time=facts.created,

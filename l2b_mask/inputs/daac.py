@@ -37,6 +37,7 @@ from l2b_mask.inputs.scene import (
     OBS_BAND_COUNTS,
     OBS_EARTH_SUN_DISTANCE_NAME,
     OBS_SOLAR_ZENITH_NAME,
+    check_spectral_axis,
     find_band,
     parse_emit_time,
 )
@@ -186,19 +187,6 @@ def _spectral_axis(group: Any, bands: int, path: Path) -> tuple[np.ndarray, np.n
                                       "floating point")
     check_spectral_axis(wl, fwhm, bands, path)
     return wl, fwhm
-
-
-def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
-    """The checks (and words) of the ENVI radiance's spectral axis, for any source of it:
-    one value per band, wavelengths finite and strictly increasing, FWHM finite and positive."""
-    if wl.size != bands:
-        raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
-    if fwhm.size != bands:
-        raise InputProductError(where, f"{fwhm.size} fwhm values for {bands} bands")
-    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
-    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise InputProductError(where, "fwhm values must be finite and positive")
 
 
 def _observation_bands(group: Any, bands: int, path: Path) -> list[str]:
