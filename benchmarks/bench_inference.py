@@ -219,8 +219,8 @@ def e2e_worker(scene_dir: Path, precision: str, out: Path, threads: int) -> None
 
 def prepare(folder: Path, lines: int, samples: int) -> tuple[Path, int]:
     from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
-    from l2b_mask.reflectance import toa_reflectance
     from l2b_mask.inputs.scene import Scene
+    from l2b_mask.reflectance import toa_reflectance
     from l2b_mask.spec import ModelSpec
     from l2b_mask.synthetic import generate_acquisition
 

@@ -2,19 +2,24 @@
 
     .venv/bin/python benchmarks/bench_pge.py                     # 320 and 1280 lines x 1242
     .venv/bin/python benchmarks/bench_pge.py --lines 64,256      # quicker
-    .venv/bin/python benchmarks/bench_pge.py --lines 256 --against main --repeats 3
+    .venv/bin/python benchmarks/bench_pge.py --lines 320 --formats envi,daac --repeat 2
+    .venv/bin/python benchmarks/bench_pge.py --lines 256 --against REV --repeat 3
 
 Each acquisition (radiance, observation, location, GLT; `l2b_mask.synthetic`) is written once,
 then `l2b-mask-pge` runs on it as the SDS runs it (its own process, every product including the
-orthorectified GeoTIFFs). The peak resident memory is the child's (`ru_maxrss`), so it covers
-everything the PGE holds: reading, inference, the full-scene result arrays and the writers.
-The last lines compare the runs as ratios: time should grow with the lines, memory only by the
+orthorectified GeoTIFFs). `--formats envi,daac` also writes it as LP DAAC granules (contiguous
+swath variables, as EMIT's own writer leaves them) and runs the PGE on the two granules alone
+(the radiance granule is the location and GLT); the formats alternate, `--repeat` times, so
+both see the same machine load, and the last lines give the DAAC / ENVI ratios.
+The peak resident memory is each child's own (`os.wait4`), so it covers everything the PGE
+holds: reading, inference, the full-scene result arrays and the writers.
+The size comparison gives ratios: time should grow with the lines, memory only by the
 (lines x samples) result arrays the products are written from.
 
 `--against REV` measures what the cloud buffer distance and cloud shadow cost (issue 13): the
 same acquisition (rendered shadows, location, GLT, every product) goes through this tree's PGE
 and through the PGE of git revision REV (a tree without the two bands, exported with `git
-archive`, run with the same interpreter and packages), alternating, `--repeats` times each, in
+archive`, run with the same interpreter and packages), alternating, `--repeat` times each, in
 one process; the ratio of the medians is printed. No switch in the PGE is needed for it.
 """
 
@@ -23,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,42 +38,85 @@ from io import BytesIO
 from pathlib import Path
 
 from l2b_mask.spec import ModelSpec
-from l2b_mask.synthetic import generate_acquisition
+from l2b_mask.synthetic import SyntheticAcquisition, generate_acquisition
+from l2b_mask.synthetic_daac import write_daac_granules
 
 SAMPLES = 1242
+FORMATS = ("envi", "daac")
 
 
-def run_once(folder: Path, lines: int, samples: int, precision: str) -> dict[str, float]:
-    """Generate the acquisition and run the PGE on it; its figures."""
+def make_inputs(folder: Path, lines: int, samples: int, formats: list[str]) -> dict[str, dict]:
+    """The acquisition written once, in each format asked for: format -> input_files."""
     t0 = time.perf_counter()
-    acq = generate_acquisition(folder / f"in_{lines}x{samples}", lines=lines, samples=samples, seed=7)
-    print(f"# generated {lines} x {samples} in {time.perf_counter() - t0:.0f} s", flush=True)
-    inputs = {"radiance": acq.radiance, "observation": acq.observation, "location": acq.location,
-              "glt": acq.glt}
+    acq: SyntheticAcquisition = generate_acquisition(folder / f"in_{lines}x{samples}",
+                                                     lines=lines, samples=samples, seed=7)
+    inputs = {"envi": {"radiance": acq.radiance, "observation": acq.observation,
+                       "location": acq.location, "glt": acq.glt}}
+    if "daac" in formats:
+        granules = write_daac_granules(acq, chunk_lines=None)
+        inputs["daac"] = {"radiance": granules.radiance, "observation": granules.observation}
+    print(f"# generated {lines} x {samples} ({', '.join(formats)}) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return {f: {k: str(v) for k, v in inputs[f].items()} for f in formats}
+
+
+def run_once(folder: Path, lines: int, samples: int, precision: str, fmt: str,
+             input_files: dict[str, str]) -> dict[str, float | str]:
+    """Run the PGE once on these inputs; its figures."""
     spec = ModelSpec.load()
-    out = folder / f"out_{lines}x{samples}_{precision}"
+    out = folder / f"out_{lines}x{samples}_{precision}_{fmt}"
     config = {
-        "input_files": {k: str(v) for k, v in inputs.items()},
+        "input_files": input_files,
         "ancillary_files": {"model_weights": str(spec.weights_path),
                             "irradiance": str(spec.irradiance_path)},
         "output": {"directory": str(out), "overwrite": True, "write_ortho": True},
         "processing": {"device": "cpu", "precision": precision},
     }
-    rc = folder / f"rc_{lines}_{precision}.json"
+    rc = folder / f"rc_{lines}_{precision}_{fmt}.json"
     rc.write_text(json.dumps(config))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pge.cli", str(rc)], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        sys.exit(f"PGE failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pge.cli", str(rc)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, peak RSS included
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"PGE failed (exit {proc.returncode}): {err.read().strip()}")
     provenance = next(out.glob("*_provenance.json"))
     timings = json.loads(provenance.read_text())["timings_s"]
-    return {"lines": lines, "wall_s": wall, "px_per_s": lines * samples / wall,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            # ru_maxrss of children is the largest of any child so far: sizes run small first
-            "peak_rss_mb": after.ru_maxrss / 1024.0, **{f"step_{k}": v for k, v in timings.items()}}
+    return {"lines": lines, "format": fmt, "wall_s": wall, "px_per_s": lines * samples / wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+            **{f"step_{k}": v for k, v in timings.items()}}
+
+
+def _table(rows: list[dict], samples: int) -> None:
+    print("\n| lines x samples | format | wall s | px/s | CPU s | peak RSS MB | run (inference) s | "
+          "write_products s | other steps s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        steps = {k[5:]: v for k, v in r.items() if k.startswith("step_")}
+        other = sum(steps.values()) - steps.get("run", 0) - steps.get("write_products", 0)
+        print(f"| {r['lines']} x {samples} | {r['format']} | {r['wall_s']:.1f} | "
+              f"{r['px_per_s']:.0f} | {r['cpu_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+              f"{steps.get('run', 0):.1f} | {steps.get('write_products', 0):.1f} | {other:.1f} |")
+
+
+def _format_ratios(rows: list[dict]) -> None:
+    """DAAC / ENVI per size: best wall time (throughput) and largest peak RSS of the repeats."""
+    for lines in sorted({r["lines"] for r in rows}):
+        best = {}
+        for fmt in FORMATS:
+            mine = [r for r in rows if r["lines"] == lines and r["format"] == fmt]
+            if mine:
+                best[fmt] = (min(r["wall_s"] for r in mine), max(r["peak_rss_mb"] for r in mine),
+                             min(r.get("step_run", 0.0) for r in mine))
+        if len(best) == 2:
+            (we, me, re), (wd, md, rd) = best["envi"], best["daac"]
+            print(f"{lines} lines, DAAC / ENVI: throughput x{we / wd:.3f} (best wall {wd:.1f} / "
+                  f"{we:.1f} s; inference step x{re / rd:.3f}), peak RSS x{md / me:.3f} "
+                  f"({md:.0f} / {me:.0f} MB)")
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -99,7 +146,7 @@ def timed_pge(rc: Path, code: Path) -> tuple[float, dict[str, float]]:
     return wall, json.loads(provenance.read_text())["timings_s"]
 
 
-def compare_against(folder: Path, rev: str, lines: int, samples: int, repeats: int) -> None:
+def compare_against(folder: Path, rev: str, lines: int, samples: int, repeat: int) -> None:
     """This tree's PGE (with buffer distance and shadow) against revision `rev`'s, same inputs."""
     baseline = export_revision(rev, folder / f"code_{rev}")
     t0 = time.perf_counter()
@@ -124,7 +171,7 @@ def compare_against(folder: Path, rev: str, lines: int, samples: int, repeats: i
     code = {"with": PROJECT, "without": baseline}
     walls: dict[str, list[float]] = {"with": [], "without": []}
     steps: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
-    for i in range(repeats):
+    for i in range(repeat):
         for name in (("with", "without") if i % 2 == 0 else ("without", "with")):
             wall, timings = timed_pge(rcs[name], code[name])
             walls[name].append(wall)
@@ -136,7 +183,7 @@ def compare_against(folder: Path, rev: str, lines: int, samples: int, repeats: i
                 .get("cloud_buffer", {}))
     assert bands == 0, "the baseline's product has a cloud buffer: not a tree without the bands"
     w, wo = statistics.median(walls["with"]), statistics.median(walls["without"])
-    print(f"\n{lines} x {samples}, {repeats} runs each, alternating: median wall {w:.1f} s with "
+    print(f"\n{lines} x {samples}, {repeat} runs each, alternating: median wall {w:.1f} s with "
           f"buffer + shadow, {wo:.1f} s without ({rev}): ratio {w / wo:.3f}")
     for step in ("run", "beyond_cloud", "write_products", "validate_products"):
         a = statistics.median(t.get(step, 0.0) for t in steps["with"])
@@ -149,35 +196,42 @@ def main() -> int:
     ap.add_argument("--lines", default="320,1280", help="comma-separated scene lengths, ascending")
     ap.add_argument("--samples", type=int, default=SAMPLES)
     ap.add_argument("--precision", default="float32")
+    ap.add_argument("--formats", default="envi",
+                    help="comma-separated input formats to run: envi, daac (LP DAAC granules)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per format, alternating")
     ap.add_argument("--folder", type=Path, help="keep inputs and products here (default: temporary)")
     ap.add_argument("--against", metavar="REV",
                     help="compare this tree's PGE with git revision REV's on the first size")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each side with --against")
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.lines.split(","))
+    formats = [f.strip() for f in args.formats.split(",")]
+    if not formats or any(f not in FORMATS for f in formats) or args.repeat < 1:
+        ap.error(f"--formats takes {', '.join(FORMATS)}; --repeat at least 1")
     print(f"# host: {os.cpu_count()} CPUs, load average at start {os.getloadavg()}")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench_pge_") as tmp:
         folder = args.folder or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         if args.against:
-            compare_against(folder, args.against, sizes[0], args.samples, args.repeats)
+            compare_against(folder, args.against, sizes[0], args.samples, args.repeat)
             print(f"# load average at end {os.getloadavg()}")
             return 0
-        rows = [run_once(folder, n, args.samples, args.precision) for n in sizes]
-    print("\n| lines x samples | wall s | px/s | CPU s | peak RSS MB | run (inference) s | "
-          "write_products s | other steps s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        steps = {k[5:]: v for k, v in r.items() if k.startswith("step_")}
-        other = sum(steps.values()) - steps.get("run", 0) - steps.get("write_products", 0)
-        print(f"| {r['lines']} x {args.samples} | {r['wall_s']:.1f} | {r['px_per_s']:.0f} | "
-              f"{r['cpu_s']:.0f} | {r['peak_rss_mb']:.0f} | {steps.get('run', 0):.1f} | "
-              f"{steps.get('write_products', 0):.1f} | {other:.1f} |")
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        print(f"\n{b['lines']} / {a['lines']} lines: x{b['lines'] / a['lines']:.1f} pixels, "
-              f"x{b['wall_s'] / a['wall_s']:.2f} wall time, x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} "
-              f"peak RSS (+{b['peak_rss_mb'] - a['peak_rss_mb']:.0f} MB)")
+        for n in sizes:
+            inputs = make_inputs(folder, n, args.samples, formats)
+            for _ in range(args.repeat):
+                for fmt in formats:
+                    rows.append(run_once(folder, n, args.samples, args.precision, fmt, inputs[fmt]))
+                    print(f"# {n} lines {fmt}: {rows[-1]['wall_s']:.1f} s, "
+                          f"{rows[-1]['peak_rss_mb']:.0f} MB, load {os.getloadavg()}", flush=True)
+    _table(rows, args.samples)
+    envi = [r for r in rows if r["format"] == formats[0]]
+    if len(sizes) > 1:
+        a, b = envi[0], envi[-1]
+        print(f"\n{b['lines']} / {a['lines']} lines ({formats[0]}): x{b['lines'] / a['lines']:.1f} "
+              f"pixels, x{b['wall_s'] / a['wall_s']:.2f} wall time, "
+              f"x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} peak RSS "
+              f"(+{b['peak_rss_mb'] - a['peak_rss_mb']:.0f} MB)")
+    _format_ratios(rows)
     print(f"# load average at end {os.getloadavg()}")
     return 0
 

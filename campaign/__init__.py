@@ -8,5 +8,6 @@ only what is missing; a JSON and a CSV report record every acquisition's outcome
 Modules: `inventory` (what to process), `template` (run configurations), `products` (is a
 product there and intact), `policy` (what to retry), `plan` (sizing the local cluster),
 `worker` (the tasks that run on Dask workers), `report` (report files and live progress),
-`engine` (the Dask loop), `cli` (the command and its exit codes).
+`cluster` (the Dask cluster), `loop` (the submission window), `engine` (one campaign from
+settings to report), `errors` (exit codes), `cli` (the command).
 """

@@ -3,8 +3,12 @@ than the PGE's (`l2b_mask.errors.ExitCode`), and each failure class carries its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from pathlib import Path
 from typing import ClassVar
+
+from l2b_mask.errors import markdown_table as codes_table
 
 
 class CampaignExit(IntEnum):
@@ -56,6 +60,15 @@ class CampaignError(Exception):
     exit_code: ClassVar[CampaignExit] = CampaignExit.USAGE
 
 
+class ProblemsError(CampaignError):
+    """A file the campaign reads is unusable; `problems` lists every reason at once."""
+
+    def __init__(self, source: Path | str, problems: Sequence[str] | str) -> None:
+        self.source = Path(source)
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(f"{self.source}: {'; '.join(self.problems)}")
+
+
 class UsageProblem(CampaignError):
     """The command line, the inventory or the output root is unusable."""
 
@@ -67,6 +80,5 @@ class EngineError(CampaignError):
 
 
 def markdown_table() -> str:
-    rows = ["| Code | Name | Meaning |", "|---:|---|---|"]
-    rows += [f"| {c.value} | {c.label} | {c.meaning} |" for c in CampaignExit]
-    return "\n".join(rows) + "\n"
+    """The campaign's table, in the form of the PGE's (`l2b_mask.errors.markdown_table`)."""
+    return codes_table(list(CampaignExit))  # type: ignore[arg-type]

@@ -8,6 +8,12 @@ preferring the same folder and then the same build and version. A radiance witho
 observation, or with several equally good candidates, stays in the inventory with a
 `problem`: the campaign reports it as failed (input invalid) instead of dropping it unseen.
 
+LP DAAC granules (`EMIT_L1B_RAD_<VVV>_<time>_<orbit7>_<scene3>.nc`, found by name) are paired
+with the `EMIT_L1B_OBS_...nc` of the same acquisition: the same time, orbit and DAAC scene
+counter (among several, the one in the same folder, then the one of the same version). The
+radiance granule carries the location and the GLT, so none are looked for. A RAD without its
+OBS, or with several equally good ones, is reported as above.
+
 A CSV has a header row with the columns `radiance,observation[,location,glt]` (no others, so
 a misspelt column is an error rather than a silently ignored file); relative paths resolve
 against the CSV's folder; blank optional cells mean "none".
@@ -18,11 +24,12 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from campaign.errors import UsageProblem
+from campaign.errors import ProblemsError
+from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
 from pge.sds.naming import parse_identity, product_stem
 
 KINDS = ("rdn", "obs", "loc", "glt")
@@ -32,13 +39,8 @@ CSV_OPTIONAL = ("location", "glt")
 _TOKEN = re.compile(r"_l1b_(rdn|obs|loc|glt)_")
 
 
-class InventoryError(UsageProblem):
-    """The inventory cannot be read or is inconsistent; `problems` lists every reason."""
-
-    def __init__(self, source: Path | str, problems: Sequence[str] | str) -> None:
-        self.source = Path(source)
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__(f"{self.source}: {'; '.join(self.problems)}")
+class InventoryError(ProblemsError):
+    """The inventory cannot be read or is inconsistent (campaign exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -101,27 +103,60 @@ def _pick(rdn: Path, kind: str, exact: set[Path], by_line: dict[tuple[str, str],
     return None, None
 
 
+def _visible_files(base: Path, pattern: str) -> list[Path]:
+    """Files matching `pattern` under `base`, outside hidden (scratch) folders, sorted."""
+    return [p.absolute() for p in sorted(base.rglob(pattern))
+            if p.is_file() and not any(part.startswith(".")
+                                       for part in p.relative_to(base).parts[:-1])]
+
+
+def _granule_pairs(base: Path) -> list[Acquisition]:
+    """Each LP DAAC RAD granule under `base` with the OBS granule of its acquisition."""
+    named = [(p, n) for p in _visible_files(base, "*.nc") if (n := parse_daac_name(p))]
+    observations: dict[tuple, list[tuple[Path, DaacName]]] = defaultdict(list)
+    for path, name in named:
+        if name.kind == "OBS":
+            observations[name.acquisition].append((path, name))
+    out = []
+    for rdn, name in ((p, n) for p, n in named if n.kind == "RAD"):
+        candidates = observations.get(name.acquisition, [])
+        if len(candidates) > 1:  # narrow to the same folder, then the same version
+            candidates = [c for c in candidates if c[0].parent == rdn.parent] or candidates
+        if len(candidates) > 1:
+            candidates = [c for c in candidates if c[1].version == name.version] or candidates
+        problem = None
+        if not candidates:
+            problem = (f"no observation granule found for this radiance (looked for "
+                       f"{name.file_name('OBS')})")
+        elif len(candidates) > 1:
+            problem = ("several observation granules match this radiance ("
+                       + ", ".join(str(p) for p, _ in candidates[:4]) + ")")
+        obs = candidates[0][0] if len(candidates) == 1 else None
+        out.append(Acquisition(radiance=rdn, observation=obs, problem=problem))
+    return out
+
+
 def scan_tree(root: Path | str) -> list[Acquisition]:
-    """Every radiance under `root` with its companions, sorted by radiance path."""
+    """Every radiance (ENVI or LP DAAC granule) under `root` with its companions, sorted by
+    radiance path."""
     base = Path(root)
     if not base.is_dir():
         raise InventoryError(base, "inventory folder not found (or not a folder)")
     files: dict[str, list[Path]] = {k: [] for k in KINDS}
-    for path in sorted(base.rglob("*.img")):
+    for path in _visible_files(base, "*.img"):
         m = _TOKEN.search(path.name)
-        if m is None or any(part.startswith(".") for part in path.relative_to(base).parts[:-1]):
-            continue  # not an L1B file, or inside a hidden (scratch) folder
-        if path.is_file():
-            files[m[1]].append(path.absolute())
+        if m is not None:  # else not an L1B file
+            files[m[1]].append(path)
     exact = {p for kind in KINDS[1:] for p in files[kind]}
     by_line: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for kind in KINDS[1:]:
         for p in files[kind]:
             if (identity := parse_identity(p)) is not None:
                 by_line[(kind, identity.flight_line)].append(p)
-    if not files["rdn"]:
-        raise InventoryError(base, "no EMIT L1B radiance (*_l1b_rdn_*.img) found in this folder "
-                                   "tree")
+    granules = _granule_pairs(base)
+    if not files["rdn"] and not granules:
+        raise InventoryError(base, "no EMIT L1B radiance (*_l1b_rdn_*.img, or LP DAAC "
+                                   "EMIT_L1B_RAD_*.nc) found in this folder tree")
     out = []
     for rdn in files["rdn"]:
         found: dict[str, Path | None] = {}
@@ -135,7 +170,7 @@ def scan_tree(root: Path | str) -> list[Acquisition]:
                             f"{_sibling(rdn, 'obs').name})")
         out.append(Acquisition(radiance=rdn, observation=found["obs"], location=found["loc"],
                                glt=found["glt"], problem="; ".join(problems) or None))
-    return out
+    return sorted(out + granules, key=lambda a: a.radiance)
 
 
 # ---------------------------------------------------------------------------------------------

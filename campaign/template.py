@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from campaign.errors import CampaignError, CampaignExit
+from campaign.errors import CampaignExit, ProblemsError
 from campaign.inventory import Acquisition
 from l2b_mask.errors import AncillaryError
 from l2b_mask.spec import ModelSpec, sha256_of
@@ -35,15 +35,10 @@ _PLACEHOLDER_INPUTS = {"radiance": "campaign_placeholder_l1b_rdn.img",
 _PLACEHOLDER_OUTPUT = "campaign_placeholder_output"
 
 
-class TemplateError(CampaignError):
-    """The template is unusable (campaign exit 3); `problems` lists every reason."""
+class TemplateError(ProblemsError):
+    """The template is unusable (campaign exit 3)."""
 
     exit_code = CampaignExit.TEMPLATE
-
-    def __init__(self, source: Path | str, problems: list[str] | str) -> None:
-        self.source = Path(source)
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__(f"{self.source}: {'; '.join(self.problems)}")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             q.put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             q.put(_Failure(exc))
+        finally:
+            # A generator's clean-up (closing its files) runs here, on the thread that opened
+            # them: netCDF-C is not thread-safe, so a granule is only ever touched by one thread.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, name="l2b-mask-reader", daemon=True)
     thread.start()

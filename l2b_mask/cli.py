@@ -1,5 +1,8 @@
 """`l2b-mask RADIANCE OBSERVATION OUTPUT.tif`: the science without the PGE, for scientists.
 
+The inputs are the SDS's ENVI rasters or the LP DAAC's netCDF granules as downloaded
+(`EMIT_L1B_RAD_*.nc`, `EMIT_L1B_OBS_*.nc`), told apart by content.
+
 The options follow the published deployment script (`--proba`, `--threshold`, `--device`,
 `--weights`, `--irradiance`, model spec), with `--keep-bands` for instruments other than EMIT:
 the model then sees every band. Writes a uint8 cloud-flag GeoTIFF in raw geometry and, with
@@ -45,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
                                 epilog="exit codes:\n" + text_table(CODES),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("radiance", type=Path, help="L1B radiance (ENVI .hdr or binary)")
-    p.add_argument("observation", type=Path, help="L1B observation geometry (ENVI)")
+    p.add_argument("radiance", type=Path,
+                   help="L1B radiance: ENVI (.hdr or binary) or LP DAAC EMIT_L1B_RAD_*.nc")
+    p.add_argument("observation", type=Path,
+                   help="L1B observation geometry: ENVI or LP DAAC EMIT_L1B_OBS_*.nc (the same "
+                        "format as the radiance)")
     p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")
     p.add_argument("--proba", action="store_true", help="also write <output stem>_prob.tif")
     p.add_argument("--threshold", type=float, help="cloud threshold (default: the model spec's)")

@@ -241,7 +241,12 @@ class SceneInference:
         self.kept_wavelengths_nm = wl[self.keep_reflectance]
 
     def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        """(start, stop, radiance of the kept bands, solar zenith) for each block of lines."""
+        """(start, stop, radiance of the kept bands, solar zenith) for each block of lines.
+
+        Both files are opened, read and closed by whichever thread iterates this (the prefetch
+        thread in `blocks`): netCDF-C is not thread-safe, and nothing else reads a granule
+        while the scene streams (`run`'s writer thread only sees probability blocks).
+        """
         scene = self.scene
         with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
             for start, stop in iter_line_blocks(scene.lines, lines_per_block):
@@ -317,7 +322,11 @@ def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">")
 def cloud_probability(radiance: Path | str, observation: Path | str,
                       spec: ModelSpec | None = None,
                       settings: InferenceSettings | None = None) -> np.ndarray:
-    """Library entry point: the (lines, samples) P(cloud) of an acquisition, NaN without value."""
+    """Library entry point: the (lines, samples) P(cloud) of an acquisition, NaN without value.
+
+    `radiance` and `observation` are the SDS's ENVI rasters (.img or .hdr) or the LP DAAC's
+    `EMIT_L1B_RAD_*.nc` / `EMIT_L1B_OBS_*.nc` granules (`Scene.open` tells them by content).
+    """
     spec = spec or ModelSpec.load()
     settings = settings or InferenceSettings()
     scene = Scene.open(radiance, observation)

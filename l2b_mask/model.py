@@ -186,13 +186,17 @@ class SpecTf(nn.Module):
 
     def forward_torch(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
         """The torch implementation (CPU fallback, CUDA): fused SDPA attention."""
+        return torch.softmax(self.logits(reflectance, band_term).float(), dim=-1)[:, 1]
+
+    def logits(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
+        """(N, 2) class scores of the torch implementation: what training differentiates (the
+        cross-entropy wants them, not P) and what forward_torch turns into P(cloud)."""
         n, t = reflectance.shape
         tokens = torch.stack((reflectance, band_term.to(reflectance).expand(n, t)), dim=-1)
         x = torch.tanh(self.spectral_embed.linear(tokens))
         for layer in self.layers:
             x = layer(x)
-        logits = self.head(x.amax(dim=1))
-        return torch.softmax(logits.float(), dim=-1)[:, 1]
+        return self.head(x.amax(dim=1))
 
 
 def load_model(spec: ModelSpec, weights: Path | str | None = None) -> SpecTf:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from l2b_mask.cloud_shadow import DARKNESS_BANDS_NM, SunViewAngles, cloud_shadow_flag
-from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.geometry import LocalAxes, check_location_geometry, local_axes
+from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.synthetic import (
     CLASS_CLEAR,
     CLASS_FILL,

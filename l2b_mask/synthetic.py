@@ -19,7 +19,7 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +42,7 @@ __all__ = [
     "emit_wavelengths",
     "generate_acquisition",
     "main",
+    "reflectance_blocks",
     "solar_irradiance",
     "toa_reflectance",
 ]
@@ -895,6 +896,33 @@ def _write_headers(
                "coordinate system string": WGS84_WKT,
                **times,
            }))
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled spectra (no files): what the training tests need
+
+
+def reflectance_blocks(
+    lines: int, samples: int, *, seed: int = 0, cloud_fraction: float = 0.3,
+    solar_zenith_deg: float = 35.0,
+    start_time: datetime = datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC), lines_per_block: int = 64,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(pixels, 285) float32 TOA reflectance and the truth class of each pixel, block by block.
+
+    The same scene model as `generate_acquisition` (noise included), without fill and without
+    writing radiance: the spectra are the radiance turned back into reflectance, which is what
+    a labelled training set holds.
+    """
+    sc = _Scene(lines=lines, samples=samples, seed=seed, start_time=start_time,
+                cloud_fraction=cloud_fraction, fill_lines=0, edge_fill=False,
+                partial_band_fill=False, solar_zenith_deg=solar_zenith_deg, latitude=-25.0,
+                longitude=133.0)
+    step = max(1, min(lines_per_block, _MAX_BLOCK_PIXELS // samples))
+    for l0 in range(0, lines, step):
+        blk, rad, _, _ = sc.block(l0, min(lines, l0 + step))
+        earth_sun = np.broadcast_to(blk.earth_sun[:, None], blk.sza.shape)
+        rho = toa_reflectance(rad.transpose(0, 2, 1), blk.sza, earth_sun, sc.irradiance)
+        yield rho.reshape(-1, N_BANDS).astype(np.float32), blk.truth.reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Shows the whole chain on a machine with nothing but this project and its ancillary files:
 the inputs, run configuration and products all land under one folder (default demo_output/).
+`--format daac` gives the PGE the acquisition as the LP DAAC distributes it instead: the two
+netCDF granules `EMIT_L1B_RAD_001_...nc` and `EMIT_L1B_OBS_001_...nc` alone (the radiance
+granule carries the location and the GLT), and the product is named `EMIT_L2B_MASK_001_...`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from l2b_mask.spec import ModelSpec
 from l2b_mask.synthetic import generate_acquisition
+from l2b_mask.synthetic_daac import write_formats
 from pge import cli
 
 
@@ -24,15 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="float32")
+    p.add_argument("--format", choices=("envi", "daac"), default="envi",
+                   help="inputs as the SDS's ENVI rasters (default) or the LP DAAC's granules")
     args = p.parse_args(argv)
     folder = args.folder.resolve()
     acquisition = generate_acquisition(folder / "inputs", lines=args.lines, samples=args.samples,
                                        seed=args.seed)
+    inputs = {"radiance": str(acquisition.radiance), "observation": str(acquisition.observation),
+              "location": str(acquisition.location), "glt": str(acquisition.glt)}
+    if args.format == "daac":  # the granules replace the ENVI files; location/GLT from the RAD
+        granules = write_formats(acquisition, "daac")
+        inputs = {"radiance": granules["radiance"], "observation": granules["observation"]}
     spec = ModelSpec.load()
     config = {
-        "input_files": {"radiance": str(acquisition.radiance),
-                        "observation": str(acquisition.observation),
-                        "location": str(acquisition.location), "glt": str(acquisition.glt)},
+        "input_files": inputs,
         "ancillary_files": {"model_weights": str(spec.weights_path),
                             "irradiance": str(spec.irradiance_path),
                             "model_spec": str(spec.path)},

@@ -75,6 +75,7 @@ def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, m
     emit.update(header_extra)
     base = emit_global_attributes(product_version=cfg.output.product_version,
                                   radiance_path=cfg.input_files.radiance, date_created=created,
+                                  flight_line=inputs.flight_line,
                                   day_night_flag=day_night_flag(inputs.mean_solar_zenith))
     attrs = {
         "time_coverage_start": emit["emit acquisition start time"],
@@ -141,9 +142,8 @@ def _beyond_facts(beyond: BeyondCloud) -> tuple[dict[str, Any], dict[str, Any], 
 def _emit_header(cfg: RunConfig, run_command: str, inputs: Inputs, model: Model, masks: Masks,
                  created: datetime) -> dict[str, Any]:
     """The facts both formats record, keyed by their EMIT ENVI header names."""
-    rdn_meta = inputs.scene.radiance_header.meta
-    start = rdn_meta.get("emit acquisition start time") or (
-        _stamp(inputs.identity.start_time) if inputs.identity else None)
+    start, stop = inputs.time_coverage
+    start = start or (_stamp(inputs.identity.start_time) if inputs.identity else None)
     files = (("radiance_file", cfg.input_files.radiance),
              ("observation_parameters_file", cfg.input_files.observation),
              ("pixel_locations_file", cfg.input_files.location),
@@ -152,7 +152,7 @@ def _emit_header(cfg: RunConfig, run_command: str, inputs: Inputs, model: Model,
              ("solar_irradiance_file", cfg.ancillary_files.irradiance))
     return {
         "emit acquisition start time": start,
-        "emit acquisition stop time": rdn_meta.get("emit acquisition stop time"),
+        "emit acquisition stop time": stop,
         "emit pge name": cfg.pge.pge_name,
         "emit pge version": package_version(),
         "emit pge input files": [f"{k}={v}" for k, v in files if v is not None],

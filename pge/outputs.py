@@ -18,8 +18,13 @@ from pge.facts import Masks, ProductFacts
 from pge.inputs import Inputs, input_paths
 from pge.runconfig import RunConfig
 from pge.sds.files import ProductFiles
-from pge.sds.naming import parse_identity
-from pge.sds.ummg import build_ummg, day_night_flag, swath_polygon, write_ummg
+from pge.sds.ummg import (
+    build_ummg,
+    cloud_cover_percent,
+    day_night_flag,
+    swath_polygon,
+    write_ummg,
+)
 
 
 @dataclass(frozen=True)
@@ -94,12 +99,10 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
     bounds = glt.grid_bounds() if glt is not None else (
         location_bounds(loc) if loc is not None else None)
     polygon = swath_polygon(loc.lon, loc.lat) if loc is not None else None
-    no_value_percent = 100.0 * fraction.no_value_pixels / fraction.total_pixels
     record = build_ummg(
         product_version=cfg.output.product_version,
-        identity=parse_identity(cfg.input_files.radiance), files=data,
-        # EMIT's convention: pixels without a value count as cloud cover (nothing is seen there)
-        cloud_cover_percent=min(fraction.percent_of_all + no_value_percent, 100.0),
+        identity=inputs.identity, daac_scene=inputs.daac_scene, files=data,
+        cloud_cover_percent=cloud_cover_percent(fraction),
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
         pge_version=facts.emit_header["emit pge version"], production_time=facts.created,
         start_time=facts.start_time, end_time=facts.stop_time,

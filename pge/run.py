@@ -116,7 +116,7 @@ def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
 
 
 def validate_inputs(cfg: RunConfig) -> Inputs:
-    inputs = open_inputs(cfg.input_files)
+    inputs = open_inputs(cfg.input_files, need_glt=cfg.output.write_ortho)
     scene = inputs.scene
     pge_logging.get_logger().info(
         "inputs_valid", lines=scene.lines, samples=scene.samples,

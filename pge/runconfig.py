@@ -90,18 +90,24 @@ class _Model(BaseModel):
 
 class InputFiles(_Model):
     radiance: FilePath = Field(
-        description="EMIT L1B radiance: the ENVI binary (.img) or its header (.hdr)." + _RELATIVE)
+        description="EMIT L1B radiance: the ENVI binary (.img) or its header (.hdr), or the LP "
+                    "DAAC granule EMIT_L1B_RAD_001_<time>_<orbit>_<scene>.nc as downloaded (told "
+                    "apart by content). A granule names the product EMIT_L2B_MASK_..." + _RELATIVE)
     observation: FilePath = Field(
-        description="EMIT L1B observation geometry (ENVI .img or .hdr), same lines and samples "
-                    "as the radiance." + _RELATIVE)
+        description="EMIT L1B observation geometry, same lines and samples as the radiance and "
+                    "in the same format: ENVI (.img or .hdr) with an ENVI radiance, the LP DAAC "
+                    "granule EMIT_L1B_OBS_...nc of the same acquisition with a granule." + _RELATIVE)
     location: FilePath | None = Field(
-        None, description="EMIT L1B location (ENVI); optional, copied into the product's "
-                          "geolocation when given, its ground spacing gives the cloud buffer's "
-                          "pixel size (else the nominal 60 m) and the cloud shadow needs it "
-                          "(not made without)." + _RELATIVE)
+        None, description="EMIT L1B location (ENVI LOC, or a granule with a 'location' group); "
+                          "optional, copied into the product's geolocation when given; its "
+                          "ground spacing gives the cloud buffer's pixel size (else the nominal "
+                          "60 m) and the cloud shadow needs it (not made without). Omitted with a "
+                          "radiance granule: its 'location' group is used." + _RELATIVE)
     glt: FilePath | None = Field(
-        None, description="EMIT L1B geometry lookup table (ENVI); optional, used for the "
-                          "orthorectified outputs when given." + _RELATIVE)
+        None, description="EMIT L1B geometry lookup table (ENVI GLT, or a granule with "
+                          "'location/glt_x', 'glt_y'); optional, used for the orthorectified "
+                          "outputs when given. Omitted with a radiance granule: its 'location' "
+                          "group's GLT is used." + _RELATIVE)
 
 
 class AncillaryFiles(_Model):
@@ -272,7 +278,9 @@ class RunConfig(_Model):
 
     @model_validator(mode="after")
     def _ortho_needs_glt(self) -> RunConfig:
-        if self.output.write_ortho and self.input_files.glt is None:
+        # A radiance granule (.nc) carries its GLT: `pge.inputs` checks that it has one.
+        granule = self.input_files.radiance.suffix.lower() == ".nc"
+        if self.output.write_ortho and self.input_files.glt is None and not granule:
             raise PydanticCustomError(
                 "ortho_needs_glt", "output.write_ortho is true but input_files.glt is not given "
                                    "(the orthorectified grid is the GLT's)")

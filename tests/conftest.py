@@ -10,22 +10,11 @@ import pytest
 
 from l2b_mask.inputs.envi import raster_header, write_header
 from l2b_mask.spec import ModelSpec, ancillary_dir
+from l2b_mask.synthetic import OBS_BAND_NAMES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "testdata" / "reference_scene_s7"
-OBS_NAMES = [
-    "Path length (sensor-to-ground in meters)",
-    "To-sensor azimuth (0 to 360 degrees CW from N)",
-    "To-sensor zenith (0 to 90 degrees from zenith)",
-    "To-sun azimuth (0 to 360 degrees CW from N)",
-    "To-sun zenith (0 to 90 degrees from zenith)",
-    "Solar phase",
-    "Slope",
-    "Aspect",
-    "Cosine(i)",
-    "UTC Time (decimal hours)",
-    "Earth-sun distance (AU)",
-]
+OBS_NAMES = list(OBS_BAND_NAMES)
 
 
 def emit_like_wavelengths(bands: int = 285) -> tuple[np.ndarray, np.ndarray]:

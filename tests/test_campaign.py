@@ -31,15 +31,15 @@ from typing import Any
 
 import pytest
 
-from campaign import cli, engine, inventory, plan, policy, products
+from campaign import cli, cluster, engine, inventory, loop, plan, policy, products
 from campaign.engine import Outcome, Settings, run_campaign
 from campaign.policy import Action
 from campaign.report import CSV_COLUMNS, DONE, FAILED, PRODUCT_KEYS, Entry, Progress, Report
 from campaign.template import TemplateError, load_template
-from pge.sds.files import product_files
 from l2b_mask.synthetic import generate_acquisition
 from pge.errors import RunConfigError
 from pge.runconfig import RunConfig
+from pge.sds.files import product_files
 
 # in-process runs reconfigure structlog and the root logger: conftest puts them back
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -706,10 +706,10 @@ def test_progress_bar_rendering():
 
 
 def test_eta_from_pge_runs_over_the_pges_at_once():
-    assert engine.eta_seconds(8, pge_seconds=20.0, pge_runs=2, slots=2) == 40.0
-    assert engine.eta_seconds(3, pge_seconds=30.0, pge_runs=1, slots=1) == 90.0
-    assert engine.eta_seconds(5, pge_seconds=0.0, pge_runs=0, slots=2) is None  # nothing to go by
-    assert engine.eta_seconds(0, pge_seconds=0.0, pge_runs=0, slots=2) == 0.0
+    assert loop.eta_seconds(8, pge_seconds=20.0, pge_runs=2, slots=2) == 40.0
+    assert loop.eta_seconds(3, pge_seconds=30.0, pge_runs=1, slots=1) == 90.0
+    assert loop.eta_seconds(5, pge_seconds=0.0, pge_runs=0, slots=2) is None  # nothing to go by
+    assert loop.eta_seconds(0, pge_seconds=0.0, pge_runs=0, slots=2) == 0.0
 
 
 def test_report_counts_are_kept_not_recounted(tmp_path):
@@ -792,7 +792,7 @@ def test_malformed_scheduler_address_is_a_usage_error(archive, tmp_path, capfd, 
 @pytest.mark.parametrize("address", ["tcp://10.0.0.5:8786", "head:8786", "tls://[::1]:8786",
                                      "ws://head.example.org:8786"])
 def test_well_formed_scheduler_addresses_pass_the_check(address):
-    engine.check_scheduler_address(address)
+    cluster.check_scheduler_address(address)
 
 
 def test_address_that_distributed_refuses_later_is_a_usage_error(archive, tmp_path, capfd,

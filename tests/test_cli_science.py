@@ -18,8 +18,8 @@ from conftest import write_raster
 
 from l2b_mask import cli
 from l2b_mask.bands import kept_bands
-from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, cloud_flag
+from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.inputs.scene import Scene
 from l2b_mask.synthetic import generate_acquisition
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import write_raster
 
-from l2b_mask.inputs.envi import EnviReader, read_header, resolve_pair
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.envi import EnviReader, read_header, resolve_pair
 
 
 @pytest.fixture

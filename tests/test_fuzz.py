@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pge.cli
+from l2b_mask.synthetic import generate_acquisition
+from pge.manifest import product_problem
+from pge.runconfig import RunConfig
 from pge.sds.files import product_files
 from pge.sds.naming import product_stem
-from l2b_mask.synthetic import generate_acquisition
-from pge.lifecycle import product_problem
-from pge.runconfig import RunConfig
 
 ALLOWED = {0, 2, 3, 4, 5, 6, 7}
 STEMS = ("scene_rdn_l2b_mask", "emit20240302t005829_o06201_s000_l2b_mask")

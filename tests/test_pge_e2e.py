@@ -485,7 +485,7 @@ def test_granule_metadata_describes_the_product(ok):
     """The UMM-G record: granule UR from the EMIT name, cloud cover as EMIT counts it (cloud
     plus no-value pixels, of all), the files with their SHA-512, the GLT grid's extent."""
     from l2b_mask.inputs.glt import read_glt
-    from l2b_mask.products.ummg import validate_ummg
+    from pge.sds.ummg import validate_ummg
 
     ummg = json.loads(ok.products["ummg"].read_text())
     assert validate_ummg(ummg) == []
@@ -852,7 +852,7 @@ def _build_cases(root: Path, spec: Any) -> dict[str, Case]:
 # instead of two dozen, which is what keeps this file fast on two cores.
 _ZYGOTE = r"""
 import json, os, sys, traceback
-import pge.cli, pge.lifecycle, netCDF4  # the expensive imports, once, before any fork
+import pge.cli, pge.run, netCDF4  # the expensive imports, once, before any fork
 jobs = json.loads(sys.stdin.read())
 pids = {}
 for job in jobs:
@@ -1037,7 +1037,10 @@ def test_exit_1_unexpected_error_in_process(tmp_path, spec, monkeypatch, capsys,
 
 def test_interrupt_inside_an_except_exception_block_still_exits_8(
         tmp_path, spec, monkeypatch, capsys, restore_logging):
-    from pge import lifecycle
+    import dataclasses
+
+    from l2b_mask.products import table
+    from pge import outputs
     from pge.errors import InterruptedRun
 
     acq = generate_acquisition(tmp_path / "in", lines=8, samples=8, seed=SEED)
@@ -1046,7 +1049,11 @@ def test_interrupt_inside_an_except_exception_block_still_exits_8(
     def read_interrupted(path):  # what the handler does when SIGTERM lands during the read
         raise InterruptedRun(signal.SIGTERM)
 
-    monkeypatch.setattr(lifecycle, "read_envi_product", read_interrupted)
+    # the ENVI read-back, inside its `except Exception` that makes unreadable an output failure
+    rows = tuple(dataclasses.replace(row, check=table._read_back(read_interrupted, "envi_data"))
+                 if row.key == "envi" else row for row in outputs.DATA_PRODUCTS)
+    assert rows != outputs.DATA_PRODUCTS
+    monkeypatch.setattr(outputs, "DATA_PRODUCTS", rows)
     code = pge.cli.main([str(rc)])
     err = capsys.readouterr().err
     assert_no_products(tmp_path / "out")

@@ -14,14 +14,14 @@ from conftest import write_pair, write_raster
 
 from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.inputs.location import LocationArrays, read_location
+from l2b_mask.inputs.scene import Scene, parse_emit_time
 from l2b_mask.products.envi import EnviProductWriter, read_envi_product, write_envi_product
 from l2b_mask.products.netcdf import netcdf_value, read_netcdf_product, write_netcdf_product
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
+from l2b_mask.synthetic import generate_acquisition
 from pge.sds.attributes import emit_global_attributes
 from pge.sds.files import product_files
 from pge.sds.naming import parse_identity, product_stem
-from l2b_mask.inputs.scene import Scene, parse_emit_time
-from l2b_mask.synthetic import generate_acquisition
 
 RDN = "emit20240302t005829_o06201_s000_l1b_rdn_b0106_v01"
 LINES, SAMPLES = 7, 5

@@ -20,14 +20,16 @@ import pytest
 from conftest import compliance_problems, write_raster
 from PIL import Image
 
-from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.inputs.glt import Glt, parse_map_info, read_glt
 from l2b_mask.inputs.location import LocationArrays, read_location
+from l2b_mask.inputs.scene import Scene as SceneInputs
 from l2b_mask.inputs.scene import mean_solar_angles, solar_angle_bands
 from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose, write_browse_png
 from l2b_mask.products.netcdf import write_netcdf_product
 from l2b_mask.products.ortho import write_ortho_geotiff
+from l2b_mask.synthetic import generate_acquisition
 from pge.sds.attributes import emit_global_attributes
 from pge.sds.files import ProductFiles, product_files
 from pge.sds.naming import parse_identity
@@ -39,8 +41,6 @@ from pge.sds.ummg import (
     validate_ummg,
     write_ummg,
 )
-from l2b_mask.inputs.scene import Scene as SceneInputs
-from l2b_mask.synthetic import generate_acquisition
 
 gdal = pytest.importorskip("osgeo.gdal")
 gdal.UseExceptions()
@@ -297,8 +297,9 @@ def test_compliance_checker_no_high_priority_failures(scene, monkeypatch):
 def test_ortho_cog_layout_crs_nodata(scene):
     paths = scene.ortho
     assert paths.ortho_probability.name == f"{STEM}_ortho_prob.tif"
-    for path, dtype, nodata, description in ((paths.ortho_flag, "Byte", 255, "Cloud Flag"),
-                                             (paths.ortho_probability, "Float32", -9999, "Cloud Probability")):
+    expected = ((paths.ortho_flag, "Byte", 255, "Cloud Flag"),
+                (paths.ortho_probability, "Float32", -9999, "Cloud Probability"))
+    for path, dtype, nodata, description in expected:
         info = gdal.Info(str(path), format="json")
         assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
         assert info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"

@@ -754,19 +754,19 @@ def test_sigkill_leftovers_are_cleaned_by_the_rerun(tmp_path, spec, big_scene):
 
 _KILL_AT = """
 import os, signal, sys
-from pge import cli, lifecycle
+from pge import cli, publish
 n = int(os.environ["KILL_AT_RENAME"])
 how = os.environ.get("KILL_HOW", "kill")
-real = lifecycle._rename
+real = publish.rename
 count = [0]
 def rename(src, dst):
     count[0] += 1
     if count[0] == n:
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        raise lifecycle.OutputProductError(dst, "cannot move product file into place (injected)")
+        raise publish.OutputError(dst, "cannot move product file into place (injected)")
     real(src, dst)
-lifecycle._rename = rename
+publish.rename = rename
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -928,31 +928,32 @@ def test_output_failure_names_its_cause(tmp_path, monkeypatch, cause):
     """In-process and without mounting: a writer's own wording ('HDF error') gets the cause
     the system can tell appended, once, in the one place write failures pass through."""
     from l2b_mask.errors import OutputError
-    from pge import lifecycle
+    from pge import diagnosis
 
-    run = lifecycle.PgeRun(runconfig_path=tmp_path / "rc.json", run_command="test")
+    # before the inputs are read: no folder known yet, the size bound of an unknown scene
+    largest = diagnosis.largest_file_bound(None)
     # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_flag, namemax
     free = 3 if cause == "no_space" else 10**7
     fake = os.statvfs_result((4096, 4096, 10**8, free, free, 1000, 100, 100, 0, 255))
-    monkeypatch.setattr(lifecycle.os, "statvfs", lambda path: fake)
+    monkeypatch.setattr(diagnosis.os, "statvfs", lambda path: fake)
     soft = 65536 if cause == "size_limit" else resource.RLIM_INFINITY
-    monkeypatch.setattr(lifecycle.resource, "getrlimit", lambda which: (soft, soft))
+    monkeypatch.setattr(diagnosis.resource, "getrlimit", lambda which: (soft, soft))
     nc = tmp_path / "x.nc"  # removed by the writer on failure, as the netCDF writer does
     with pytest.raises((OutputError, OutputProductError)) as info:
-        with lifecycle.output_failure(run, "prepare_output" if cause == "not_a_write" else
-                                      "write_products"):
+        # prepare_output's refusals are decisions, not failed writes; write_products writes
+        with diagnosis.output_failure(None, largest, writes=cause != "not_a_write"):
             raise OutputError(nc, "cannot write netCDF product (NetCDF: HDF error)")
     message = str(info.value)
     assert message.startswith(f"{nc}: cannot write netCDF product (NetCDF: HDF error)")
-    suffix = {"no_space": f" (no space left: 12 KiB free on {lifecycle._mount_point(tmp_path)})",
+    suffix = {"no_space": f" (no space left: 12 KiB free on {diagnosis.mount_point(tmp_path)})",
               "size_limit": " (file size limit 65536 bytes reached)"}.get(cause, "")
     assert message == f"{nc}: cannot write netCDF product (NetCDF: HDF error){suffix}"
     with pytest.raises(OutputProductError) as info:  # an errno says it outright
-        with lifecycle.output_failure(run, "validate_inputs"):
+        with diagnosis.output_failure(None, largest, writes=False):  # as in validate_inputs
             raise OSError(28, "No space left on device", str(nc))
     if cause == "no_space":
         assert str(info.value).endswith("cannot write (No space left on device): no space left: "
-                                        f"12 KiB free on {lifecycle._mount_point(tmp_path)}")
+                                        f"12 KiB free on {diagnosis.mount_point(tmp_path)}")
 
 
 def test_disk_full_during_overwrite_keeps_the_old_product(tmp_path, spec, published):
@@ -1067,18 +1068,19 @@ def test_stale_scratch_of_a_dead_run_is_removed_live_one_kept(tmp_path, spec):
 def test_staged_product_that_fails_its_checksum_is_never_published(tmp_path, spec, monkeypatch,
                                                                    capsys, restore_logging):
     import pge.cli
-    from pge import lifecycle
+    from pge import run
 
     rdn, obs = write_scene(tmp_path / "in")
     rc = write_config(tmp_path, base_config(tmp_path, rdn, obs, spec))
-    real = lifecycle.write_provenance
+    real = run.write_provenance
 
-    def corrupt_after(run: Any) -> None:
-        real(run)
-        with open(run.staged.netcdf, "ab") as f:
+    def corrupt_after(cfg: Any, plan: Any, facts: Any, model: Any, record: Any, staged: Any,
+                      final: Any) -> None:
+        real(cfg, plan, facts, model, record, staged, final)
+        with open(staged.netcdf, "ab") as f:
             f.write(b"\0")
 
-    monkeypatch.setattr(lifecycle, "write_provenance", corrupt_after)
+    monkeypatch.setattr(run, "write_provenance", corrupt_after)
     code = pge.cli.main([str(rc)])
     err = capsys.readouterr().err
     assert code == 7 and err.count("\n") == 1, err

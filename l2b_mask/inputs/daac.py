@@ -30,13 +30,14 @@ import numpy as np
 
 from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
-from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt
+from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt, checked
 from l2b_mask.inputs.location import LOC_FILL, LocationArrays
 from l2b_mask.inputs.scene import (
     EMIT_RADIANCE_BANDS,
     OBS_BAND_COUNTS,
     OBS_EARTH_SUN_DISTANCE_NAME,
     OBS_SOLAR_ZENITH_NAME,
+    check_spectral_axis,
     find_band,
     parse_emit_time,
 )
@@ -186,19 +187,6 @@ def _spectral_axis(group: Any, bands: int, path: Path) -> tuple[np.ndarray, np.n
                                       "floating point")
     check_spectral_axis(wl, fwhm, bands, path)
     return wl, fwhm
-
-
-def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
-    """The checks (and words) of the ENVI radiance's spectral axis, for any source of it:
-    one value per band, wavelengths finite and strictly increasing, FWHM finite and positive."""
-    if wl.size != bands:
-        raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
-    if fwhm.size != bands:
-        raise InputProductError(where, f"{fwhm.size} fwhm values for {bands} bands")
-    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
-    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise InputProductError(where, "fwhm values must be finite and positive")
 
 
 def _observation_bands(group: Any, bands: int, path: Path) -> list[str]:
@@ -453,10 +441,4 @@ def read_granule_glt(path: Path | str, swath_shape: tuple[int, int] | None = Non
                   epsg=EPSG_WGS84, source=p)
     except ValueError as exc:
         raise InputProductError(p, f"GLT grid unusable: {exc}") from None
-    half = (glt.sample == GLT_FILL) != (glt.line == GLT_FILL)
-    if half.any():
-        raise InputProductError(p, f"GLT has {int(half.sum())} cells where only one of sample "
-                                   "and line is 0")
-    if swath_shape is not None:
-        glt.check_swath(swath_shape)
-    return glt
+    return checked(glt, p, swath_shape)

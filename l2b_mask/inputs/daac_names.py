@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.scene import check_same_size
 
 if TYPE_CHECKING:
     from l2b_mask.inputs.daac import DaacGranule
@@ -89,7 +90,4 @@ def check_same_acquisition(radiance: DaacGranule, observation: DaacGranule) -> N
     if differences:
         raise InputProductError(obs.path, f"not the same acquisition as the radiance "
                                           f"{rdn.path.name} ({', '.join(differences)} differ)")
-    if (obs.lines, obs.samples) != (rdn.lines, rdn.samples):
-        raise InputProductError(obs.path, f"observation is {obs.lines} lines x {obs.samples} "
-                                          f"samples but the radiance {rdn.path.name} is "
-                                          f"{rdn.lines} x {rdn.samples}")
+    check_same_size(rdn, obs)

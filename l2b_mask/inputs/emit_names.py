@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-# emit<YYYYMMDD>t<HHMMSS>_o<orbit5>_s<scene3>_<level>_<prod>_b<build4>_v<ver2>
+# emit<YYYYMMDD>t<HHMMSS>_o<orbit5>_s<scene3>: the flight line (netCDF `flight_line`)
+_FLIGHT_LINE = r"(?P<acq>emit(?P<stamp>\d{8}t\d{6}))_o(?P<orbit>\d{5})_s(?P<scene>\d{3})"
+# <flight line>_<level>_<prod>_b<build4>_v<ver2>
 # The level is matched loosely (l1b, l2a, ...) so an L2A input still yields an identity.
 _EMIT_NAME = re.compile(
-    r"(?P<acq>emit(?P<stamp>\d{8}t\d{6}))"
-    r"_o(?P<orbit>\d{5})_s(?P<scene>\d{3})"
-    r"_(?P<level>l\d[a-z]?)_(?P<prod>[a-z0-9]+)"
+    _FLIGHT_LINE + r"_(?P<level>l\d[a-z]?)_(?P<prod>[a-z0-9]+)"
     r"_b(?P<build>\d{4})_v(?P<version>\d{2})"
 )
 _STRIPPED_SUFFIXES = (".hdr", ".img")
@@ -54,17 +54,21 @@ def parse_identity(path: Path | str) -> EmitIdentity | None:
     A name that looks right but holds an impossible date (month 13) is not an EMIT name.
     """
     match = _EMIT_NAME.fullmatch(bare_name(path))
-    if match is None:
-        return None
+    return None if match is None else _identity(match, match["build"], match["version"])
+
+
+def parse_flight_line(flight_line: str, build: str, version: str) -> EmitIdentity | None:
+    """The identity of a flight line (`emit<date>t<time>_o<orbit>_s<segment>`, as an LP DAAC
+    granule's `flight_line` attribute holds it) with the `build` and `version` the caller knows
+    from elsewhere; None when the text is not a flight line."""
+    match = re.fullmatch(_FLIGHT_LINE, flight_line.strip())
+    return None if match is None else _identity(match, build, version)
+
+
+def _identity(match: re.Match[str], build: str, version: str) -> EmitIdentity | None:
     try:
         start = datetime.strptime(match["stamp"], "%Y%m%dt%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return EmitIdentity(
-        acquisition_id=match["acq"],
-        start_time=start,
-        orbit=match["orbit"],
-        scene=match["scene"],
-        build=match["build"],
-        version=match["version"],
-    )
+    return EmitIdentity(acquisition_id=match["acq"], start_time=start, orbit=match["orbit"],
+                        scene=match["scene"], build=build, version=version)

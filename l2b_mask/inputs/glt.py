@@ -236,7 +236,13 @@ def read_glt(path: Path | str, swath_shape: tuple[int, int] | None = None) -> Gl
               line=np.ascontiguousarray(cube[:, :, 1], np.int32),
               geotransform=info.geotransform, crs_wkt=WGS84_WKT, epsg=EPSG_WGS84,
               source=header.data_path)
-    half = (glt.sample == 0) != (glt.line == 0)
+    return checked(glt, where, swath_shape)
+
+
+def checked(glt: Glt, where: Path, swath_shape: tuple[int, int] | None) -> Glt:
+    """The checks of every GLT, whichever file it came from: no cell with only one of sample
+    and line, and (given the swath's shape) every entry inside the swath."""
+    half = (glt.sample == GLT_FILL) != (glt.line == GLT_FILL)
     if half.any():
         raise InputProductError(where, f"GLT has {int(half.sum())} cells where only one of "
                                        "sample and line is 0")

@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header
+
+if TYPE_CHECKING:  # l2b_mask.inputs.daac imports this module's constants
+    from l2b_mask.inputs.daac import DaacGranule, DaacReader
 
 EMIT_RADIANCE_BANDS = 285
 OBS_BAND_COUNTS = (11, 12)
@@ -85,6 +89,16 @@ def acquisition_times(header: EnviHeader) -> tuple[datetime | None, datetime | N
     return start, stop
 
 
+def check_same_size(rdn: EnviHeader | DaacGranule, obs: EnviHeader | DaacGranule) -> None:
+    """The observation must cover the radiance's lines and samples exactly."""
+    if (obs.lines, obs.samples) != (rdn.lines, rdn.samples):
+        raise InputProductError(
+            obs.header_path,
+            f"observation is {obs.lines} lines x {obs.samples} samples but the radiance "
+            f"{rdn.header_path.name} is {rdn.lines} x {rdn.samples}",
+        )
+
+
 def _check_float(header: EnviHeader, what: str) -> None:
     if header.dtype.kind != "f":
         raise InputProductError(
@@ -92,6 +106,20 @@ def _check_float(header: EnviHeader, what: str) -> None:
             f"{what} must be floating point (ENVI data type 4 or 5), found data type "
             f"{header.data_type_code}",
         )
+
+
+def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
+    """The one check of a radiance's spectral axis, whichever format it came from (ENVI header
+    text or the granule's float32 `sensor_band_parameters`): one value per band, wavelengths
+    finite and strictly increasing, FWHM finite and positive."""
+    if wl.size != bands:
+        raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
+    if fwhm.size != bands:
+        raise InputProductError(where, f"{fwhm.size} fwhm values for {bands} bands")
+    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
+        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
+    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
+        raise InputProductError(where, "fwhm values must be finite and positive")
 
 
 def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:
@@ -107,23 +135,21 @@ def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:
         raise InputProductError(where, f"unknown 'wavelength units' {units!r}")
     scale = _WAVELENGTH_UNITS[units]
     wl, fwhm = wl * scale, fwhm * scale
-    if wl.size != header.bands:
-        raise InputProductError(where, f"{wl.size} wavelengths for {header.bands} bands")
-    if fwhm.size != header.bands:
-        raise InputProductError(where, f"{fwhm.size} fwhm values for {header.bands} bands")
-    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
-    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise InputProductError(where, "fwhm values must be finite and positive")
+    check_spectral_axis(wl, fwhm, header.bands, where)
     return wl, fwhm
 
 
 @dataclass
 class Scene:
-    """Radiance + observation geometry of one acquisition, validated and ready to stream."""
+    """Radiance + observation geometry of one acquisition, validated and ready to stream.
 
-    radiance_header: EnviHeader
-    observation_header: EnviHeader
+    Either format: `radiance_header` / `observation_header` are ENVI headers or LP DAAC
+    granules (`DaacGranule`, with the same `lines`, `samples`, `bands`, `nodata`,
+    `header_path`); `radiance_reader()` / `observation_reader()` read both alike.
+    """
+
+    radiance_header: EnviHeader | DaacGranule
+    observation_header: EnviHeader | DaacGranule
     wavelengths_nm: np.ndarray
     fwhm_nm: np.ndarray
     solar_zenith_band: int
@@ -136,6 +162,11 @@ class Scene:
         cls, radiance: Path | str, observation: Path | str,
         expected_radiance_bands: int | None = EMIT_RADIANCE_BANDS,
     ) -> Scene:
+        """Open and check both inputs, ENVI rasters or LP DAAC granules (never one of each)."""
+        from l2b_mask.inputs.formats import DAAC, input_format  # imports this module
+
+        if input_format(radiance, observation) == DAAC:
+            return cls._open_granules(radiance, observation, expected_radiance_bands)
         rdn = read_header(radiance)
         obs = read_header(observation)
         _check_float(rdn, "radiance")
@@ -150,16 +181,28 @@ class Scene:
             raise InputProductError(
                 obs.header_path, f"observation file has {obs.bands} bands, expected 11 or 12"
             )
-        if (obs.lines, obs.samples) != (rdn.lines, rdn.samples):
-            raise InputProductError(
-                obs.header_path,
-                f"observation is {obs.lines} lines x {obs.samples} samples but the radiance "
-                f"{rdn.header_path.name} is {rdn.lines} x {rdn.samples}",
-            )
+        check_same_size(rdn, obs)
         names = observation_band_names(obs)
         sza = find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, obs)
         esd = find_band(names, OBS_EARTH_SUN_DISTANCE_NAME, OBS_EARTH_SUN_DISTANCE, obs)
         return cls(rdn, obs, wl, fwhm, sza, esd, start, stop)
+
+    @classmethod
+    def _open_granules(cls, radiance: Path | str, observation: Path | str,
+                       expected_radiance_bands: int | None) -> Scene:
+        """The DAAC path: each granule checked at open (the ENVI path's checks and words),
+        then the pair (same acquisition, same size)."""
+        from l2b_mask.inputs.daac import open_observation_granule, open_radiance_granule
+        from l2b_mask.inputs.daac_names import check_same_acquisition
+
+        rdn = open_radiance_granule(radiance, expected_radiance_bands)
+        obs = open_observation_granule(observation)
+        check_same_acquisition(rdn, obs)
+        assert rdn.wavelengths_nm is not None and rdn.fwhm_nm is not None
+        assert obs.solar_zenith_band is not None and obs.earth_sun_band is not None
+        return cls(rdn, obs, rdn.wavelengths_nm.astype(np.float64),
+                   rdn.fwhm_nm.astype(np.float64), obs.solar_zenith_band, obs.earth_sun_band,
+                   rdn.acquisition_start, rdn.acquisition_stop)
 
     @property
     def lines(self) -> int:
@@ -179,11 +222,15 @@ class Scene:
         value = self.observation_header.nodata
         return -9999.0 if value is None else value
 
-    def radiance_reader(self) -> EnviReader:
-        return EnviReader(self.radiance_header)
+    def radiance_reader(self) -> EnviReader | DaacReader:
+        from l2b_mask.inputs.formats import raster_reader
 
-    def observation_reader(self) -> EnviReader:
-        return EnviReader(self.observation_header)
+        return raster_reader(self.radiance_header)
+
+    def observation_reader(self) -> EnviReader | DaacReader:
+        from l2b_mask.inputs.formats import raster_reader
+
+        return raster_reader(self.observation_header)
 
     def earth_sun_distance(self, lines_per_block: int = 512) -> float:
         """Scene mean Earth-Sun distance (AU) over valid observation pixels only.
@@ -210,10 +257,10 @@ class Scene:
         return mean
 
 
-def solar_angle_bands(header: EnviHeader) -> tuple[int, int]:
-    """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file: found by band
-    name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
-    names = observation_band_names(header)
+def solar_angle_bands(header: EnviHeader | DaacGranule) -> tuple[int, int]:
+    """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file (ENVI or
+    granule): found by band name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
+    names = observation_band_names(header) if isinstance(header, EnviHeader) else header.band_names
     return (find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
             find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header))
 
@@ -223,13 +270,15 @@ def mean_solar_angles(observation_path: Path | str,
     """(mean solar zenith, mean solar azimuth) in degrees over pixels with a value, read block
     by block from the observation file's to-sun zenith and azimuth bands (by name, as `Scene`
     finds them; EMIT's positions 4 and 3 when the file has no band names); None where no pixel
-    has one."""
-    header = read_header(observation_path)
+    has one. ENVI raster or LP DAAC OBS granule."""
+    from l2b_mask.inputs.formats import open_raster, raster_reader
+
+    header = open_raster(observation_path)
     bands = list(solar_angle_bands(header))
     nodata = header.nodata
     sums = np.zeros(2)
     counts = np.zeros(2, np.int64)
-    with EnviReader(header) as reader:
+    with raster_reader(header) as reader:
         for start in range(0, header.lines, lines_per_block):
             stop = min(header.lines, start + lines_per_block)
             block = reader.read_lines(start, stop, bands, np.float64)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from l2b_mask.errors import InputProductError, OutputError
-from l2b_mask.inputs.envi import EnviReader, read_header
+from l2b_mask.inputs.envi import EnviHeader
+from l2b_mask.inputs.formats import open_raster, raster_reader
 from l2b_mask.nodata import FLAG_NO_VALUE
 
 MAX_SIDE = 1000  # pixels on the longer side of a browse image
@@ -37,15 +38,20 @@ _MIN_CLEAR_SHARE = 0.05
 
 
 def browse_bands(radiance_path: Path | str) -> list[int]:
-    """0-based radiance band indices nearest 650, 560 and 470 nm (header `wavelength`)."""
-    header = read_header(radiance_path)
-    wl = header.float_list("wavelength")
+    """0-based radiance band indices nearest 650, 560 and 470 nm (ENVI header `wavelength`,
+    or a granule's `sensor_band_parameters/wavelengths`)."""
+    header = open_raster(radiance_path)
+    if not isinstance(header, EnviHeader):  # an LP DAAC granule: checked, in nm
+        wl = header.wavelengths_nm
+    else:
+        wl = header.float_list("wavelength")
+        units = str(header.meta.get("wavelength units", "nanometers")).strip().lower()
+        if wl is not None and (units.startswith("micro")
+                               or (units in ("", "unknown") and np.nanmax(wl) < 100)):
+            wl = wl * 1000.0
     if wl is None or wl.size != header.bands:
         raise InputProductError(header.header_path, "radiance header has no 'wavelength' for "
                                                     "every band; the browse needs them")
-    units = str(header.meta.get("wavelength units", "nanometers")).strip().lower()
-    if units.startswith("micro") or (units in ("", "unknown") and np.nanmax(wl) < 100):
-        wl = wl * 1000.0
     return [int(np.argmin(np.abs(wl - target))) for target in BROWSE_WAVELENGTHS_NM]
 
 
@@ -62,7 +68,7 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
                 bands: list[int], shadow: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid, cloudy, shadow counts)."""
-    header = read_header(radiance_path)
+    header = open_raster(radiance_path)
     lines, samples = header.lines, header.samples
     if flag.shape != (lines, samples):
         raise ValueError(f"flag is {flag.shape}, the radiance {lines} x {samples}")
@@ -73,7 +79,7 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
     cloud_n = np.zeros((rows, cols), np.int64)
     shadow_n = np.zeros((rows, cols), np.int64)
     step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
-    with EnviReader(header) as reader:
+    with raster_reader(header) as reader:
         for start in range(0, lines, step):
             stop = min(lines, start + step)
             block = reader.read_lines(start, stop, bands, np.float64)  # (n, samples, 3)
@@ -130,7 +136,7 @@ def render_browse(radiance_path: Path | str, flag: np.ndarray, *, max_side: int 
                   shadow: np.ndarray | None = None) -> np.ndarray:
     """The browse as a (rows, cols, 4) uint8 RGBA array (what `write_browse_png` writes)."""
     flag = np.asarray(flag)
-    header = read_header(radiance_path)
+    header = open_raster(radiance_path)
     rows, cols = browse_size(header.lines, header.samples, max_side)
     sums, valid_n, cloud_n, shadow_n = _accumulate(radiance_path, flag, rows, cols,
                                                    browse_bands(header.header_path), shadow)

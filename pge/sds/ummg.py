@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from l2b_mask.inputs.glt import Bounds
+from l2b_mask.products.summary import CloudFraction
 from l2b_mask.spec import file_digest
 from pge.sds.files import formats as file_formats
 from pge.sds.naming import EmitIdentity
@@ -51,6 +52,12 @@ def granule_ur(identity: EmitIdentity, product_version: str, scene: int | str | 
 def sha512(path: Path | str) -> str:
     """Hex SHA-512 of a file (UMM-G's checksum)."""
     return file_digest(path, "sha512")
+
+
+def cloud_cover_percent(fraction: CloudFraction) -> float:
+    """EMIT's granule cloud cover: cloudy pixels and pixels without a value (nothing is seen
+    there), as a percentage of all pixels, at most 100."""
+    return min(fraction.percent_of_all + fraction.percent_no_value, 100.0)
 
 
 def day_night_flag(mean_solar_zenith_deg: float | None) -> str:
