@@ -27,7 +27,6 @@ from l2b_mask.cloud_shadow import (
     validate_height_range,
 )
 from l2b_mask.geometry import GroundSpacing, ground_spacing, local_axes, nominal_ground_spacing
-from l2b_mask.inputs.envi import EnviReader
 from l2b_mask.inputs.location import LocationArrays
 from l2b_mask.inputs.scene import (
     OBS_SOLAR_AZIMUTH,
@@ -35,8 +34,8 @@ from l2b_mask.inputs.scene import (
     OBS_SOLAR_ZENITH,
     OBS_SOLAR_ZENITH_NAME,
     Scene,
+    band_names,
     find_band,
-    observation_band_names,
 )
 from l2b_mask.nodata import FLOAT_NO_VALUE
 
@@ -113,13 +112,13 @@ def read_sun_view_angles(scene: Scene, lines_per_block: int = 256) -> SunViewAng
     """The four angles of the observation file, found by band name as `Scene` finds its bands
     (EMIT's positions 4, 3, 2, 1 without names), float32 with NaN where the file has fill."""
     header = scene.observation_header
-    names = observation_band_names(header)
+    names = band_names(header)
     bands = [find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
              find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header),
              find_band(names, OBS_VIEW_ZENITH_NAME, OBS_VIEW_ZENITH, header),
              find_band(names, OBS_VIEW_AZIMUTH_NAME, OBS_VIEW_AZIMUTH, header)]
     out = np.empty((len(bands), scene.lines, scene.samples), np.float32)
-    with EnviReader(header) as reader:
+    with scene.observation_reader() as reader:
         for start in range(0, scene.lines, lines_per_block):
             stop = min(start + lines_per_block, scene.lines)
             out[:, start:stop] = reader.read_lines(start, stop, bands, np.float32).transpose(2, 0, 1)

@@ -41,19 +41,20 @@ START = datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)  # generate_acquisition's de
 STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
 BUILD_VERSION = "010635"
 STEPS = ("load_config", "prepare_output", "validate_inputs", "validate_ancillary", "run",
-         "write_products", "validate_products", "write_metadata", "write_granule_metadata",
+         "beyond_cloud", "write_products", "validate_products", "write_metadata", "write_granule_metadata",
          "write_provenance")
 # Every product file of the shared successful run (its configuration turns the ortho on).
 PRODUCT_SUFFIXES = {
     "envi_data": ".img", "envi_header": ".hdr", "netcdf": ".nc", "browse": ".png",
     "ortho_flag": "_ortho.tif", "ortho_probability": "_ortho_prob.tif",
+    "ortho_buffer": "_ortho_buffer.tif", "ortho_shadow": "_ortho_shadow.tif",
     "metadata": "_metadata.json", "ummg": ".cmr.json", "provenance": "_provenance.json",
     "log": "_pge.log",
 }
 PRODUCT_KEYS = tuple(PRODUCT_SUFFIXES)
 # What a run with the default output switches writes (no ortho, UMM-G only with an EMIT name).
-DEFAULT_SUFFIXES = {k: v for k, v in PRODUCT_SUFFIXES.items()
-                    if k not in ("ortho_flag", "ortho_probability")}
+DEFAULT_SUFFIXES = {k: v for k, v in PRODUCT_SUFFIXES.items() if not k.startswith("ortho_")}
+ENVI_BANDS = ["Cloud Flag", "Cloud Probability", "Cloud Buffer Distance", "Cloud Shadow Flag"]
 NODATA = -9999.0
 
 
@@ -252,8 +253,8 @@ def test_output_folder_holds_exactly_the_products(ok):
 def test_envi_product_read_with_spectral(ok, envi):
     truth = ok.acq.truth
     meta = envi["meta"]
-    assert envi["shape"] == (LINES, SAMPLES, 2) and envi["dtype"] == np.float32
-    assert meta["band names"] == ["Cloud Flag", "Cloud Probability"]
+    assert envi["shape"] == (LINES, SAMPLES, 4) and envi["dtype"] == np.float32
+    assert meta["band names"] == ENVI_BANDS
     assert float(meta["data ignore value"]) == NODATA
     flag, prob = envi["flag"], envi["prob"]
     no_value = truth == 0
@@ -273,7 +274,8 @@ def test_envi_product_read_with_gdal(ok, envi):
     gdal.UseExceptions()
     ds = gdal.Open(str(ok.products["envi_data"]))
     try:
-        assert (ds.RasterYSize, ds.RasterXSize, ds.RasterCount) == (LINES, SAMPLES, 2)
+        assert (ds.RasterYSize, ds.RasterXSize, ds.RasterCount) == (LINES, SAMPLES, 4)
+        assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(4)] == ENVI_BANDS
         for index, name, values in ((1, "Cloud Flag", envi["flag"]),
                                     (2, "Cloud Probability", envi["prob"])):
             band = ds.GetRasterBand(index)
@@ -333,7 +335,9 @@ def test_netcdf_variables(netcdf):
     dims = netcdf["dims"]
     assert {k: dims[k] for k in ("downtrack", "crosstrack")} == {"downtrack": LINES,
                                                                  "crosstrack": SAMPLES}
-    assert set(dims) == {"downtrack", "crosstrack", "ortho_y", "ortho_x"}  # the GLT's grid
+    # the GLT's grid, and the bands of sensor_band_parameters (the product's layers)
+    assert set(dims) == {"downtrack", "crosstrack", "ortho_y", "ortho_x", "bands"}
+    assert {"location", "sensor_band_parameters"} <= set(netcdf["groups"])
     mask = netcdf["vars"]["cloud_mask"]
     assert mask["dtype"] == np.uint8
     assert mask["dims"] == ("downtrack", "crosstrack")
@@ -369,7 +373,7 @@ def test_netcdf_values_equal_the_envi_product(netcdf, envi):
 def test_netcdf_location_group_equals_the_loc_file(ok, netcdf):
     from spectral.io import envi as spectral_envi
 
-    assert netcdf["groups"] == ["location"]
+    assert sorted(netcdf["groups"]) == ["location", "sensor_band_parameters"]
     loc_img = spectral_envi.open(str(ok.acq.location.with_suffix(".hdr")), str(ok.acq.location))
     assert np.dtype(loc_img.dtype) == np.float64
     loc = np.array(loc_img.open_memmap())  # load() would convert to float32
@@ -651,7 +655,8 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{stem}{s}" for k, s in DEFAULT_SUFFIXES.items() if k != "ummg")
     provenance = json.loads((out / f"{stem}_provenance.json").read_text())
-    assert set(provenance["skipped_outputs"]) == {"ummg"}
+    # and no location file: no cloud shadow (the buffer takes the nominal pixel size)
+    assert set(provenance["skipped_outputs"]) == {"ummg", "cloud_shadow"}
     meta = json.loads((out / f"{stem}_metadata.json").read_text())
     assert set(meta["files"].values()) == {p.name for p in out.iterdir()} - {
         f"{stem}_provenance.json", f"{stem}_pge.log"}  # lists only files that exist
@@ -1023,7 +1028,7 @@ def test_exit_1_unexpected_error_in_process(tmp_path, spec, monkeypatch, capsys,
     def boom(self, *args, **kwargs):
         return 1 / 0
 
-    monkeypatch.setattr(inference.SceneInference, "run", boom)
+    monkeypatch.setattr(inference.SceneInference, "blocks", boom)
     code = pge.cli.main([str(rc)])
     captured = capsys.readouterr()
     assert code == ExitCode.UNEXPECTED == 1

@@ -257,10 +257,15 @@ class Scene:
         return mean
 
 
+def band_names(header: EnviHeader | DaacGranule) -> list[str] | None:
+    """An observation file's band names, ENVI or granule (None: an ENVI file without names)."""
+    return observation_band_names(header) if isinstance(header, EnviHeader) else header.band_names
+
+
 def solar_angle_bands(header: EnviHeader | DaacGranule) -> tuple[int, int]:
     """Zero-based (to-sun zenith, to-sun azimuth) bands of an observation file (ENVI or
     granule): found by band name as `Scene` finds its bands, else EMIT's positions 4 and 3."""
-    names = observation_band_names(header) if isinstance(header, EnviHeader) else header.band_names
+    names = band_names(header)
     return (find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
             find_band(names, OBS_SOLAR_AZIMUTH_NAME, OBS_SOLAR_AZIMUTH, header))
 
