@@ -71,7 +71,12 @@ def runnable(precision: str, flags: frozenset[str]) -> list[str]:
 
 
 def cache_path() -> Path:
-    return kernels.cache_dir() / CACHE_FILE
+    """Next to the libraries; where that folder is read-only to this user (a container's venv
+    built by root), the user's own cache folder."""
+    folder = kernels.cache_dir()
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        folder = Path.home() / ".cache" / "l2b_mask"
+    return folder / CACHE_FILE
 
 
 def read_cache(path: Path, key: dict[str, str], flags: frozenset[str]) -> dict[str, str | None] | None:
