@@ -84,6 +84,19 @@ def _model_input(spec, radiance, observation):
 
 
 @pytest.fixture(scope="module")
+def torch_float32(model):
+    """The float32 torch path's P(cloud) for a scene, computed once per module (every variant's
+    test compares with it)."""
+    done = {}
+
+    def of(rho, band):
+        if id(rho) not in done:
+            done[id(rho)] = _forward(model, rho, band, "float32", "torch")
+        return done[id(rho)]
+    return of
+
+
+@pytest.fixture(scope="module")
 def reference_rho(spec, reference_dir):
     return _model_input(spec, reference_dir / "public_s7_rdn.hdr", reference_dir / "public_s7_obs.img")
 
@@ -97,9 +110,10 @@ def synthetic_rho(spec, tmp_path_factory):
     return _model_input(spec, acq.radiance, acq.observation)
 
 
-def test_kernel_float32_is_faithful_on_the_reference_scene(model, reference_rho, reference_dir, f32_variant):
+def test_kernel_float32_is_faithful_on_the_reference_scene(model, reference_rho, reference_dir, f32_variant,
+                                                          torch_float32):
     rho, band = reference_rho
-    sdpa = _forward(model, rho, band, "float32", "torch")
+    sdpa = torch_float32(rho, band)
     ours = _forward(model, rho, band, "float32", "kernel")
     assert f32_variant in model.set_precision("float32", backend="kernel").implementation()
     assert np.abs(ours - sdpa).max() <= 1e-4
@@ -129,10 +143,11 @@ def test_kernel_handles_any_token_count(model, tokens, f32_variant):
     np.testing.assert_allclose(ours, sdpa, rtol=0, atol=1e-5)
 
 
-def test_kernel_fastexp_flips_at_most_a_thousandth(model, synthetic_rho, reference_rho, f32_variant):
+def test_kernel_fastexp_flips_at_most_a_thousandth(model, synthetic_rho, reference_rho, f32_variant,
+                                                  torch_float32):
     for rho, band in (synthetic_rho, reference_rho):
         assert rho.shape[0] > 1500
-        exact = _forward(model, rho, band, "float32", "torch")
+        exact = torch_float32(rho, band)
         fast = _forward(model, rho, band, "float32-fastexp", "kernel")
         assert np.abs(fast - exact).max() <= 2e-3
         assert ((fast > THRESHOLD) != (exact > THRESHOLD)).mean() <= 1e-3
@@ -251,11 +266,12 @@ def test_kernel_float32_is_as_close_to_float64_as_torch_float32(model, reference
 # ---------------------------------------------------------------- the mixed-precision build (AVX-512)
 
 
-def test_mixed_kernel_flips_at_most_a_thousandth(model, synthetic_rho, reference_rho, mixed_variant):
+def test_mixed_kernel_flips_at_most_a_thousandth(model, synthetic_rho, reference_rho, mixed_variant,
+                                                 torch_float32):
     """int16 projections and Q.K^T, bfloat16 or int16 P.V: measured max |dP| 0.022 and 1 flip of
     1847 on the reference scene (bf16 P.V), against 0.42 and 28 flips for the published bfloat16 path."""
     for rho, band in (synthetic_rho, reference_rho):
-        exact = _forward(model, rho, band, "float32", "torch")
+        exact = torch_float32(rho, band)
         mixed = _forward(model, rho, band, "bfloat16", "kernel")
         err, flips = np.abs(mixed - exact).max(), ((mixed > THRESHOLD) != (exact > THRESHOLD)).mean()
         print(f"{mixed_variant}: max |dP| {err:.3f}, flips {flips:.4%} of {len(exact)}")
@@ -276,7 +292,7 @@ def test_mixed_kernel_handles_any_token_count(model, tokens, mixed_variant):
     np.testing.assert_allclose(mixed, exact, rtol=0, atol=0.05)
 
 
-@pytest.mark.parametrize("variant", _variants("float32"))
+@pytest.mark.parametrize("variant", [v for v in _variants("float32") if v.values[0] != "f32-avx2"])
 def test_every_float32_variant_computes_exactly_what_the_avx2_one_does(model, reference_rho, variant):
     """Wider registers, the same float32 operations in the same order: the result must not depend on
     which variant a machine runs, to the bit."""
