@@ -447,24 +447,22 @@ static float pixel(const Params& P, const Prepared& M, const float* rho_in, int 
     gemm_i16(M.ff1, P.b1, Y, X, F, TP, m.xq, m.sx);
     gelu(X, static_cast<size_t>(F) * TP);
     gemm_i16(M.ff2, P.b2, X, Y, D, TP, m.xq, m.sx);
-#elif defined(SPECTF_WIDE)
-    (void)M;
-    gemm512(P.win, P.bin, X, QKV, 3 * D, D, TP);
-    attention_wide<DEG>(QKV, X, w.s, T, TP);    // X <- attention heads
-    gemm512(P.wout, P.bout, X, Y, D, D, TP);
-    layer_norm(Y, D, TP);
-    gemm512(P.w1, P.b1, Y, X, F, D, TP);
-    gelu(X, static_cast<size_t>(F) * TP);
-    gemm512(P.w2, P.b2, X, Y, D, F, TP);
 #else
+#if defined(SPECTF_WIDE)
+    constexpr auto project = gemm512;           // 512-bit registers, the same float32 arithmetic
+    constexpr auto attend = attention_wide<DEG>;
+#else
+    constexpr auto project = gemm;
+    constexpr auto attend = attention<DEG>;
+#endif
     (void)M;
-    gemm(P.win, P.bin, X, QKV, 3 * D, D, TP);
-    attention<DEG>(QKV, X, w.s, T, TP);         // X <- attention heads
-    gemm(P.wout, P.bout, X, Y, D, D, TP);
+    project(P.win, P.bin, X, QKV, 3 * D, D, TP);
+    attend(QKV, X, w.s, T, TP);                 // X <- attention heads
+    project(P.wout, P.bout, X, Y, D, D, TP);
     layer_norm(Y, D, TP);
-    gemm(P.w1, P.b1, Y, X, F, D, TP);
+    project(P.w1, P.b1, Y, X, F, D, TP);
     gelu(X, static_cast<size_t>(F) * TP);
-    gemm(P.w2, P.b2, X, Y, D, F, TP);
+    project(P.w2, P.b2, X, Y, D, F, TP);
 #endif
     // max over the T real tokens, per channel
     alignas(32) int lane_ok[8];
