@@ -42,7 +42,8 @@ from l2b_mask.spec import ModelSpec
 
 __all__ = ["EXP_DEGREE", "VARIANTS", "Kernel", "KernelWeights", "Variant", "available", "build_library",
            "cache_dir", "compiler", "for_precision", "forced_fallback", "library_path", "load_variant",
-           "pack_parameters", "supports", "unavailable_reason", "variant_reason", "variant_unavailable"]
+           "open_library", "pack_parameters", "supports", "unavailable_reason", "variant_reason",
+           "variant_unavailable"]
 
 log = logging.getLogger(__name__)
 
