@@ -51,7 +51,9 @@ def pack_parameters(w: KernelWeights, band_term: np.ndarray) -> np.ndarray:
     scaled by log2(e)/sqrt(head width) (the kernel's softmax works in base 2), in float64. The
     per-band embedding constant is computed in float32, as nn.Linear computes it.
     """
-    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    def f64(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, np.float64)
+
     d = w.embed_w.shape[0]
     hd = d // w.num_heads
     we = np.asarray(w.embed_w, np.float32)
