@@ -8,8 +8,9 @@
 2. Times each path in its own subprocess (so the peak RSS is that path's): the published-style
    baseline (nn.MultiheadAttention with need_weights=True, batch 4096, TorchScript +
    optimize_for_inference, bfloat16 and float32; weights of the official file), our torch SDPA path,
-   and the compiled kernel paths (float32, and the mixed-precision bfloat16 where the CPU has
-   AVX-512 VNNI/BF16). Slow paths run on the first `--baseline-pixels` pixels only
+   and the compiled kernel paths: each precision with the variant the calibration chose for this
+   CPU (`l2b_mask.kernels.calibrate`), and each variant this CPU can run, pinned
+   (`kernel-<precision>:<variant>`). Slow paths run on the first `--baseline-pixels` pixels only
    (stated in the table); every row is compared with our float32 path on the pixels it ran.
 3. End to end: `SceneInference.run` over a `--e2e-lines` x 1242 scene, extrapolated to 1280 lines.
 
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from l2b_mask.kernels.variants import VARIANTS as KERNEL_VARIANTS
+
 THRESHOLD = 0.51
 HERE = Path(__file__).resolve()
 
@@ -42,12 +45,13 @@ VARIANTS = {
     "torch-sdpa-fp32-b4096": ("our torch path (fused SDPA), float32, batch 4096", True),
     "torch-sdpa-fp32-b256": ("our torch path (fused SDPA), float32, batch 256", True),
     "torch-sdpa-bf16-b256": ("our torch path, bfloat16 attention products, batch 256", True),
-    "kernel-float32": ("compiled kernel, precision float32 (default)", False),
-    "kernel-float32-fastexp": ("compiled kernel, precision float32-fastexp", False),
-    "kernel-bfloat16": ("compiled kernel (AVX-512 build), precision bfloat16: int16 projections and "
-                        "Q.K^T, bfloat16 P.V", False),
-    "kernel-exp2-deg2": ("compiled kernel, degree-2 exp2 (experiment, not exposed)", False),
+    "kernel-float32": ("compiled kernel, precision float32 (default), calibrated variant", False),
+    "kernel-float32-fastexp": ("compiled kernel, precision float32-fastexp, calibrated variant", False),
+    "kernel-bfloat16": ("compiled kernel, precision bfloat16, calibrated variant", False),
 }
+# every kernel variant pinned, for its precision (not float32-fastexp: same variants as float32)
+VARIANTS |= {f"kernel-{p}:{v.name}": (f"compiled kernel {v.name}: {v.description}", False)
+             for v in KERNEL_VARIANTS.values() for p in v.precisions if p != "float32-fastexp"}
 
 
 def _rss_mb() -> float:
@@ -131,7 +135,7 @@ def published_style_model(spec, weights: Path):
 def worker(variant: str, data: Path, pixels: int, out: Path, threads: int) -> None:
     import torch
 
-    from l2b_mask import kernels
+    from l2b_mask.kernels.calibrate import ENV_VARIANT
     from l2b_mask.model import load_model
     from l2b_mask.spec import ModelSpec
 
@@ -167,22 +171,19 @@ def worker(variant: str, data: Path, pixels: int, out: Path, threads: int) -> No
             model.set_precision("bfloat16" if "bf16" in variant else "float32", backend="torch")
             batch = int(variant.rsplit("-b", 1)[1])
         else:
-            precision = variant.removeprefix("kernel-")
-            model.set_precision(precision if precision in kernels.EXP_DEGREE else "float32", backend="kernel")
+            precision, _, pin = variant.removeprefix("kernel-").partition(":")
+            if pin:
+                os.environ[ENV_VARIANT] = pin
+            model.set_precision(precision, backend="kernel")
             batch = 4096
-        degree = 2 if variant == "kernel-exp2-deg2" else None
         info["kernel"] = model.uses_kernel()
+        info["implementation"] = model.implementation()
 
         def run(x: torch.Tensor) -> torch.Tensor:
             outs = []
             with torch.inference_mode():
                 for s in range(0, x.shape[0], batch):
-                    r = x[s:s + batch]
-                    if degree is not None:
-                        outs.append(kernels.forward(kernels.load(), model._kernel_parameters(band), r,
-                                                    torch.get_num_threads(), degree))
-                    else:
-                        outs.append(model(r, band))
+                    outs.append(model(x[s:s + batch], band))
             return torch.cat(outs)
 
     run(rho[:64])                                     # warm-up (and kernel load)
@@ -243,6 +244,11 @@ def prepare(folder: Path, lines: int, samples: int) -> tuple[Path, int]:
     return folder / "scene", rho.shape[0]
 
 
+def _runnable_here() -> list[str]:
+    from l2b_mask.kernels import variant_unavailable
+    return [v for v in VARIANTS if ":" not in v or variant_unavailable(v.split(":", 1)[1]) is None]
+
+
 def _sub(args: list[str], timeout: float = 3600) -> None:
     subprocess.run([sys.executable, str(HERE), *args], check=True, timeout=timeout)
 
@@ -254,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-pixels", type=int, default=4096, help="pixels timed for the slow paths")
     ap.add_argument("--e2e-lines", type=int, default=256, help="lines of the end-to-end scene (0: skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(_runnable_here()),
+                    help="paths to time (default: all, kernel variants this CPU can run)")
     ap.add_argument("--quick", action="store_true", help="8 x 1242 scene, 1024 baseline pixels, 16-line e2e")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -294,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             results[v] = json.loads(out.read_text())
             results[v]["p"] = np.load(out.with_suffix(".npy"))
             r = results[v]
-            print(f"#   {v}: {r['px_s']:.0f} px/s ({r['pixels']} px, {r['wall_s']:.1f} s)", flush=True)
+            ran = f" ran: {r['implementation']}" if "implementation" in r else ""
+            print(f"#   {v}: {r['px_s']:.0f} px/s ({r['pixels']} px, {r['wall_s']:.1f} s, load "
+                  f"{os.getloadavg()[0]:.1f}){ran}", flush=True)
         ref = results.get("kernel-float32") or results.get("torch-sdpa-fp32-b256")
         base = {k: results[k]["px_s"] for k in ("published-bf16", "published-fp32") if k in results}
         rows = []

@@ -1,12 +1,15 @@
-"""The machine's own vector arithmetic peak, one core: what the kernel's efficiency is measured
-against (`docs/performance.md`). Compiles a tiny C++ loop of 12 independent accumulator chains
-per instruction and prints instructions and multiply-adds per second: float32 FMA (256 and 512
-bits) and, where the CPU has them (AVX-512 VNNI / BF16), the int16 and bfloat16 dot products
-the mixed-precision kernel uses.
+"""The machine's own vector and matrix arithmetic peak, one core: what the kernel's efficiency is
+measured against (`docs/performance.md`). Compiles a tiny C++ loop of 12 independent accumulator
+chains per instruction and prints instructions and multiply-adds per second: float32 FMA (256
+bits; 512 with AVX-512F), and where the CPU has them the int16 (AVX-512 VNNI) and bfloat16
+(AVX512-BF16) dot products the mixed-precision kernels use, and the AMX tile products (AMX-BF16
+`tdpbf16ps`, AMX-INT8 `tdpbssd`: 4 independent 16 x 16 accumulator tiles; Linux grants the tile
+state after `arch_prctl(ARCH_REQ_XCOMP_PERM)`). A CPU without AMX prints "no AMX" and why.
 
     .venv/bin/python benchmarks/cpu_peak.py
 
-Needs a C++ compiler. Not the kernel's code: a ceiling for it. Each chain starts from a different
+Needs a C++ compiler. Not the kernel's code: a ceiling for it. Timed in the thread's CPU time, so
+that other processes sharing the core do not lower the figure. Each chain starts from a different
 value: identical chains let the compiler merge them into one (an earlier version of this script
 measured one latency-bound chain and reported it as 10).
 """
@@ -19,9 +22,15 @@ import tempfile
 from pathlib import Path
 
 SOURCE = r"""
-#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <immintrin.h>
+// this thread's CPU time: time the scheduler gave other processes on a shared machine is not counted
+static double cpu_s() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
 #define CHAINS(S) S(0) S(1) S(2) S(3) S(4) S(5) S(6) S(7) S(8) S(9) S(10) S(11)
 #define STEP(i) a##i = OP(a##i);
 #define KEEP(i) sink = a##i;
@@ -29,9 +38,9 @@ SOURCE = r"""
 #define RATE(name, V, INIT, n)                                                          \
     static double name() {                                                              \
         CHAINS(DECL)                                                                    \
-        auto t0 = std::chrono::steady_clock::now();                                     \
+        double t0 = cpu_s();                                                            \
         for (long i = 0; i < n; ++i) { CHAINS(STEP) }                                   \
-        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); \
+        double s = cpu_s() - t0;                                                        \
         volatile V sink; CHAINS(KEEP) (void)sink;                                       \
         return 12.0 * n / s;                                                            \
     }
@@ -45,15 +54,57 @@ RATE(fma256, __m256, 0, 200000000L)
 #define OP(x) _mm512_fmadd_ps(x, _mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f))
 RATE(fma512, __m512, 0, 100000000L)
 #undef OP
-#define OP(x) _mm512_dpbf16_ps(x, (__m512bh)_mm512_set1_epi32(0x3f003f00), (__m512bh)_mm512_set1_epi32(0x3f003f00))
+#ifdef WITH_BF16
+#define HALF (__m512bh)_mm512_set1_epi32(0x3f003f00)
+#define OP(x) _mm512_dpbf16_ps(x, HALF, HALF)
 RATE(bf16_512, __m512, 0, 100000000L)
 #undef OP
+#endif
 #undef DECL
+#ifdef WITH_VNNI
 #define DECL(i) __m512i a##i = _mm512_set1_epi32(1 + i);
 #define OP(x) _mm512_dpwssd_epi32(x, _mm512_set1_epi32(0x00010001), _mm512_set1_epi32(0x00010001))
 RATE(i16_512, __m512i, 0, 100000000L)
 #undef OP
 #undef DECL
+#endif
+#endif
+#ifdef WITH_AMX
+#include <cstdint>
+#include <sys/syscall.h>
+#include <unistd.h>
+struct TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+};
+// tile instructions per second: tiles 0-3 accumulate (16 x 16 x 32-bit), 4-5 hold A, 6-7 hold B
+// (16 rows x 64 bytes); DOT(c, a, b) is _tile_dpbf16ps or _tile_dpbssd.
+#define AMX_RATE(name, DOT, n)                                                           \
+    static double name() {                                                              \
+        alignas(64) static uint8_t in[16 * 64];                                          \
+        alignas(64) static int32_t acc[16 * 16];                                         \
+        for (int i = 0; i < 16 * 64; ++i) in[i] = 0x3c;                                  \
+        TileConfig cfg;                                                                  \
+        for (int t = 0; t < 8; ++t) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }             \
+        _tile_loadconfig(&cfg);                                                          \
+        _tile_loadd(4, in, 64); _tile_loadd(5, in, 64);                                  \
+        _tile_loadd(6, in, 64); _tile_loadd(7, in, 64);                                  \
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);                      \
+        double t0 = cpu_s();                                                             \
+        for (long i = 0; i < n; ++i) { DOT(0, 4, 6); DOT(1, 4, 7); DOT(2, 5, 6); DOT(3, 5, 7); } \
+        double s = cpu_s() - t0;                                                        \
+        _tile_stored(0, acc, 64); _tile_stored(1, acc, 64);                              \
+        _tile_stored(2, acc, 64); _tile_stored(3, acc, 64);                              \
+        _tile_release();                                                                 \
+        volatile int32_t sink = acc[0]; (void)sink;                                      \
+        return 4.0 * n / s;                                                              \
+    }
+AMX_RATE(amx_bf16, _tile_dpbf16ps, 20000000L)
+AMX_RATE(amx_int8, _tile_dpbssd, 20000000L)
+static bool amx_permitted() {  // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18)
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
 #endif
 int main() {
     const double f = fma256();
@@ -64,24 +115,56 @@ int main() {
     row("float32 FMA, 256-bit (8 MAC)", f, 8);
 #ifdef WITH_AVX512
     row("float32 FMA, 512-bit (16 MAC)", fma512(), 16);
+#endif
+#ifdef WITH_VNNI
     row("int16 dot vpdpwssd, 512-bit (32 MAC)", i16_512(), 32);
+#endif
+#ifdef WITH_BF16
     row("bfloat16 dot vdpbf16ps, 512-bit (32 MAC)", bf16_512(), 32);
+#endif
+#ifdef WITH_AMX
+    if (!amx_permitted()) {
+        std::printf("AMX: the kernel refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM failed)\n");
+        return 0;
+    }
+    row("AMX bf16 tile tdpbf16ps 16x16x32 (8192 MAC)", amx_bf16(), 8192);
+    row("AMX int8 tile tdpbssd 16x16x64 (16384 MAC)", amx_int8(), 16384);
 #endif
 }
 """
 
 
+def compile_flags(flags: set[str]) -> tuple[list[str], list[str]]:
+    """The compiler flags for what this CPU has, and a line for each thing it lacks."""
+    cflags, missing = ["-O2", "-mavx2", "-mfma"], []
+    if "avx512f" in flags:
+        cflags += ["-mavx512f", "-mavx512vl", "-DWITH_AVX512"]
+        if "avx512_vnni" in flags:
+            cflags += ["-mavx512vnni", "-DWITH_VNNI"]
+        if "avx512_bf16" in flags:
+            cflags += ["-mavx512bf16", "-DWITH_BF16"]
+    else:
+        missing.append("no AVX-512: 512-bit FMA and 16-bit dot products not measured")
+    if {"amx_tile", "amx_bf16", "amx_int8"} <= flags:
+        cflags += ["-mamx-tile", "-mamx-bf16", "-mamx-int8", "-DWITH_AMX"]
+    else:
+        missing.append("no AMX on this CPU (no amx_tile/amx_bf16/amx_int8 in /proc/cpuinfo): "
+                       "tile rate not measured")
+    return cflags, missing
+
+
 def main() -> int:
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    cflags = ["-O2", "-mavx2", "-mfma"]
-    if {"avx512f", "avx512_vnni", "avx512_bf16"} <= flags:
-        cflags += ["-mavx512f", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-DWITH_AVX512"]
+    cflags, missing = compile_flags(flags)
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "peak.cpp", Path(tmp) / "peak"
         src.write_text(SOURCE)
         subprocess.run(["c++", *cflags, str(src), "-o", str(exe)], check=True)
-        return subprocess.run([str(exe)], check=False).returncode
+        rc = subprocess.run([str(exe)], check=False).returncode
+    for line in missing:
+        print(line)
+    return rc
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Each band of a reflectance spectrum is one token [reflectance, normalised band c
 one pre-norm encoder layer without residual connections; max over tokens; a 2-class head.
 
 Two implementations of the same forward pass: on the CPU, the compiled kernel of
-`l2b_mask.kernels` (the whole pass per pixel in cache, AVX2; AVX-512 for `bfloat16`) when it is
-available; otherwise, and on CUDA, the torch path below (fused SDPA attention).
+`l2b_mask.kernels` (the whole pass per pixel in cache; the variant this CPU runs fastest, chosen by
+measurement) when one is available; otherwise, and on CUDA, the torch path below (fused SDPA
+attention). The model hands the kernels its weights as a `KernelWeights` (`kernel_weights`).
 `SpecTf.set_precision` picks the arithmetic:
 
 * ``float32``: faithful (kernel: max |dP| ~1e-5 against the float64 network on realistic scenes,
@@ -14,8 +15,8 @@ available; otherwise, and on CUDA, the torch path below (fused SDPA attention).
 * ``float32-fastexp``: float32 with a degree-3 exp2 in the softmax (kernel only; max |dP| ~2.4e-4
   measured on realistic scenes, bound 2e-3 and 0.1% of flags); where the kernel is not used it
   runs the float32 torch path;
-* ``bfloat16``: 16-bit products. On CPUs with AVX-512 VNNI and BF16 (Zen 4, Sapphire Rapids) the
-  kernel's mixed-precision build: int16 projections and Q.K^T, bfloat16 P.V, ~1.6x the float32
+* ``bfloat16``: 16-bit products. On CPUs with AVX-512 VNNI the kernel's mixed-precision builds:
+  int16 projections and Q.K^T, and bfloat16 (needs AVX512-BF16) or int16 P.V, ~1.4x the float32
   kernel (max |dP| 0.022 and 1 flip of 1847 on the reference scene). Elsewhere, and on CUDA,
   bfloat16 attention products in the torch path (0.034 and 1 flip; slow on CPUs without bfloat16
   hardware).
@@ -128,7 +129,7 @@ class SpecTf(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if backend == "kernel":
-            why = kernels.supports(self) or kernels.unavailable_reason(kernels.variant(precision))
+            why = kernels.supports(self.spec) or kernels.unavailable_reason(precision)
             if why:
                 raise RuntimeError(f"CPU kernel requested but unavailable: {why}")
         dtype = torch.bfloat16 if precision == "bfloat16" else None
@@ -139,30 +140,29 @@ class SpecTf(nn.Module):
 
     def uses_kernel(self, device: torch.device | str = "cpu") -> bool:
         """Whether forward() on this device runs the compiled CPU kernel."""
-        if torch.device(device).type != "cpu" or self.backend == "torch":
-            return False
-        if kernels.supports(self):
-            return False
-        return self._kernel_library() is not None
+        return self._kernel(device) is not None
 
     def implementation(self, device: torch.device | str = "cpu") -> str:
         """Which code computes forward() on this device, for logs and provenance: the arithmetic of
         `bfloat16` differs between them (docs/ATBD.md section 9)."""
-        if not self.uses_kernel(device):
+        kernel = self._kernel(device)
+        if kernel is None:
             return f"torch ({torch.device(device).type})"
-        if self.precision in kernels.MIXED_PRECISIONS:
-            return "cpu kernel, avx512 build: int16 projections and Q.K^T, bfloat16 P.V"
-        return f"cpu kernel, avx2 build: float32, exp2 degree {kernels.EXP_DEGREE[self.precision]}"
+        return (f"cpu kernel, {kernel.variant.name} build: {kernel.variant.description}, "
+                f"exp2 degree {kernels.EXP_DEGREE[self.precision]}")
 
-    def _kernel_library(self):
-        return kernels.load_variant(kernels.variant(self.precision))
+    def _kernel(self, device: torch.device | str = "cpu") -> kernels.Kernel | None:
+        if torch.device(device).type != "cpu" or self.backend == "torch" or kernels.supports(self.spec):
+            return None
+        return kernels.for_precision(self.precision)
 
     def _kernel_parameters(self, band_term: torch.Tensor) -> np.ndarray:
         key = (tuple((p.data_ptr(), p._version) for p in self.parameters()),
                band_term.detach().cpu().numpy().tobytes())
         cached = getattr(self, "_packed", None)
         if cached is None or cached[0] != key:
-            cached = (key, kernels.pack_parameters(self, band_term))
+            band = band_term.detach().to("cpu", torch.float32).numpy()
+            cached = (key, kernels.pack_parameters(kernel_weights(self), band))
             self._packed = cached
         return cached[1]
 
@@ -175,13 +175,11 @@ class SpecTf(nn.Module):
 
     def forward(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
         """P(cloud) for (N, T) reflectance and the (T,) band term; float32 out."""
-        if reflectance.device.type == "cpu" and self.uses_kernel():
-            lib = self._kernel_library()
-            if lib is not None:
-                threads = self.num_threads or torch.get_num_threads()
-                return kernels.forward(lib, self._kernel_parameters(band_term), reflectance, threads,
-                                       kernels.EXP_DEGREE[self.precision],
-                                       mixed=self.precision in kernels.MIXED_PRECISIONS)
+        kernel = self._kernel(reflectance.device)
+        if kernel is not None:
+            threads = self.num_threads or torch.get_num_threads()
+            return kernel.forward(self._kernel_parameters(band_term), reflectance, threads,
+                                  kernels.EXP_DEGREE[self.precision])
         return self.forward_torch(reflectance, band_term)
 
     def forward_torch(self, reflectance: torch.Tensor, band_term: torch.Tensor) -> torch.Tensor:
@@ -197,6 +195,22 @@ class SpecTf(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x.amax(dim=1))
+
+
+def kernel_weights(model: SpecTf) -> kernels.KernelWeights:
+    """The first encoder layer's weights as the compiled kernels take them."""
+    layer = model.layers[0]
+    mha = layer.attention.attention
+
+    def a(t: torch.Tensor) -> np.ndarray:
+        return t.detach().to("cpu", torch.float32).numpy()
+
+    return kernels.KernelWeights(
+        a(model.spectral_embed.linear.weight), a(model.spectral_embed.linear.bias),
+        a(layer.norm1.weight), a(layer.norm1.bias), a(mha.in_proj_weight), a(mha.in_proj_bias),
+        a(mha.out_proj.weight), a(mha.out_proj.bias), a(layer.norm2.weight), a(layer.norm2.bias),
+        a(layer.ff.linear1.weight), a(layer.ff.linear1.bias), a(layer.ff.linear2.weight),
+        a(layer.ff.linear2.bias), a(model.head.weight), a(model.head.bias), model.spec.num_heads)
 
 
 def load_model(spec: ModelSpec, weights: Path | str | None = None) -> SpecTf:

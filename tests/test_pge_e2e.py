@@ -449,7 +449,7 @@ def test_provenance_run_configuration_software_and_processing(ok, spec):
     assert processing["device"] == "cpu"
     assert processing["precision"] == "float32"
     from l2b_mask import kernels
-    expected = "cpu kernel, avx2 build: float32" if kernels.available() else "torch (cpu)"
+    expected = "cpu kernel, f32-" if kernels.available("float32") else "torch (cpu)"
     assert processing["implementation"].startswith(expected)
     assert processing["threshold"] == spec.threshold
     assert processing["model_version"] == spec.version
@@ -699,7 +699,7 @@ def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, ref
     stem = tmp_path / "out" / "public_s7_rdn_l2b_mask"
     processing = json.loads(Path(f"{stem}_provenance.json").read_text())["processing"]
     assert processing["precision"] == "bfloat16"
-    expected = "cpu kernel, avx512 build" if kernels.mixed_available() else "torch (cpu)"
+    expected = "cpu kernel, mixed-" if kernels.available("bfloat16") else "torch (cpu)"
     assert processing["implementation"].startswith(expected)
 
     from spectral.io import envi as spectral_envi

@@ -1,4 +1,4 @@
-// SpecTf forward pass, one pixel at a time, AVX2 + FMA (x86-64). Plain C ABI, loaded with ctypes.
+// SpecTf forward pass, one pixel at a time (x86-64 SIMD). Plain C ABI, loaded with ctypes.
 //
 // Layout: every activation of a pixel is kept channel-major, X[c][t] with the tokens in the SIMD
 // lanes (TP = tokens rounded up to 8). Then
@@ -11,9 +11,13 @@
 //     the normalisation is applied once at the end.
 // A pixel's working set (~300 KB) stays in the core's L2; threads split the pixels.
 //
-// Built twice (l2b_mask/kernels/__init__.py): with AVX2/FMA only, the float32 entry point; with
-// -DSPECTF_MIXED and AVX-512 VNNI/BF16, also spectf_forward_mixed, whose projections and attention
-// use int16 and bfloat16 dot products (section "mixed precision" below).
+// Built once per variant (l2b_mask/kernels/variants.py); each build's one entry point,
+// spectf_forward, does that variant's arithmetic (spectf_build() names it):
+//   f32-avx2      AVX2/FMA, float32, the code of this file;
+//   f32-avx512    -DSPECTF_WIDE, AVX-512: the same float32 arithmetic bit for bit, projections and
+//                 attention with 512-bit registers (spectf_wide.h);
+//   mixed-bf16pv  -DSPECTF_MIXED, AVX-512 VNNI/BF16: int16 projections and Q.K^T, bfloat16 P.V;
+//   mixed-i16pv   -DSPECTF_MIXED -DSPECTF_PV_I16, AVX-512 VNNI: int16 P.V as well (spectf_mixed.h).
 //
 // Parameters arrive packed by l2b_mask/kernels/__init__.py (pack order below), with LayerNorm
 // affine terms folded into the following projection and the query rows pre-scaled.
@@ -358,260 +362,25 @@ static void attention(const float* QKV, float* A, float* S, int T, int TP) {
     }
 }
 
-#ifdef SPECTF_MIXED
-// ---------------------------------------------------------------- mixed precision (AVX-512)
-// Built only with -DSPECTF_MIXED and AVX-512 F/VL/BW/VNNI/BF16 (Zen 4, Sapphire Rapids), where the
-// int16 and bfloat16 dot products (vpdpwssd, vdpbf16ps) do twice the multiply-adds per cycle of
-// float32 FMAs. Measured against float32 (docs/performance.md), not bit-faithful:
-//   * projections in int16: weights scaled per output row to 12 bits, activations per token to 13
-//     bits; 64 products of those fit an int32 exactly (64 * 4095 * 8191 < 2^31);
-//   * Q.K^T in int16: queries scaled per token and keys per head to 14 bits (8 products fit);
-//   * exp2 by vscalefps; the probabilities rounded to bfloat16 (pairs of keys);
-//   * P.V in bfloat16 with float32 sums; the softmax sum is taken over the same rounded
-//     probabilities, so the weights of each query still sum to 1.
-// 16 tokens (two of the layout's 8-lane vectors, contiguous) per 512-bit register.
-
-constexpr float W12 = 4095.0f, X13 = 8191.0f, Q14 = 16383.0f;
-
+#ifdef __AVX512F__
 static inline __mmask16 lanes_below(int n) {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
 }
+#endif
 
-// Per lane, the factor that takes magnitudes up to a to `limit` (0 where a is 0).
-static inline __m512 scale_to(float limit, __m512 a) {
-    return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(limit), a);
-}
+#if defined(SPECTF_WIDE)
+#include "spectf_wide.h"
+#elif defined(SPECTF_MIXED)
+#include "spectf_mixed.h"
+#endif
 
-// int16 pairs (lo, hi) in each int32 lane; inputs already scaled into the int16 range.
-static inline __m512i pack_i16_pairs(__m512 lo, __m512 hi) {
-    const __m512i a = _mm512_cvtps_epi32(lo), b = _mm512_cvtps_epi32(hi);
-    return _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(b, 16));
-}
-
-// A weight matrix [M][K] as int16 pairs [M][K/2] with one scale per row (12 bits).
-struct QuantWeights {
-    std::vector<int32_t> w;
-    std::vector<float> scale;
-    int K = 0;
-    QuantWeights(const float* W, int M, int K_) : w(static_cast<size_t>(M) * K_ / 2), scale(M), K(K_) {
-        for (int o = 0; o < M; ++o) {
-            const float* row = W + static_cast<size_t>(o) * K;
-            float a = 0.0f;
-            for (int c = 0; c < K; ++c) a = std::max(a, std::fabs(row[c]));
-            scale[o] = a / W12;
-            const float inv = a > 0.0f ? W12 / a : 0.0f;
-            for (int c = 0; c < K; c += 2) {
-                const auto lo = static_cast<int16_t>(std::lrint(row[c] * inv));
-                const auto hi = static_cast<int16_t>(std::lrint(row[c + 1] * inv));
-                w[static_cast<size_t>(o) * K / 2 + c / 2] =
-                    static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
-                                         (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
-            }
-        }
-    }
-};
-
-struct MixedWeights {
-    QuantWeights in, out, ff1, ff2;
-    explicit MixedWeights(const Params& P)
-        : in(P.win, 3 * D, D), out(P.wout, D, D), ff1(P.w1, F, D), ff2(P.w2, D, F) {}
-};
-
-// X[C][TP] as int16 pairs of channels Xq[C/2][TP], scaled per token to 13 bits; sx[t] the scales.
-STAGE static void quantise_tokens(const float* X, int C, int TP, int32_t* Xq, float* sx) {
-    for (int t = 0; t < TP; t += 16) {
-        const __mmask16 live = lanes_below(TP - t);
-        __m512 a = _mm512_setzero_ps();
-        for (int c = 0; c < C; ++c) a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_maskz_loadu_ps(live, X + c * TP + t)));
-        const __m512 inv = scale_to(X13, a);
-        _mm512_mask_storeu_ps(sx + t, live, _mm512_mul_ps(a, _mm512_set1_ps(1.0f / X13)));
-        for (int c = 0; c < C; c += 2)
-            _mm512_mask_storeu_epi32(Xq + (c / 2) * TP + t, live,
-                                     pack_i16_pairs(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, X + c * TP + t), inv),
-                                                    _mm512_mul_ps(_mm512_maskz_loadu_ps(live, X + (c + 1) * TP + t), inv)));
-    }
-}
-
-// Y[o][t] = b[o] + scale[o] sx[t] sum_c Wq[o][c] Xq[c][t], rows o0..o0+3, NR blocks of 16 tokens.
-template <int NR>
-static inline void gemm_i16_tile(const QuantWeights& W, const float* b, const int32_t* Xq, const float* sx,
-                                 float* Y, int TP, int o0, int t0) {
-    const int KP = W.K / 2;
-    __mmask16 live[NR];
-    for (int r = 0; r < NR; ++r) live[r] = lanes_below(TP - t0 - 16 * r);
-    __m512i acc[4][NR];
-    for (int i = 0; i < 4; ++i)
-        for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_setzero_si512();
-    const int32_t* w = W.w.data() + static_cast<size_t>(o0) * KP;
-    for (int cp = 0; cp < KP; ++cp) {
-        __m512i xv[NR];
-        // unmasked: masked loads cost ~10% of the whole pass on Zen 4. A last, half block reads 8
-        // lanes past the row, into the next row or the scratch after Xq, and they are never stored.
-        for (int r = 0; r < NR; ++r) xv[r] = _mm512_loadu_si512(Xq + cp * TP + t0 + 16 * r);
-        for (int i = 0; i < 4; ++i) {
-            const __m512i wi = _mm512_set1_epi32(w[i * KP + cp]);
-            for (int r = 0; r < NR; ++r) acc[i][r] = _mm512_dpwssd_epi32(acc[i][r], xv[r], wi);
-        }
-    }
-    for (int r = 0; r < NR; ++r) {
-        const __m512 s = _mm512_maskz_loadu_ps(live[r], sx + t0 + 16 * r);
-        for (int i = 0; i < 4; ++i)
-            _mm512_mask_storeu_ps(Y + (o0 + i) * TP + t0 + 16 * r, live[r],
-                                  _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][r]),
-                                                  _mm512_mul_ps(s, _mm512_set1_ps(W.scale[o0 + i])),
-                                                  _mm512_set1_ps(b[o0 + i])));
-    }
-}
-
-STAGE static void gemm_i16(const QuantWeights& W, const float* b, const float* X, float* Y, int M, int TP,
-                           int32_t* Xq, float* sx) {
-    quantise_tokens(X, W.K, TP, Xq, sx);
-    int t0 = 0;
-    for (; t0 + 48 <= TP; t0 += 48)
-        for (int o0 = 0; o0 < M; o0 += 4) gemm_i16_tile<3>(W, b, Xq, sx, Y, TP, o0, t0);
-    const int rest = TP - t0;  // < 48 tokens: up to three blocks, the last one masked
-    for (int o0 = 0; o0 < M && rest > 0; o0 += 4) {
-        if (rest > 32)
-            gemm_i16_tile<3>(W, b, Xq, sx, Y, TP, o0, t0);
-        else if (rest > 16)
-            gemm_i16_tile<2>(W, b, Xq, sx, Y, TP, o0, t0);
-        else
-            gemm_i16_tile<1>(W, b, Xq, sx, Y, TP, o0, t0);
-    }
-}
-
-// Keys of one head as int16 pairs kq[p][j] = (k_j[2p], k_j[2p+1]) with one scale (14 bits); returns it.
-STAGE static float quantise_keys(const float* Kh, int32_t* kq, int T, int TP) {
-    __m512 a = _mm512_setzero_ps();
-    for (int d = 0; d < HD; ++d)
-        for (int j = 0; j < T; j += 16)
-            a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_below(T - j), Kh + d * TP + j)));
-    const float kmax = _mm512_reduce_max_ps(a);
-    const __m512 inv = _mm512_set1_ps(kmax > 0.0f ? Q14 / kmax : 0.0f);
-    for (int p = 0; p < HD / 2; ++p)
-        for (int j = 0; j < T; j += 16) {
-            const __mmask16 m = lanes_below(T - j);
-            _mm512_mask_storeu_epi32(kq + p * TP + j, m,
-                                     pack_i16_pairs(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, Kh + 2 * p * TP + j), inv),
-                                                    _mm512_mul_ps(_mm512_maskz_loadu_ps(m, Kh + (2 * p + 1) * TP + j), inv)));
-        }
-    return kmax / Q14;
-}
-
-// Values of one head as bfloat16 pairs of consecutive keys vb[d][j/2] = (v_j[d], v_{j+1}[d]);
-// the key past T of an odd T is 0.
-STAGE static void bf16_values(const float* Vh, int32_t* vb, int T, int TP) {
-    for (int d = 0; d < HD; ++d)
-        for (int j = 0; j < T; j += 16) {
-            const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes_below(T - j), Vh + d * TP + j));
-            const int pairs = std::min(8, (T - j + 1) / 2);
-            _mm256_mask_storeu_epi32(vb + d * (TP / 2) + j / 2, static_cast<__mmask8>((1u << pairs) - 1),
-                                     reinterpret_cast<__m256i>(b));
-        }
-}
-
-template <int DEG>
-static inline __m512 exp2z(__m512 x) {
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(Exp2Fit<DEG>::c[0]);
-    for (int i = 1; i <= DEG; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(Exp2Fit<DEG>::c[i]));
-    return _mm512_scalef_ps(p, n);
-}
-
-// Two probability vectors (keys j, j+1) as one vector of bfloat16 pairs: lane i = (e0[i], e1[i]).
-static inline __m512i bf16_pairs(__m512 e0, __m512 e1) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(interleave, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
-}
-
-// One head, 16 queries: A[d][queries] = softmax(Q K^T) V; lanes outside `live` are not stored.
-// S holds the int32 scores [T][16], then, in place, the bfloat16 probability pairs [T/2][16].
-template <int DEG>
-STAGE static void attention16(const float* Qv, const int32_t* kq, float kscale, const int32_t* vb, float* A,
-                              int32_t* S, int T, int TP, __mmask16 live) {
-    __m512 q[HD];
-    __m512 a = _mm512_setzero_ps();
-    for (int d = 0; d < HD; ++d) {
-        q[d] = _mm512_maskz_loadu_ps(live, Qv + d * TP);
-        a = _mm512_max_ps(a, _mm512_abs_ps(q[d]));
-    }
-    const __m512 inv = scale_to(Q14, a);
-    const __m512 c = _mm512_mul_ps(a, _mm512_set1_ps(kscale / Q14));   // score = int dot * c
-    __m512i qq[HD / 2];
-    for (int p = 0; p < HD / 2; ++p)
-        qq[p] = pack_i16_pairs(_mm512_mul_ps(q[2 * p], inv), _mm512_mul_ps(q[2 * p + 1], inv));
-    // scores as exact int32 sums, 8 keys at a time, and their per-lane max
-    __m512i mx = _mm512_set1_epi32(INT32_MIN);
-    int j = 0;
-    for (; j + 8 <= T; j += 8) {
-        __m512i acc[8];
-        for (int k = 0; k < 8; ++k) acc[k] = _mm512_setzero_si512();
-        for (int p = 0; p < HD / 2; ++p)
-            for (int k = 0; k < 8; ++k)
-                acc[k] = _mm512_dpwssd_epi32(acc[k], qq[p], _mm512_set1_epi32(kq[p * TP + j + k]));
-        for (int k = 0; k < 8; ++k) {
-            _mm512_store_si512(S + (j + k) * 16, acc[k]);
-            mx = _mm512_max_epi32(mx, acc[k]);
-        }
-    }
-    for (; j < T; ++j) {
-        __m512i acc = _mm512_setzero_si512();
-        for (int p = 0; p < HD / 2; ++p) acc = _mm512_dpwssd_epi32(acc, qq[p], _mm512_set1_epi32(kq[p * TP + j]));
-        _mm512_store_si512(S + j * 16, acc);
-        mx = _mm512_max_epi32(mx, acc);
-    }
-    // probabilities 2^(score - max), 8 keys at a time (independent exp chains side by side)
-    const __m512 m = _mm512_mul_ps(_mm512_cvtepi32_ps(mx), c);
-    auto x_of = [&](int jj) { return _mm512_fmsub_ps(_mm512_cvtepi32_ps(_mm512_load_si512(S + jj * 16)), c, m); };
-    for (j = 0; j + 8 <= T; j += 8) {
-        __m512 e[8];
-        for (int i = 0; i < 8; ++i) e[i] = x_of(j + i);   // all loads before the in-place stores
-        for (int i = 0; i < 8; ++i) e[i] = exp2z<DEG>(e[i]);
-        for (int i = 0; i < 4; ++i) _mm512_store_si512(S + (j / 2 + i) * 16, bf16_pairs(e[2 * i], e[2 * i + 1]));
-    }
-    for (; j < T; j += 2) {
-        const __m512 e0 = exp2z<DEG>(x_of(j));
-        const __m512 e1 = j + 1 < T ? exp2z<DEG>(x_of(j + 1)) : _mm512_setzero_ps();
-        _mm512_store_si512(S + (j / 2) * 16, bf16_pairs(e0, e1));
-    }
-    // P.V with the sum of the probabilities as a ninth product (against bfloat16 ones)
-    __m512 o[HD];
-    for (int d = 0; d < HD; ++d) o[d] = _mm512_setzero_ps();
-    __m512 l = _mm512_setzero_ps();
-    const __m512bh ones = reinterpret_cast<__m512bh>(_mm512_set1_epi32(0x3F803F80));
-    for (int jp = 0; jp < (T + 1) / 2; ++jp) {
-        const __m512bh pj = reinterpret_cast<__m512bh>(_mm512_load_si512(S + jp * 16));
-        for (int d = 0; d < HD; ++d)
-            o[d] = _mm512_dpbf16_ps(o[d], pj, reinterpret_cast<__m512bh>(_mm512_set1_epi32(vb[d * (TP / 2) + jp])));
-        l = _mm512_dpbf16_ps(l, pj, ones);
-    }
-    const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
-    for (int d = 0; d < HD; ++d) _mm512_mask_storeu_ps(A + d * TP, live, _mm512_mul_ps(o[d], r));
-}
-
-struct MixedScratch {
-    int32_t *kq, *vb, *s, *xq;
-    float* sx;
-};
-
-template <int DEG>
-static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, int T, int TP) {
-    for (int h = 0; h < H; ++h) {
-        const float* Qh = QKV + static_cast<size_t>(h * HD) * TP;
-        const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
-        const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
-        const float kscale = quantise_keys(Kh, w.kq, T, TP);
-        bf16_values(Vh, w.vb, T, TP);
-        for (int t0 = 0; t0 < TP; t0 += 16)
-            attention16<DEG>(Qh + t0, w.kq, kscale, w.vb, A + static_cast<size_t>(h * HD) * TP + t0, w.s, T, TP,
-                             lanes_below(TP - t0));
-    }
-}
+#ifdef SPECTF_MIXED
+using Prepared = MixedWeights;  // the weights in int16, once per call
 #else
-struct MixedWeights {};
-#endif  // SPECTF_MIXED
+struct Prepared {
+    explicit Prepared(const struct Params&) {}
+};
+#endif
 
 // ---------------------------------------------------------------- one pixel
 
@@ -650,8 +419,8 @@ struct Scratch {
     Scratch& operator=(const Scratch&) = delete;
 };
 
-template <int DEG, bool MIXED>
-static float pixel(const Params& P, const MixedWeights* M, const float* rho_in, int T, int TP, Scratch& w) {
+template <int DEG>
+static float pixel(const Params& P, const Prepared& M, const float* rho_in, int T, int TP, Scratch& w) {
     const int NV = TP / 8;
     float* rho = w.rho;
     std::memcpy(rho, rho_in, sizeof(float) * T);
@@ -669,28 +438,32 @@ static float pixel(const Params& P, const MixedWeights* M, const float* rho_in, 
     }
     layer_norm(X, D, TP);
     float* Y = QKV;                                 // Q is no longer needed after the attention
-#ifdef SPECTF_MIXED
-    if constexpr (MIXED) {
-        const MixedScratch& m = w.mixed;
-        gemm_i16(M->in, P.bin, X, QKV, 3 * D, TP, m.xq, m.sx);
-        attention_mixed<DEG>(QKV, X, m, T, TP);     // X <- attention heads
-        gemm_i16(M->out, P.bout, X, Y, D, TP, m.xq, m.sx);
-        layer_norm(Y, D, TP);
-        gemm_i16(M->ff1, P.b1, Y, X, F, TP, m.xq, m.sx);
-        gelu(X, static_cast<size_t>(F) * TP);
-        gemm_i16(M->ff2, P.b2, X, Y, D, TP, m.xq, m.sx);
-    } else
+#if defined(SPECTF_MIXED)
+    const MixedScratch& m = w.mixed;
+    gemm_i16(M.in, P.bin, X, QKV, 3 * D, TP, m.xq, m.sx);
+    attention_mixed<DEG>(QKV, X, m, T, TP);     // X <- attention heads
+    gemm_i16(M.out, P.bout, X, Y, D, TP, m.xq, m.sx);
+    layer_norm(Y, D, TP);
+    gemm_i16(M.ff1, P.b1, Y, X, F, TP, m.xq, m.sx);
+    gelu(X, static_cast<size_t>(F) * TP);
+    gemm_i16(M.ff2, P.b2, X, Y, D, TP, m.xq, m.sx);
+#else
+#if defined(SPECTF_WIDE)
+    constexpr auto project = gemm512;           // 512-bit registers, the same float32 arithmetic
+    constexpr auto attend = attention_wide<DEG>;
+#else
+    constexpr auto project = gemm;
+    constexpr auto attend = attention<DEG>;
 #endif
-    {
-        (void)M;
-        gemm(P.win, P.bin, X, QKV, 3 * D, D, TP);
-        attention<DEG>(QKV, X, w.s, T, TP);         // X <- attention heads
-        gemm(P.wout, P.bout, X, Y, D, D, TP);
-        layer_norm(Y, D, TP);
-        gemm(P.w1, P.b1, Y, X, F, D, TP);
-        gelu(X, static_cast<size_t>(F) * TP);
-        gemm(P.w2, P.b2, X, Y, D, F, TP);
-    }
+    (void)M;
+    project(P.win, P.bin, X, QKV, 3 * D, D, TP);
+    attend(QKV, X, w.s, T, TP);                 // X <- attention heads
+    project(P.wout, P.bout, X, Y, D, D, TP);
+    layer_norm(Y, D, TP);
+    project(P.w1, P.b1, Y, X, F, D, TP);
+    gelu(X, static_cast<size_t>(F) * TP);
+    project(P.w2, P.b2, X, Y, D, F, TP);
+#endif
     // max over the T real tokens, per channel
     alignas(32) int lane_ok[8];
     const int last = T - (NV - 1) * 8;
@@ -712,8 +485,8 @@ static float pixel(const Params& P, const MixedWeights* M, const float* rho_in, 
     return static_cast<float>(1.0 / (1.0 + std::exp(l0 - l1)));
 }
 
-template <int DEG, bool MIXED>
-static void run(const Params& P, const MixedWeights* M, const float* rho, int64_t n, int T, float* out,
+template <int DEG>
+static void run(const Params& P, const Prepared& M, const float* rho, int64_t n, int T, float* out,
                 int threads) {
     const int TP = (T + 7) / 8 * 8;
     std::atomic<int64_t> next{0};
@@ -724,7 +497,7 @@ static void run(const Params& P, const MixedWeights* M, const float* rho, int64_
             const int64_t s = next.fetch_add(chunk);
             if (s >= n) break;
             const int64_t e = std::min(n, s + chunk);
-            for (int64_t i = s; i < e; ++i) out[i] = pixel<DEG, MIXED>(P, M, rho + i * T, T, TP, w);
+            for (int64_t i = s; i < e; ++i) out[i] = pixel<DEG>(P, M, rho + i * T, T, TP, w);
         }
     };
     threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, (n + chunk - 1) / chunk)));
@@ -752,11 +525,24 @@ Params unpack(const float* p, int T) {
     return P;
 }
 
+#if defined(SPECTF_MIXED) && defined(SPECTF_PV_I16)
+constexpr const char* BUILD = "mixed-i16pv";
+#elif defined(SPECTF_MIXED)
+constexpr const char* BUILD = "mixed-bf16pv";
+#elif defined(SPECTF_WIDE)
+constexpr const char* BUILD = "f32-avx512";
+#else
+constexpr const char* BUILD = "f32-avx2";
+#endif
+
 }  // namespace
 
 extern "C" {
 
-int spectf_abi_version() { return 1; }
+int spectf_abi_version() { return 2; }
+
+// Which arithmetic this build's spectf_forward does (the variant names of l2b_mask/kernels/variants.py).
+const char* spectf_build() { return BUILD; }
 
 int spectf_dims(int* d, int* h, int* f) {
     *d = D;
@@ -766,36 +552,21 @@ int spectf_dims(int* d, int* h, int* f) {
 }
 
 // rho: (n, T) float32 row-major; params: packed as in l2b_mask/kernels/__init__.py (TP = T rounded
-// up to 8); exp_degree 2..5 (5: faithful). Returns 0, or -1 for a bad argument.
+// up to 8); exp_degree 2..5 (5: faithful). The arithmetic is the build's (spectf_build()).
+// Returns 0, or -1 for a bad argument.
 int spectf_forward(const float* rho, int64_t n, int T, const float* params, float* out, int threads,
                    int exp_degree) {
     if (T < 1 || n < 0 || threads < 1) return -1;
     const Params P = unpack(params, T);
+    const Prepared M(P);
     switch (exp_degree) {
-        case 5: run<5, false>(P, nullptr, rho, n, T, out, threads); break;
-        case 4: run<4, false>(P, nullptr, rho, n, T, out, threads); break;
-        case 3: run<3, false>(P, nullptr, rho, n, T, out, threads); break;
-        case 2: run<2, false>(P, nullptr, rho, n, T, out, threads); break;
+        case 5: run<5>(P, M, rho, n, T, out, threads); break;
+        case 4: run<4>(P, M, rho, n, T, out, threads); break;
+        case 3: run<3>(P, M, rho, n, T, out, threads); break;
+        case 2: run<2>(P, M, rho, n, T, out, threads); break;
         default: return -1;
     }
     return 0;
 }
-
-#ifdef SPECTF_MIXED
-// As spectf_forward, with the mixed-precision attention (int16 Q.K^T, bfloat16 P.V).
-int spectf_forward_mixed(const float* rho, int64_t n, int T, const float* params, float* out, int threads,
-                         int exp_degree) {
-    if (T < 1 || n < 0 || threads < 1) return -1;
-    const Params P = unpack(params, T);
-    const MixedWeights M(P);
-    switch (exp_degree) {
-        case 5: run<5, true>(P, &M, rho, n, T, out, threads); break;
-        case 3: run<3, true>(P, &M, rho, n, T, out, threads); break;
-        case 2: run<2, true>(P, &M, rho, n, T, out, threads); break;
-        default: return -1;
-    }
-    return 0;
-}
-#endif
 
 }  // extern "C"
