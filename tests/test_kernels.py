@@ -25,11 +25,11 @@ import torch
 
 from l2b_mask import kernels
 from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
+from l2b_mask.inputs.scene import Scene
 from l2b_mask.kernels import calibrate, variants
 from l2b_mask.kernels.calibrate import ENV_VARIANT
 from l2b_mask.model import kernel_weights, load_model
 from l2b_mask.reflectance import toa_reflectance
-from l2b_mask.inputs.scene import Scene
 
 THRESHOLD = 0.51
 needs_kernel = pytest.mark.skipif(not kernels.available("float32"),
