@@ -109,7 +109,8 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
         day_night=day_night_flag(inputs.mean_solar_zenith),
         solar_zenith=inputs.mean_solar_zenith, solar_azimuth=inputs.mean_solar_azimuth,
         software_build_version=cfg.pge.software_build_version,
-        software_delivery_version=facts.emit_header["emit pge version"])
+        software_delivery_version=facts.emit_header["emit pge version"],
+        cloud_model_version=facts.emit_header["cloud model version"])
     write_ummg(staged.ummg, record)
     return record
 

@@ -111,6 +111,9 @@ def test_train_evaluate_release_then_the_pge_names_the_new_version(learned, tmp_
     assert provenance["processing"]["model_version"] == "0.2.0"
     with netCDF4.Dataset(next((tmp_path / "out").glob("*.nc"))) as nc:
         assert nc.getncattr("cloud_model_version") == "0.2.0"
+    ummg = json.loads(next((tmp_path / "out").glob("*.cmr.json")).read_text())
+    attrs = {a["Name"]: a["Values"] for a in ummg["AdditionalAttributes"]}
+    assert attrs["CLOUD_MODEL_VERSION"] == ["0.2.0"]
 
 
 def test_release_refusals(learned, spec, tmp_path, capsys):

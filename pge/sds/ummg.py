@@ -117,6 +117,7 @@ def build_ummg(
     solar_zenith: float | None = None, solar_azimuth: float | None = None,
     daac_scene: int | None = None, software_build_version: str | None = None,
     software_delivery_version: str | None = None, doi: str | None = None,
+    cloud_model_version: str | None = None,
     granule_ur_override: str | None = None,
     collection_short_name: str = COLLECTION_SHORT_NAME,
 ) -> dict[str, Any]:
@@ -175,6 +176,7 @@ def build_ummg(
     attributes: list[tuple[str, Any]] = [
         ("SOFTWARE_BUILD_VERSION", software_build_version),
         ("SOFTWARE_DELIVERY_VERSION", software_delivery_version),
+        ("CLOUD_MODEL_VERSION", cloud_model_version),
         ("Identifier_product_doi", doi),
         ("Identifier_product_doi_authority", "https://doi.org" if doi else None),
     ]
