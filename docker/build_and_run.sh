@@ -37,153 +37,31 @@
 #   VERBOSE=1            stream the build log (always written to $L2B_MASK_DOCKER_DIR/build.log)
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK_DIR=${L2B_MASK_DOCKER_DIR:-/tmp/l2b-mask-docker}
-if [ -z "${DOCKER:-}" ]; then
-  if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
-fi
-LOCAL_BASE=localhost/bookworm-base
-BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE}
-IMAGE=${IMAGE:-l2b-mask-pge}
-ANCILLARY_DIR=${ANCILLARY_DIR:-$REPO/ancillary/spectf_cloud}
-PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-HOST_CA_BUNDLE=${HOST_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
-# The classic builder honours `docker build --network=host` without BuildKit entitlements.
-export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
-
-STARTED_DOCKERD_PID=
-CREATED_WHEEL=
-CREATED_WHEEL_DIR=
-
 log() { printf 'build_and_run: %s\n' "$*"; }
 die() { printf 'build_and_run: FAILED: %s\n' "$*" >&2; exit 1; }
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-dk() { "$DOCKER" "$@"; }
+# shellcheck source=docker/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+CREATED_WHEEL=
+CREATED_WHEEL_DIR=
 
 cleanup() {
   local status=$?
   if [ -n "$CREATED_WHEEL" ]; then rm -f "$CREATED_WHEEL"; fi
   if [ -n "$CREATED_WHEEL_DIR" ]; then rmdir "$CREATED_WHEEL_DIR" 2>/dev/null || true; fi
-  if [ -n "$STARTED_DOCKERD_PID" ]; then
-    log "stopping the private dockerd (pid $STARTED_DOCKERD_PID; data kept in $WORK_DIR/data)"
-    kill "$STARTED_DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 1 60); do
-      kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null || break
-      sleep 0.5
-    done
-    if kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null; then
-      printf 'build_and_run: dockerd %s did not stop in 30 s; killing it\n' "$STARTED_DOCKERD_PID" >&2
-      kill -9 "$STARTED_DOCKERD_PID" 2>/dev/null || true
-    fi
-  fi
+  stop_private_dockerd
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-is_root() { [ "$(id -u)" = 0 ]; }
-
-# Debian packages this needs; installed when running as root (as scripts/setup.sh does for GDAL).
-need_packages() {
-  local missing=() cmd pkg
-  for pair in "$@"; do
-    cmd=${pair%%:*} pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if is_root && command -v apt-get >/dev/null 2>&1; then
-    log "installing Debian packages: ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-      >/dev/null || die "apt-get install ${missing[*]} failed"
-  else
-    die "missing ${missing[*]}: install them (apt-get install ${missing[*]}, as root)"
-  fi
-}
-
-docker_reachable() { dk version >/dev/null 2>&1; }
-
 # ---------------------------------------------------------------------------------------------
-# (a) a Docker daemon
-mkdir -p "$WORK_DIR"
+# (a) a Docker daemon, (b) the base image (docker/lib.sh)
 [ -x "$PYTHON" ] || die "host interpreter $PYTHON not found (run scripts/setup.sh or set PYTHON)"
 [ -d "$ANCILLARY_DIR" ] || die "ancillary folder $ANCILLARY_DIR not found (set ANCILLARY_DIR)"
-if [ "$DOCKER" = docker ] || [ ! -x "$DOCKER" ]; then need_packages docker:docker.io; fi
-
-if [ -n "${DOCKER_HOST:-}" ]; then
-  docker_reachable || die "DOCKER_HOST=$DOCKER_HOST is set but no daemon answers there"
-  log "using the daemon at $DOCKER_HOST"
-elif docker_reachable; then
-  log "using the default Docker daemon"
-else
-  sock="$WORK_DIR/docker.sock"
-  export DOCKER_HOST="unix://$sock"
-  if docker_reachable; then
-    log "using the private daemon already listening at $sock (left running)"
-  else
-    need_packages dockerd:docker.io
-    is_root || die "no Docker daemon reachable, and starting one needs root"
-    log "starting a private dockerd (data root $WORK_DIR/data, socket $sock)"
-    rm -f "$sock"
-    dockerd --iptables=false --ip6tables=false --bridge=none \
-      --data-root "$WORK_DIR/data" --exec-root "$WORK_DIR/exec" \
-      --pidfile "$WORK_DIR/dockerd.pid" -H "$DOCKER_HOST" \
-      >"$WORK_DIR/dockerd.log" 2>&1 &
-    STARTED_DOCKERD_PID=$!
-    for _ in $(seq 1 120); do
-      docker_reachable && break
-      kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null || {
-        STARTED_DOCKERD_PID=
-        tail -n 20 "$WORK_DIR/dockerd.log" >&2
-        die "dockerd exited at start-up (log: $WORK_DIR/dockerd.log)"
-      }
-      sleep 0.5
-    done
-    docker_reachable || die "dockerd did not answer within 60 s (log: $WORK_DIR/dockerd.log)"
-  fi
-fi
-
-# ---------------------------------------------------------------------------------------------
-# (b) the base image
-if [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && ! dk image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  need_packages mmdebstrap:mmdebstrap
-  is_root || die "$BASE_IMAGE is missing and building it with mmdebstrap needs root"
-  # The machine's own apt sources: the repository names no package host. mmdebstrap takes a
-  # file as a mirror argument and copies its entries (one-line or deb822) into the image.
-  if [ -n "${APT_SOURCES:-}" ]; then
-    read -r -a sources <<<"$APT_SOURCES"
-  else
-    sources=()
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-      [ -s "$f" ] && sources+=("$f")
-    done
-  fi
-  [ "${#sources[@]}" -gt 0 ] || die "no apt sources on this machine for the local base (set APT_SOURCES)"
-  log "building $BASE_IMAGE with mmdebstrap (Debian bookworm, minbase) from ${sources[*]}"
-  t0=$(now)
-  rootfs="$WORK_DIR/bookworm-rootfs.tar"
-  hooks=()
-  changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-           --change 'CMD ["bash"]')
-  if [ -n "$HOST_CA_BUNDLE" ]; then
-    [ -r "$HOST_CA_BUNDLE" ] || die "HOST_CA_BUNDLE=$HOST_CA_BUNDLE is not readable (set it empty to go without)"
-    # Its own path: the image's ca-certificates package rewrites /etc/ssl/certs.
-    hooks+=(--customize-hook="upload $HOST_CA_BUNDLE /usr/local/share/host-ca-bundle.crt")
-    changes+=(--change 'ENV PIP_CERT=/usr/local/share/host-ca-bundle.crt')
-  fi
-  mmdebstrap --quiet --variant=minbase "${hooks[@]}" bookworm "$rootfs" "${sources[@]}" \
-    </dev/null >"$WORK_DIR/mmdebstrap.log" 2>&1 || {
-      rm -f "$rootfs"; tail -n 20 "$WORK_DIR/mmdebstrap.log" >&2
-      die "mmdebstrap failed (log: $WORK_DIR/mmdebstrap.log)"
-    }
-  dk import "${changes[@]}" "$rootfs" "$BASE_IMAGE" >/dev/null || { rm -f "$rootfs"; die "docker import failed"; }
-  rm -f "$rootfs"
-  log "base image $BASE_IMAGE built in $(elapsed "$t0" "$(now)") s"
-else
-  log "base image $BASE_IMAGE"
-fi
+ensure_daemon
+ensure_local_base
 
 # ---------------------------------------------------------------------------------------------
 # (c) the CPU image

@@ -28,83 +28,24 @@
 #   EXTRA_BUILD_ARGS     more `docker build` arguments, e.g. "--build-arg TORCH_VERSION=..."
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK_DIR=${L2B_MASK_DOCKER_DIR:-/tmp/l2b-mask-docker}
-if [ -z "${DOCKER:-}" ]; then
-  if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
-fi
-LOCAL_BASE=localhost/bookworm-base
-BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE}
-IMAGE=${IMAGE:-l2b-mask-pge}
-ANCILLARY_DIR=${ANCILLARY_DIR:-$REPO/ancillary/spectf_cloud}
-HOST_CA_BUNDLE=${HOST_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
-export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}   # the classic builder honours --network=host
-
-STARTED_DOCKERD_PID=
 log() { printf 'build_cuda: %s\n' "$*"; }
 die() { printf 'build_cuda: FAILED: %s\n' "$*" >&2; exit 1; }
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-dk() { "$DOCKER" "$@"; }
-docker_reachable() { dk version >/dev/null 2>&1; }
+# shellcheck source=docker/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cleanup() {
   local status=$?
-  if [ -n "$STARTED_DOCKERD_PID" ]; then
-    log "stopping the private dockerd (pid $STARTED_DOCKERD_PID; data kept in $WORK_DIR/data)"
-    kill "$STARTED_DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
-  fi
+  stop_private_dockerd
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# (a) a Docker daemon ----------------------------------------------------------------------------
-mkdir -p "$WORK_DIR"
+# (a) a Docker daemon, (b) the base image (docker/lib.sh) ------------------------------------------
 [ -d "$ANCILLARY_DIR" ] || die "ancillary folder $ANCILLARY_DIR not found (set ANCILLARY_DIR)"
-command -v "$DOCKER" >/dev/null || die "no docker client ($DOCKER): apt-get install docker.io"
-if [ -n "${DOCKER_HOST:-}" ]; then
-  docker_reachable || die "DOCKER_HOST=$DOCKER_HOST is set but no daemon answers there"
-elif ! docker_reachable; then
-  export DOCKER_HOST="unix://$WORK_DIR/docker.sock"
-  if ! docker_reachable; then
-    command -v dockerd >/dev/null || die "no Docker daemon reachable and no dockerd: apt-get install docker.io"
-    [ "$(id -u)" = 0 ] || die "no Docker daemon reachable, and starting one needs root"
-    log "starting a private dockerd (data root $WORK_DIR/data)"
-    rm -f "$WORK_DIR/docker.sock"
-    dockerd --iptables=false --ip6tables=false --bridge=none --data-root "$WORK_DIR/data" \
-      --exec-root "$WORK_DIR/exec" --pidfile "$WORK_DIR/dockerd.pid" -H "$DOCKER_HOST" \
-      >"$WORK_DIR/dockerd.log" 2>&1 &
-    STARTED_DOCKERD_PID=$!
-    for _ in $(seq 1 120); do docker_reachable && break; sleep 0.5; done
-    docker_reachable || die "dockerd did not answer within 60 s (log: $WORK_DIR/dockerd.log)"
-  fi
-fi
-log "daemon: ${DOCKER_HOST:-default socket}"
-
-# (b) the base image, from this machine's own apt sources -----------------------------------------
-if [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && ! dk image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  command -v mmdebstrap >/dev/null || die "$BASE_IMAGE is missing and mmdebstrap is not installed"
-  sources=()
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [ -s "$f" ] && sources+=("$f")
-  done
-  [ ${#sources[@]} -gt 0 ] || die "no apt sources on this machine to build $BASE_IMAGE from"
-  hooks=() changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
-  if [ -n "$HOST_CA_BUNDLE" ]; then
-    hooks+=(--customize-hook="upload $HOST_CA_BUNDLE /usr/local/share/host-ca-bundle.crt")
-    changes+=(--change 'ENV PIP_CERT=/usr/local/share/host-ca-bundle.crt')
-  fi
-  log "building $BASE_IMAGE with mmdebstrap from ${sources[*]}"
-  mmdebstrap --quiet --variant=minbase --include=ca-certificates "${hooks[@]}" bookworm \
-    "$WORK_DIR/rootfs.tar" "${sources[@]}" </dev/null >"$WORK_DIR/mmdebstrap.log" 2>&1 ||
-    die "mmdebstrap failed (log: $WORK_DIR/mmdebstrap.log)"
-  dk import "${changes[@]}" "$WORK_DIR/rootfs.tar" "$BASE_IMAGE" >/dev/null || die "docker import failed"
-  rm -f "$WORK_DIR/rootfs.tar"
-fi
-log "base image $BASE_IMAGE"
+ensure_daemon
+ensure_local_base
 
 # (c) the CUDA image ---------------------------------------------------------------------------------
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n 1)

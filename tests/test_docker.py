@@ -53,13 +53,15 @@ def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("script", [SCRIPT, CUDA_SCRIPT], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [SCRIPT, CUDA_SCRIPT, ROOT / "docker" / "lib.sh"],
+                         ids=lambda p: p.name)
 def test_build_script_passes_shellcheck(script: Path) -> None:
+    """With the shared docker/lib.sh followed (`-x`, paths from the repository root)."""
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (Debian package shellcheck)")
-    proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run([shellcheck, "-x", str(script.relative_to(ROOT))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
