@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from campaign.engine import Settings, run_campaign
 from campaign.errors import CampaignError, CampaignExit, UsageProblem
 from campaign.plan import DEFAULT_CPU_THREADS, DEFAULT_MEMORY_PER_PGE
+from l2b_mask.errors import text_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,13 +70,12 @@ def _gpus(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {c.value}  {c.label:<16}  {c.meaning}" for c in CampaignExit)
     p = _Parser(
         prog="l2b-mask-campaign",
         description="Reprocess many EMIT acquisitions with the L2B cloud-mask PGE, one PGE "
                     "subprocess per acquisition on a Dask cluster (an embedded local one by "
                     "default). Valid products are skipped, so a rerun finishes what is missing.",
-        epilog="exit codes:\n" + table + "\n\nsee docs/campaigns.md",
+        epilog="exit codes:\n" + text_table(list(CampaignExit)) + "\nsee docs/campaigns.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inventory", type=Path,
                    help="folder tree to scan for *_l1b_rdn_*.img (paired with _l1b_obs_, and "

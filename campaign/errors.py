@@ -4,54 +4,36 @@ than the PGE's (`l2b_mask.errors.ExitCode`), and each failure class carries its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import IntEnum
 from pathlib import Path
 from typing import ClassVar
 
+from l2b_mask.errors import DescribedCode
 from l2b_mask.errors import markdown_table as codes_table
 
 
-class CampaignExit(IntEnum):
+class CampaignExit(DescribedCode):
     """Exit status of `l2b-mask-campaign`; the values are a contract with its callers."""
 
-    SUCCESS = 0
-    SOME_FAILED = 1
-    USAGE = 2
-    TEMPLATE = 3
-    ENGINE = 6
-    INTERRUPTED = 8
-
-    @property
-    def label(self) -> str:
-        return _TABLE[self][0]
-
-    @property
-    def meaning(self) -> str:
-        return _TABLE[self][1]
-
-
-_TABLE: dict[CampaignExit, tuple[str, str]] = {
-    CampaignExit.SUCCESS: (
-        "success", "Every acquisition is done or skipped (its valid product was already there); "
-                   "with --limit, the rest may be pending."),
-    CampaignExit.SOME_FAILED: (
-        "some failed", "At least one acquisition failed (see the report: exit code and error per "
-                       "acquisition); the others were processed. A rerun retries them, but not "
-                       "those that failed with 2-5 and whose inputs did not change."),
-    CampaignExit.USAGE: (
-        "usage error", "Bad command line (a malformed --scheduler address, local-cluster options "
-                       "with --scheduler ...), inventory unreadable or inconsistent, output root "
-                       "unusable or locked by another campaign."),
-    CampaignExit.TEMPLATE: (
-        "template invalid", "The run configuration template is invalid (every problem is listed) "
-                            "or its ancillary files are missing or fail their checksums."),
-    CampaignExit.ENGINE: (
-        "engine failed", "No Dask cluster to run on: scheduler unreachable, no worker joined, or "
-                         "the local cluster failed to start."),
-    CampaignExit.INTERRUPTED: (
-        "interrupted", "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
-                       "outputs), the report was written; rerun to finish."),
-}
+    SUCCESS = (0, "success",
+               "Every acquisition is done or skipped (its valid product was already there); "
+               "with --limit, the rest may be pending.")
+    SOME_FAILED = (1, "some failed",
+                   "At least one acquisition failed (see the report: exit code and error per "
+                   "acquisition); the others were processed. A rerun retries them, but not "
+                   "those that failed with 2-5 and whose inputs did not change.")
+    USAGE = (2, "usage error",
+             "Bad command line (a malformed --scheduler address, local-cluster options "
+             "with --scheduler ...), inventory unreadable or inconsistent, output root "
+             "unusable or locked by another campaign.")
+    TEMPLATE = (3, "template invalid",
+                "The run configuration template is invalid (every problem is listed) "
+                "or its ancillary files are missing or fail their checksums.")
+    ENGINE = (6, "engine failed",
+              "No Dask cluster to run on: scheduler unreachable, no worker joined, or "
+              "the local cluster failed to start.")
+    INTERRUPTED = (8, "interrupted",
+                   "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
+                   "outputs), the report was written; rerun to finish.")
 
 
 class CampaignError(Exception):
@@ -81,4 +63,4 @@ class EngineError(CampaignError):
 
 def markdown_table() -> str:
     """The campaign's table, in the form of the PGE's (`l2b_mask.errors.markdown_table`)."""
-    return codes_table(list(CampaignExit))  # type: ignore[arg-type]
+    return codes_table(list(CampaignExit))

@@ -13,54 +13,46 @@ from pathlib import Path
 from typing import ClassVar
 
 
-class ExitCode(IntEnum):
+class DescribedCode(IntEnum):
+    """An exit-code enum whose members carry their label (the opening of the operator's stderr
+    line) and meaning (one sentence for the README tables and `--help`) with their value:
+    `NAME = (value, label, meaning)`."""
+
+    label: str
+    meaning: str
+
+    def __new__(cls, value: int, label: str, meaning: str) -> DescribedCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.label, member.meaning = label, meaning
+        return member
+
+
+class ExitCode(DescribedCode):
     """Process exit status of `l2b-mask-pge` and `l2b-mask`; the values are a contract."""
 
-    SUCCESS = 0
-    UNEXPECTED = 1
-    USAGE = 2
-    RUNCONFIG = 3
-    INPUT = 4
-    ANCILLARY = 5
-    PROCESSING = 6
-    OUTPUT = 7
-    INTERRUPTED = 8
-
-    @property
-    def label(self) -> str:
-        """Short lower-case name that opens the operator's stderr line."""
-        return _TABLE[self][0]
-
-    @property
-    def meaning(self) -> str:
-        """One sentence for the README tables and `--help`."""
-        return _TABLE[self][1]
-
-
-_TABLE: dict[ExitCode, tuple[str, str]] = {
-    ExitCode.SUCCESS: ("success", "Products written and validated."),
-    ExitCode.UNEXPECTED: ("unexpected error",
-                          "A bug or an unforeseen condition; the traceback is in the log."),
-    ExitCode.USAGE: ("usage error",
-                     "Bad command line (unknown option, missing run configuration argument)."),
-    ExitCode.RUNCONFIG: ("run configuration invalid",
-                         "Run configuration unreadable, not JSON, or with invalid fields "
-                         "(all of them are listed)."),
-    ExitCode.INPUT: ("input product invalid",
-                     "An input product (radiance, observation, location, GLT) is missing or "
-                     "malformed."),
-    ExitCode.ANCILLARY: ("ancillary file invalid",
-                         "An ancillary file (weights, irradiance, model specification) is "
-                         "missing, has the wrong checksum or the wrong shapes."),
-    ExitCode.PROCESSING: ("processing failed",
-                          "The computation failed: device unavailable, out of memory after "
-                          "retries."),
-    ExitCode.OUTPUT: ("output failed",
-                      "A product could not be written, fails validation, or already exists "
-                      "and overwrite is off."),
-    ExitCode.INTERRUPTED: ("interrupted",
-                           "SIGTERM or SIGINT received; partial outputs were removed."),
-}
+    SUCCESS = (0, "success", "Products written and validated.")
+    UNEXPECTED = (1, "unexpected error",
+                  "A bug or an unforeseen condition; the traceback is in the log.")
+    USAGE = (2, "usage error",
+             "Bad command line (unknown option, missing run configuration argument).")
+    RUNCONFIG = (3, "run configuration invalid",
+                 "Run configuration unreadable, not JSON, or with invalid fields "
+                 "(all of them are listed).")
+    INPUT = (4, "input product invalid",
+             "An input product (radiance, observation, location, GLT) is missing or "
+             "malformed.")
+    ANCILLARY = (5, "ancillary file invalid",
+                 "An ancillary file (weights, irradiance, model specification) is "
+                 "missing, has the wrong checksum or the wrong shapes.")
+    PROCESSING = (6, "processing failed",
+                  "The computation failed: device unavailable, out of memory after "
+                  "retries.")
+    OUTPUT = (7, "output failed",
+              "A product could not be written, fails validation, or already exists "
+              "and overwrite is off.")
+    INTERRUPTED = (8, "interrupted",
+                   "SIGTERM or SIGINT received; partial outputs were removed.")
 
 
 class L2BMaskError(Exception):
@@ -127,14 +119,14 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     return ExitCode.UNEXPECTED
 
 
-def markdown_table(codes: list[ExitCode] | None = None) -> str:
+def markdown_table(codes: list[DescribedCode] | None = None) -> str:
     """The exit-code table as Markdown (the README's tables are tested against it)."""
     rows = ["| Code | Name | Meaning |", "|---:|---|---|"]
     rows += [f"| {c.value} | {c.label} | {c.meaning} |" for c in (codes or list(ExitCode))]
     return "\n".join(rows) + "\n"
 
 
-def text_table(codes: list[ExitCode] | None = None) -> str:
+def text_table(codes: list[DescribedCode] | None = None) -> str:
     """The exit-code table as plain text, for `--help` epilogues."""
     codes = codes or list(ExitCode)
     width = max(len(c.label) for c in codes)
