@@ -30,6 +30,7 @@ import numpy as np
 
 from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
+from l2b_mask.inputs.envi import LineReader
 from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt, checked
 from l2b_mask.inputs.location import LOC_FILL, LocationArrays
 from l2b_mask.inputs.scene import (
@@ -296,7 +297,7 @@ def open_observation_granule(path: Path | str) -> DaacGranule:
 # Streaming
 
 
-class DaacReader:
+class DaacReader(LineReader):
     """Reads blocks of lines of a granule's swath variable as (lines, samples, bands) arrays.
 
     The same methods and results as `EnviReader`. The variable is pixel-interleaved, so a
@@ -306,14 +307,9 @@ class DaacReader:
 
     def __init__(self, granule: DaacGranule) -> None:
         self.granule = granule
+        self.lines = granule.lines
         self._ds: Any = None
         self._var: Any = None
-
-    def __enter__(self) -> DaacReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._ds is not None:
@@ -331,9 +327,8 @@ class DaacReader:
         self, start: int, stop: int, bands: Any = None, dtype: np.dtype | type = np.float32,
     ) -> np.ndarray:
         """Lines [start, stop) as a C-contiguous (lines, samples, bands) array in `dtype`."""
+        self.check_range(start, stop)
         g = self.granule
-        if not 0 <= start < stop <= g.lines:
-            raise ValueError(f"line range [{start}, {stop}) outside 0..{g.lines}")
         try:
             block = np.asarray(self._variable()[start:stop, :, :])
         except (OSError, RuntimeError, IndexError) as exc:
@@ -343,9 +338,6 @@ class DaacReader:
             block = block[:, :, bands]
         return np.ascontiguousarray(block, dtype=dtype)
 
-    def read_band(self, start: int, stop: int, band: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
-        """One band of lines [start, stop) as (lines, samples)."""
-        return self.read_lines(start, stop, [band], dtype)[:, :, 0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -166,7 +166,36 @@ def read_header(path: Path | str) -> EnviHeader:
     return EnviHeader(header, binary, lines, samples, bands, dtype, interleave, offset, meta)
 
 
-class EnviReader:
+class LineReader:
+    """What every input reader (ENVI, LP DAAC granule) shares: blocks of lines as C-contiguous
+    (lines, samples, bands) arrays from `read_lines`, one band from them, and a context manager
+    that closes the file."""
+
+    lines: int
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def read_lines(self, start: int, stop: int, bands: Sequence[int] | np.ndarray | None = None,
+                   dtype: np.dtype | type = np.float32) -> np.ndarray:
+        raise NotImplementedError
+
+    def read_band(self, start: int, stop: int, band: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """One band of lines [start, stop) as (lines, samples)."""
+        return self.read_lines(start, stop, [band], dtype)[:, :, 0]
+
+    def check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= self.lines:
+            raise ValueError(f"line range [{start}, {stop}) outside 0..{self.lines}")
+
+
+class EnviReader(LineReader):
     """Reads blocks of lines of an ENVI raster as (lines, samples, bands) arrays.
 
     Pixel-major blocks are what the model consumes (one spectrum per pixel), so the
@@ -175,13 +204,8 @@ class EnviReader:
 
     def __init__(self, header: EnviHeader) -> None:
         self.header = header
+        self.lines = header.lines
         self._fd: int | None = None
-
-    def __enter__(self) -> EnviReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -205,9 +229,8 @@ class EnviReader:
         dtype: np.dtype | type = np.float32,
     ) -> np.ndarray:
         """Lines [start, stop) as a C-contiguous (lines, samples, bands) array in `dtype`."""
+        self.check_range(start, stop)
         h = self.header
-        if not 0 <= start < stop <= h.lines:
-            raise ValueError(f"line range [{start}, {stop}) outside 0..{h.lines}")
         n = stop - start
         item = h.dtype.itemsize
         if h.interleave == "bsq":
@@ -232,9 +255,6 @@ class EnviReader:
             cube = cube[:, :, bands]
         return np.ascontiguousarray(cube, dtype=dtype)
 
-    def read_band(self, start: int, stop: int, band: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
-        """One band of lines [start, stop) as (lines, samples)."""
-        return self.read_lines(start, stop, [band], dtype)[:, :, 0]
 
 
 # ---------------------------------------------------------------------------------------------
