@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_campaign.py                       # 8 of 32 x 32, 1-2 min
     .venv/bin/python benchmarks/bench_campaign.py --acquisitions 16 --size 64 --workers 1 2 4
 
-Writes `--acquisitions` synthetic EMIT acquisitions (l2b_mask.synthetic, `--size` lines and
+Writes `--acquisitions` synthetic EMIT acquisitions (l2b_mask.synthetic.scene, `--size` lines and
 samples, distinct start times), then runs the whole campaign (`campaign.engine.run_campaign`:
 local Dask cluster, one PGE subprocess per acquisition) once per worker count into a fresh
 output root, every PGE with `--threads-per-pge` CPU threads. The figure is end to end: cluster
@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from campaign.engine import Settings, run_campaign  # noqa: E402
 from campaign.plan import usable_cores  # noqa: E402
 from l2b_mask.spec import ModelSpec  # noqa: E402
-from l2b_mask.synthetic import generate_acquisition  # noqa: E402
+from l2b_mask.synthetic.scene import generate_acquisition  # noqa: E402
 
 START = datetime(2024, 3, 2, 0, 0, 0, tzinfo=UTC)
 

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_daac_read.py                    # 320 x 1242, a few minutes
     .venv/bin/python benchmarks/bench_daac_read.py --lines 64 --samples 256 --repeat 2
 
-Writes one synthetic acquisition (l2b_mask.synthetic, ENVI BIL) and its RAD granule twice
-(l2b_mask.synthetic_daac): radiance in 64-line chunks, and contiguous (EMIT's writer sets no
+Writes one synthetic acquisition (l2b_mask.synthetic.scene, ENVI BIL) and its RAD granule twice
+(l2b_mask.synthetic.daac): radiance in 64-line chunks, and contiguous (EMIT's writer sets no
 chunking or compression, and netCDF-C then stores a fixed-size variable contiguously). Each
 variant then reads the whole radiance by blocks of `--block` lines (all bands, float32, the
 reader the PGE would use: EnviReader or DaacReader) in a fresh child process, the variants
@@ -64,8 +64,8 @@ def child(variant: str, path: Path, block: int) -> None:
 def prepare(folder: Path, lines: int, samples: int) -> dict[str, Path]:
     import numpy as np
 
-    from l2b_mask.synthetic import generate_acquisition
-    from l2b_mask.synthetic_daac import write_daac_granules
+    from l2b_mask.synthetic.daac import write_daac_granules
+    from l2b_mask.synthetic.scene import generate_acquisition
 
     t0 = time.perf_counter()
     acq = generate_acquisition(folder / "envi", lines=lines, samples=samples,

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_inference.py            # ~5-10 min on 2 cores
     .venv/bin/python benchmarks/bench_inference.py --quick    # smaller, for a smoke test
 
-1. Writes a synthetic acquisition (l2b_mask.synthetic, `--lines` x `--samples`) and converts its
+1. Writes a synthetic acquisition (l2b_mask.synthetic.scene, `--lines` x `--samples`) and converts its
    pixels with a value to TOA reflectance, as the PGE does.
 2. Times each path in its own subprocess (so the peak RSS is that path's): the published-style
    baseline (nn.MultiheadAttention with need_weights=True, batch 4096, TorchScript +
@@ -135,8 +135,8 @@ def published_style_model(spec, weights: Path):
 def worker(variant: str, data: Path, pixels: int, out: Path, threads: int) -> None:
     import torch
 
+    from l2b_mask.algorithm.model import load_model
     from l2b_mask.kernels.calibrate import ENV_VARIANT
-    from l2b_mask.model import load_model
     from l2b_mask.spec import ModelSpec
 
     torch.set_num_threads(threads)
@@ -199,7 +199,7 @@ def worker(variant: str, data: Path, pixels: int, out: Path, threads: int) -> No
 def e2e_worker(scene_dir: Path, precision: str, out: Path, threads: int) -> None:
     import torch
 
-    from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference
+    from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference
     from l2b_mask.inputs.scene import Scene
     from l2b_mask.spec import ModelSpec
 
@@ -219,11 +219,11 @@ def e2e_worker(scene_dir: Path, precision: str, out: Path, threads: int) -> None
 # ------------------------------------------------------------------ driver
 
 def prepare(folder: Path, lines: int, samples: int) -> tuple[Path, int]:
-    from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
+    from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
+    from l2b_mask.algorithm.reflectance import toa_reflectance
     from l2b_mask.inputs.scene import Scene
-    from l2b_mask.reflectance import toa_reflectance
     from l2b_mask.spec import ModelSpec
-    from l2b_mask.synthetic import generate_acquisition
+    from l2b_mask.synthetic.scene import generate_acquisition
 
     acq = generate_acquisition(folder / "scene", lines=lines, samples=samples, seed=7, cloud_fraction=0.4)
     scene = Scene.open(acq.radiance, acq.observation)
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e = []
         if a.e2e_lines:
             t0 = time.perf_counter()
-            from l2b_mask.synthetic import generate_acquisition
+            from l2b_mask.synthetic.scene import generate_acquisition
             acq = generate_acquisition(folder / "e2e", lines=a.e2e_lines, samples=1242, seed=11,
                                        cloud_fraction=0.4)
             print(f"\n# end to end: SceneInference.run, {a.e2e_lines} x 1242 synthetic scene "

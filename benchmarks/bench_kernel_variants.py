@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from l2b_mask import kernels
-from l2b_mask.model import kernel_weights, load_model
+from l2b_mask.algorithm.model import kernel_weights, load_model
 from l2b_mask.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))

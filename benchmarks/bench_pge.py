@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_pge.py --lines 320 --formats envi,daac --repeat 2
     .venv/bin/python benchmarks/bench_pge.py --lines 256 --against REV --repeat 3
 
-Each acquisition (radiance, observation, location, GLT; `l2b_mask.synthetic`) is written once,
+Each acquisition (radiance, observation, location, GLT; `l2b_mask.synthetic.scene`) is written once,
 then `l2b-mask-pge` runs on it as the SDS runs it (its own process, every product including the
 orthorectified GeoTIFFs). `--formats envi,daac` also writes it as LP DAAC granules (contiguous
 swath variables, as EMIT's own writer leaves them) and runs the PGE on the two granules alone
@@ -38,8 +38,8 @@ from io import BytesIO
 from pathlib import Path
 
 from l2b_mask.spec import ModelSpec
-from l2b_mask.synthetic import SyntheticAcquisition, generate_acquisition
-from l2b_mask.synthetic_daac import write_daac_granules
+from l2b_mask.synthetic.daac import write_daac_granules
+from l2b_mask.synthetic.scene import SyntheticAcquisition, generate_acquisition
 
 SAMPLES = 1242
 FORMATS = ("envi", "daac")

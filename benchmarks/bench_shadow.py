@@ -20,9 +20,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from l2b_mask.cloud_buffer import cloud_buffer_distance
-from l2b_mask.cloud_shadow import SunViewAngles, cloud_shadow_flag, geometric_shadow
-from l2b_mask.geometry import check_location_geometry, local_axes
+from l2b_mask.algorithm.cloud_buffer import cloud_buffer_distance
+from l2b_mask.algorithm.cloud_shadow import SunViewAngles, cloud_shadow_flag, geometric_shadow
+from l2b_mask.algorithm.geometry import check_location_geometry, local_axes
 
 PGE_FULL_SCENE_S = 225.6  # docs/performance.md, 1280 x 1242, bfloat16 (the faster precision)
 

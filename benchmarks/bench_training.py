@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2b_mask.inference import CloudModel
-from l2b_mask.model import load_model
+from l2b_mask.algorithm.inference import CloudModel
+from l2b_mask.algorithm.model import load_model
 from l2b_mask.spec import ModelSpec
 from l2b_mask.training.dataset import LabelledData
 from l2b_mask.training.synthetic_set import write_fid_list, write_labelled_set, write_small_spec

@@ -23,7 +23,7 @@ def run(lib_path: Path, degree: int, pixels: int, variant: str) -> None:
     import torch
 
     from l2b_mask import kernels
-    from l2b_mask.model import kernel_weights, load_model
+    from l2b_mask.algorithm.model import kernel_weights, load_model
     from l2b_mask.spec import ModelSpec
 
     model = load_model(ModelSpec.load())

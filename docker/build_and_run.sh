@@ -222,7 +222,7 @@ EOF
 kernel_check='
 import json
 from l2b_mask import kernels
-from l2b_mask.inference import CloudModel, InferenceSettings
+from l2b_mask.algorithm.inference import CloudModel, InferenceSettings
 from l2b_mask.spec import ModelSpec
 model = CloudModel.load(ModelSpec.load(), InferenceSettings())   # the demo settings: auto, float32
 print(json.dumps({"available": kernels.available(), "reason": kernels.unavailable_reason(),

@@ -16,14 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from l2b_mask.errors import ExitCode, L2BMaskError, exit_code_for, text_table
-from l2b_mask.inference import (
+from l2b_mask.algorithm.inference import (
     PRECISIONS,
     CloudModel,
     InferenceSettings,
     SceneInference,
     cloud_flag,
 )
+from l2b_mask.errors import ExitCode, L2BMaskError, exit_code_for, text_table
 from l2b_mask.inputs.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.products.geotiff import write_flag_and_probability
 from l2b_mask.spec import ModelSpec

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from l2b_mask.inference import CloudModel, InferenceSettings, SceneInference
+from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference
 from l2b_mask.inputs.scene import Scene
 from l2b_mask.spec import ModelSpec, verify_sha256
 from pge.runconfig import RunConfig

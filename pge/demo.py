@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from l2b_mask.spec import ModelSpec
-from l2b_mask.synthetic import generate_acquisition
-from l2b_mask.synthetic_daac import write_formats
+from l2b_mask.synthetic.daac import write_formats
+from l2b_mask.synthetic.scene import generate_acquisition
 from pge import cli
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.beyond_cloud import BUFFERED_DEFINITION, BeyondCloud
-from l2b_mask.inference import KeptReflectance, cloud_flag
+from l2b_mask.algorithm.beyond_cloud import BUFFERED_DEFINITION, BeyondCloud
+from l2b_mask.algorithm.inference import KeptReflectance, cloud_flag
 from l2b_mask.inputs.scene import parse_emit_time
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
 from pge.ancillary import Model

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from l2b_mask.algorithm.geometry import check_location_geometry
 from l2b_mask.errors import InputProductError
-from l2b_mask.geometry import check_location_geometry
 from l2b_mask.inputs.daac import DaacGranule, read_granule_glt, read_granule_location
 from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
 from l2b_mask.inputs.emit_names import parse_flight_line

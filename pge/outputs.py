@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from l2b_mask.beyond_cloud import BeyondCloud
+from l2b_mask.algorithm.beyond_cloud import BeyondCloud
 from l2b_mask.inputs.location import location_bounds
 from l2b_mask.products.table import DATA_PRODUCTS, ProductContent
 from pge import provenance

@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from l2b_mask.beyond_cloud import (
+from l2b_mask.algorithm.beyond_cloud import (
     BeyondCloud,
     beyond_cloud,
     read_sun_view_angles,
     reflectance_bands_needed,
 )
-from l2b_mask.inference import ProbabilityBlock, no_value_error
+from l2b_mask.algorithm.inference import ProbabilityBlock, no_value_error
 from pge import logging as pge_logging
 from pge.ancillary import Model, load_model
 from pge.diagnosis import largest_file_bound, output_failure

@@ -37,9 +37,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from l2b_mask.beyond_cloud import BeyondCloudSettings
-from l2b_mask.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
-from l2b_mask.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
+from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings
+from l2b_mask.algorithm.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
+from l2b_mask.algorithm.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
 from l2b_mask.spec import ModelSpec, default_spec_path
 from pge.errors import RunConfigError, one_line
 from pge.sds.files import enabled_keys

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from netCDF4 import Dataset
 
+from l2b_mask.inputs.daac import SWATH_DIMS
 from l2b_mask.inputs.envi import raster_header, write_header
 from l2b_mask.spec import ModelSpec, ancillary_dir
-from l2b_mask.synthetic import OBS_BAND_NAMES
+from l2b_mask.synthetic.scene import OBS_BAND_NAMES, emit_wavelengths
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "testdata" / "reference_scene_s7"
@@ -165,3 +167,33 @@ def compliance_problems(path: Path, monkeypatch) -> list:
             if left or not msgs:
                 unexpected.append((name, check, left))
     return unexpected
+
+
+def small_granule(path: Path, variable: str = "radiance", *, bands: int | None = None,
+             dims: tuple[str, ...] = SWATH_DIMS, dtype: str = "f4",
+             band_vars: dict | None = None, attrs: dict | None = None) -> Path:
+    """A small granule of the DAAC layout; `band_vars` replaces `sensor_band_parameters`
+    (an empty dict: no group)."""
+    bands = bands or (285 if variable == "radiance" else 11)
+    if band_vars is None:
+        wl, fwhm = emit_wavelengths()
+        band_vars = ({"wavelengths": wl[:bands], "fwhm": fwhm[:bands]} if variable == "radiance"
+                     else {"observation_bands": list(OBS_BAND_NAMES)[:bands]})
+    with Dataset(path, "w", format="NETCDF4") as ds:
+        ds.setncatts(attrs or {"time_coverage_start": "2024-03-02T00:58:29+0000",
+                               "time_coverage_end": "2024-03-02T00:58:30+0000"})
+        for name, size in zip(SWATH_DIMS, (3, 2, bands), strict=True):
+            ds.createDimension(name, size)
+        shape = tuple(ds.dimensions[d].size for d in dims)
+        var = ds.createVariable(variable, dtype, dims, fill_value=-9999)
+        var[:] = np.ones(shape)
+        if band_vars:
+            group = ds.createGroup("sensor_band_parameters")
+            for name, values in band_vars.items():
+                if isinstance(values, list):
+                    v = group.createVariable(name, str, ("bands",))
+                    for i, text in enumerate(values):
+                        v[i] = text
+                else:
+                    group.createVariable(name, "f4", ("bands",))[:] = np.asarray(values)
+    return path

@@ -173,7 +173,7 @@ def _run(base: Path, files: dict[str, str], output: dict[str, Any]) -> Path:
 def make_digests(work: Path) -> dict[str, Any]:
     """Products of the two cases: the reference scene (no EMIT name, no geolocation) and an
     EMIT-named synthetic acquisition with location and GLT (every product switched on)."""
-    from l2b_mask.synthetic import generate_acquisition
+    from l2b_mask.synthetic.scene import generate_acquisition
 
     ref = work / "reference"
     ref.mkdir(parents=True)

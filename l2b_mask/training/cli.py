@@ -18,8 +18,8 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from l2b_mask.algorithm.model import PRECISIONS
 from l2b_mask.errors import ExitCode, L2BMaskError, UsageError, exit_code_for, text_table
-from l2b_mask.model import PRECISIONS
 
 CODES = [ExitCode.SUCCESS, ExitCode.UNEXPECTED, ExitCode.USAGE, ExitCode.INPUT,
          ExitCode.ANCILLARY, ExitCode.PROCESSING, ExitCode.OUTPUT, ExitCode.INTERRUPTED]

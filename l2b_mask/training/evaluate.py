@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from l2b_mask.algorithm.inference import CloudModel, resolve_device
+from l2b_mask.algorithm.model import load_model
 from l2b_mask.errors import InputProductError, UsageError
-from l2b_mask.inference import CloudModel, resolve_device
-from l2b_mask.model import load_model
 from l2b_mask.spec import ModelSpec, sha256_of
 from l2b_mask.training import metrics
 from l2b_mask.training.dataset import LabelledData, Split, cloud_target

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from l2b_mask.algorithm.model import load_model
 from l2b_mask.errors import AncillaryError, InputProductError, OutputError, UsageError
-from l2b_mask.model import load_model
 from l2b_mask.spec import ModelSpec, sha256_of, verify_sha256
 from l2b_mask.training.files import ensure_folder
 

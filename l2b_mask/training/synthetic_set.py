@@ -1,7 +1,7 @@
 """Labelled synthetic HDF5 files in the published layout, for the tests and the benchmark.
 
 The real labelled set cannot be fetched here. These files hold spectra of the synthetic scenes
-of `l2b_mask.synthetic` (its scene model, not a second one), one scene id per scene, reduced to
+of `l2b_mask.synthetic.scene` (its scene model, not a second one), one scene id per scene, reduced to
 a model specification's bands, with labels 0 clear / 1 cloud and some clear pixels turned
 into darker "shadow" spectra labelled 2 (counted as clear, as in the published evaluation).
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from l2b_mask.bands import kept_bands
+from l2b_mask.algorithm.bands import kept_bands
 from l2b_mask.spec import ModelSpec
-from l2b_mask.synthetic import CLASS_CLEAR, emit_wavelengths, reflectance_blocks
+from l2b_mask.synthetic.scene import CLASS_CLEAR, emit_wavelengths, reflectance_blocks
 from l2b_mask.training.dataset import LABEL_CLEAR, LABEL_CLOUD, LABEL_SHADOW
 from l2b_mask.training.release import spec_toml
 

@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from schedulefree import AdamWScheduleFree
 from torch.nn.utils import clip_grad_norm_
 
+from l2b_mask.algorithm.inference import resolve_device
+from l2b_mask.algorithm.model import SpecTf
 from l2b_mask.errors import ExitCode, InputProductError, L2BMaskError, OutputError, UsageError
-from l2b_mask.inference import resolve_device
-from l2b_mask.model import SpecTf
 from l2b_mask.spec import ModelSpec, sha256_of
 from l2b_mask.training import metrics
 from l2b_mask.training.dataset import (

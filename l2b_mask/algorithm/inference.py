@@ -1,0 +1,334 @@
+"""Streaming inference: blocks of lines in, cloud probability blocks out.
+
+For each block: read radiance (kept bands only) and solar zenith, decide which pixels have a
+value, convert only those to reflectance, run them through the model in batches, and hand
+back a (lines, samples) probability block with NaN where a pixel has no value. Nothing here
+knows about product formats; memory is bounded by one block whatever the scene length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2b_mask.algorithm.background import BackgroundWriter, prefetch
+from l2b_mask.algorithm.bands import kept_bands
+from l2b_mask.algorithm.model import PRECISIONS, SpecTf, load_model
+from l2b_mask.algorithm.reflectance import band_irradiance, load_irradiance, toa_reflectance
+from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
+from l2b_mask.inputs.scene import Scene
+from l2b_mask.nodata import FLAG_NO_VALUE
+from l2b_mask.spec import ModelSpec, verify_sha256
+
+# What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
+# 2.5 (pyproject allows 2.3); torch.cuda.OutOfMemoryError exists since 1.13, and from 2.5 on it
+# is the very same class (so it also catches the CPU allocator's failure there).
+OUT_OF_MEMORY: type[Exception] = torch.cuda.OutOfMemoryError
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    device: str = "auto"
+    precision: str = "float32"
+    batch_size: int = 4096
+    lines_per_block: int = 64
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.batch_size < 1 or self.lines_per_block < 1:
+            raise ValueError("batch_size and lines_per_block must be positive")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; an explicit CUDA device must exist. The published
+    tool's device numbers are accepted too: -1 is the CPU, N >= 0 is cuda:N."""
+    name = name.strip().lower()
+    if name.lstrip("+-").isdigit():
+        number = int(name)
+        if number < -1:
+            raise ProcessingError(None, f"unknown device {name!r} (-1 for the CPU, N >= 0 for cuda:N)")
+        name = "cpu" if number == -1 else f"cuda:{number}"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ProcessingError(None, f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ProcessingError(None, f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ProcessingError(
+                None, f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif device.type != "cpu":
+        raise ProcessingError(None, f"unsupported device {name!r} (cpu, cuda, cuda:N or auto)")
+    return device
+
+
+def iter_line_blocks(lines: int, lines_per_block: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) ranges covering 0..lines exactly once, in order."""
+    for start in range(0, lines, lines_per_block):
+        yield start, min(start + lines_per_block, lines)
+
+
+def pixels_with_value(radiance: np.ndarray, solar_zenith: np.ndarray, rdn_nodata: float,
+                      obs_nodata: float) -> np.ndarray:
+    """(lines, samples) bool: the model may see this pixel.
+
+    No value when any model band is nodata or not finite, or the solar geometry is invalid
+    (nodata, not finite, negative, or the sun at or below the horizon).
+    """
+    ok = np.isfinite(radiance).all(axis=-1)
+    ok &= ~(radiance == rdn_nodata).any(axis=-1)
+    return ok & sun_up(solar_zenith, obs_nodata)
+
+
+def sun_up(solar_zenith: np.ndarray, obs_nodata: float) -> np.ndarray:
+    """The solar geometry is valid: not nodata, finite, not negative, the sun above the horizon."""
+    return (np.isfinite(solar_zenith) & (solar_zenith != obs_nodata) & (solar_zenith >= 0.0)
+            & (solar_zenith < 90.0))
+
+
+def no_value_error(scene: Scene, lines_per_block: int = 512) -> InputProductError:
+    """Why a scene that streamed gave no pixel a value, naming the file to blame: the
+    observation when the sun is down (or fill) everywhere, else the radiance."""
+    sunlit = 0
+    with scene.observation_reader() as reader:
+        for start, stop in iter_line_blocks(scene.lines, lines_per_block):
+            sza = reader.read_band(start, stop, scene.solar_zenith_band)
+            sunlit += int(np.count_nonzero(sun_up(sza, scene.observation_nodata)))
+    if sunlit == 0:
+        return InputProductError(scene.observation_header.header_path,
+                                 "no pixel has a value: the solar zenith is fill, not finite or "
+                                 ">= 90 degrees in every pixel")
+    return InputProductError(scene.radiance_header.header_path,
+                             "no pixel has a value: every pixel with the sun up has -9999, NaN or "
+                             "Inf radiance in a model band")
+
+
+class CloudModel:
+    """A loaded model on its device, with the band selection and batching around it."""
+
+    def __init__(self, spec: ModelSpec, model: SpecTf, device: torch.device, precision: str,
+                 batch_size: int) -> None:
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.model = model.to(device).set_precision(precision)
+        self._pinned: torch.Tensor | None = None   # CUDA only: the page-locked staging buffer
+
+    @classmethod
+    def load(cls, spec: ModelSpec, settings: InferenceSettings, weights: Path | str | None = None,
+             verify_checksum: bool = True) -> CloudModel:
+        path = Path(weights) if weights is not None else spec.weights_path
+        if verify_checksum:
+            verify_sha256(path, spec.weights_sha256, "model weights")
+        device = resolve_device(settings.device)
+        return cls(spec, load_model(spec, path), device, settings.precision, settings.batch_size)
+
+    def predict(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        """P(cloud) float32 for (N, T) float32 reflectance.
+
+        On a CUDA device that runs out of memory, the batch that failed is retried at half
+        the batch size, down to 1; the smaller size is kept for the following batches. Out of
+        memory on the CPU, or on CUDA at batch size 1, is a ProcessingError.
+        """
+        n = reflectance.shape[0]
+        out = np.empty(n, np.float32)
+        if n == 0:
+            return out
+        start = 0
+        while start < n:
+            stop = min(start + self.batch_size, n)
+            try:
+                out[start:stop] = self._forward(reflectance[start:stop], band_term)
+            except OUT_OF_MEMORY:
+                if self.device.type != "cuda":
+                    raise ProcessingError(
+                        None, f"out of memory on {self.device} at batch size {self.batch_size} "
+                              "(lower processing.batch_size or lines_per_block)") from None
+                if self.batch_size == 1:
+                    raise ProcessingError(
+                        None, f"out of memory on {self.device} even at batch size 1") from None
+                torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                continue
+            start = stop
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
+        """One batch through the model on its device (`.to` is free once a tensor is there)."""
+        if self.device.type == "cuda":
+            x = self._staged(reflectance).to(self.device, non_blocking=True)
+        else:
+            x = torch.from_numpy(reflectance)
+        return self.model(x, band_term.to(self.device)).cpu().numpy()
+
+    def _staged(self, reflectance: np.ndarray) -> torch.Tensor:
+        """The batch copied into a page-locked buffer kept between batches, so that the copy to the
+        GPU is a direct asynchronous transfer. Reusing it is safe: the `.cpu()` at the end of each
+        batch waits for the GPU, so the previous transfer has finished."""
+        n, t = reflectance.shape
+        buf = self._pinned
+        if buf is None or buf.shape[0] < n or buf.shape[1] != t:
+            buf = self._pinned = torch.empty((max(n, self.batch_size), t), dtype=torch.float32,
+                                             pin_memory=True)
+        staged = buf[:n]
+        staged.numpy()[...] = reflectance
+        return staged
+
+
+@dataclass(frozen=True)
+class ProbabilityBlock:
+    """Lines [start, stop) of the cloud probability, NaN where a pixel has no value."""
+
+    start: int
+    stop: int
+    probability: np.ndarray  # (stop - start, samples) float32
+    radiance_not_finite: int = 0  # pixels with NaN or Inf in a model band (they have no value)
+    # (stop - start, samples, k) float32 TOA reflectance of the kept bands, NaN without value;
+    # None unless the inference was asked to keep some (`keep_reflectance_nm`)
+    reflectance: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class KeptReflectance:
+    """TOA reflectance of a few bands over the whole scene, collected while streaming (so that
+    science after the model, such as the cloud shadow's darkness test, needs no second pass
+    over the radiance): about 6 MB per band for a full 1280 x 1242 scene."""
+
+    wavelengths_nm: np.ndarray  # (k,) centres of the scene bands kept, nearest those asked
+    reflectance: np.ndarray  # (lines, samples, k) float32, NaN where a pixel has no value
+
+    def planes(self) -> list[np.ndarray]:
+        """One (lines, samples) array per kept band, in the order asked."""
+        return [self.reflectance[:, :, i] for i in range(self.reflectance.shape[2])]
+
+
+class SceneInference:
+    """Everything computed once per scene before streaming: bands, irradiance, distance."""
+
+    def __init__(self, scene: Scene, cloud_model: CloudModel, irradiance: Path | str | None = None,
+                 keep_all_bands: bool = False, verify_checksum: bool = True,
+                 keep_reflectance_nm: Sequence[float] = ()) -> None:
+        spec = cloud_model.spec
+        irr_path = Path(irradiance) if irradiance is not None else spec.irradiance_path
+        if verify_checksum:
+            verify_sha256(irr_path, spec.irradiance_sha256, "solar irradiance")
+        grid, irr = load_irradiance(irr_path)
+        self.scene = scene
+        self.cloud_model = cloud_model
+        self.bands = (np.arange(scene.radiance_header.bands) if keep_all_bands
+                      else kept_bands(scene.wavelengths_nm, spec.drop_ranges_nm))
+        if self.bands.size == 0:
+            raise AncillaryError(spec.path, "the drop ranges leave no band for the model")
+        wl = scene.wavelengths_nm[self.bands]
+        self.band_irradiance = band_irradiance(grid, irr, wl, scene.fwhm_nm[self.bands])
+        self.band_term = cloud_model.model.band_term(wl)
+        self.earth_sun_au = scene.earth_sun_distance()
+        # Positions among the model's bands of those nearest each wavelength to keep (the
+        # reflectance is computed for the model anyway: keeping a few columns costs a copy).
+        self.keep_reflectance = np.array(
+            [int(np.argmin(np.abs(wl - target))) for target in keep_reflectance_nm], np.intp)
+        self.kept_wavelengths_nm = wl[self.keep_reflectance]
+
+    def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(start, stop, radiance of the kept bands, solar zenith) for each block of lines.
+
+        Both files are opened, read and closed by whichever thread iterates this (the prefetch
+        thread in `blocks`): netCDF-C is not thread-safe, and nothing else reads a granule
+        while the scene streams (`run`'s writer thread only sees probability blocks).
+        """
+        scene = self.scene
+        with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
+            for start, stop in iter_line_blocks(scene.lines, lines_per_block):
+                yield (start, stop, rdn.read_lines(start, stop, self.bands),
+                       obs.read_band(start, stop, scene.solar_zenith_band))
+
+    def blocks(self, lines_per_block: int, read_ahead: int = 2) -> Iterator[ProbabilityBlock]:
+        """Probability blocks in order; the next blocks are read on a background thread."""
+        reads = self.read_blocks(lines_per_block)
+        if read_ahead > 0:
+            reads = prefetch(reads, read_ahead)
+        for start, stop, radiance, solar_zenith in reads:
+            yield self.block(radiance, solar_zenith, start, stop)
+
+    def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
+              stop: int) -> ProbabilityBlock:
+        """One block from its (lines, samples, kept bands) radiance and solar zenith."""
+        valid = pixels_with_value(radiance, solar_zenith, self.scene.radiance_nodata,
+                                  self.scene.observation_nodata)
+        rho = toa_reflectance(radiance[valid], solar_zenith[valid], self.earth_sun_au,
+                              self.band_irradiance)
+        probability = np.full(valid.shape, np.nan, np.float32)
+        probability[valid] = self.cloud_model.predict(rho, self.band_term)
+        not_finite = int(np.count_nonzero(~np.isfinite(radiance).all(axis=-1)))
+        kept = None
+        if self.keep_reflectance.size:
+            kept = np.full((*valid.shape, self.keep_reflectance.size), np.nan, np.float32)
+            kept[valid] = rho[:, self.keep_reflectance]
+        return ProbabilityBlock(start, stop, probability, not_finite, kept)
+
+    def run(self, lines_per_block: int,
+            on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:
+        """The whole (lines, samples) probability.
+
+        `on_block` sees each block as it is done, on a background writer thread, so a callback
+        that writes to disk overlaps the next block's compute.
+        """
+        return self.run_keeping(lines_per_block, on_block)[0]
+
+    def run_keeping(self, lines_per_block: int,
+                    on_block: Callable[[ProbabilityBlock], None] | None = None
+                    ) -> tuple[np.ndarray, KeptReflectance | None]:
+        """`run`, and the reflectance of the bands `keep_reflectance_nm` asked for (None when
+        none was asked: then nothing more is computed or held than by `run`)."""
+        lines, samples = self.scene.lines, self.scene.samples
+        out = np.empty((lines, samples), np.float32)
+        kept = (np.empty((lines, samples, self.keep_reflectance.size), np.float32)
+                if self.keep_reflectance.size else None)
+        with BackgroundWriter(on_block or (lambda block: None)) as sink:
+            for block in self.blocks(lines_per_block):
+                out[block.start:block.stop] = block.probability
+                if kept is not None and block.reflectance is not None:
+                    kept[block.start:block.stop] = block.reflectance
+                sink.submit(block)
+        if kept is None:
+            return out, None
+        return out, KeptReflectance(self.kept_wavelengths_nm.copy(), kept)
+
+
+def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:
+    """uint8 flag: 1 cloud, 0 clear, 255 where the probability is NaN (no value)."""
+    if comparison == ">":
+        cloudy = probability > threshold
+    elif comparison == ">=":
+        cloudy = probability >= threshold
+    else:
+        raise ValueError(f"comparison must be '>' or '>=', not {comparison!r}")
+    flag = cloudy.astype(np.uint8)
+    flag[np.isnan(probability)] = FLAG_NO_VALUE
+    return flag
+
+
+def cloud_probability(radiance: Path | str, observation: Path | str,
+                      spec: ModelSpec | None = None,
+                      settings: InferenceSettings | None = None) -> np.ndarray:
+    """Library entry point: the (lines, samples) P(cloud) of an acquisition, NaN without value.
+
+    `radiance` and `observation` are the SDS's ENVI rasters (.img or .hdr) or the LP DAAC's
+    `EMIT_L1B_RAD_*.nc` / `EMIT_L1B_OBS_*.nc` granules (`Scene.open` tells them by content).
+    """
+    spec = spec or ModelSpec.load()
+    settings = settings or InferenceSettings()
+    scene = Scene.open(radiance, observation)
+    model = CloudModel.load(spec, settings)
+    return SceneInference(scene, model).run(settings.lines_per_block)
