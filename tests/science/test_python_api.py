@@ -7,7 +7,6 @@ One small demo run (the PGE on a synthetic acquisition, in a subprocess) is shar
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -201,4 +200,4 @@ def test_docs_python_md_runs_as_written(demo, monkeypatch):
             exec(compile(block, f"docs/python.md block {number}", "exec"), namespace)  # noqa: S102
         except Exception as exc:  # noqa: BLE001 - name the block that failed
             pytest.fail(f"docs/python.md block {number} fails: {type(exc).__name__}: {exc}")
-    assert os.getcwd() == str(demo)
+    assert Path.cwd() == demo
