@@ -1,0 +1,216 @@
+"""What `l2b-mask` writes, in the format its output name asks for, and how it is published.
+
+The output's extension picks the format: `.tif`/`.tiff` GeoTIFFs (the flag, and beside it
+`_prob`, `_buffer`, `_shadow` as asked; on the GLT grid as COGs with `--ortho`), `.hdr`/`.img`
+the ENVI product, `.nc` the netCDF product (both hold every layer). Every file is written into
+a private scratch folder made inside the destination folder (`mkdtemp`: an unpredictable name,
+created exclusively, mode 0700, so nothing there follows a planted link) and then renamed into
+place all together: a run that fails at any point leaves every file of the previous result as
+it was, and never a new mask beside an old probability.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l2b_mask.errors import OutputError, UsageError
+from l2b_mask.inputs.glt import Glt
+from l2b_mask.inputs.location import LocationArrays
+from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
+
+GEOTIFF, ENVI, NETCDF = "GeoTIFF", "ENVI", "netCDF"
+FORMATS = {".tif": GEOTIFF, ".tiff": GEOTIFF, ".hdr": ENVI, ".img": ENVI, ".nc": NETCDF}
+LAYERS = ("buffer", "shadow")
+
+
+def output_format(path: Path) -> str:
+    """The format the output's extension names (UsageError for any other extension)."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path.name}: unknown output extension {path.suffix or '(none)'!r}: "
+                         "use .tif (GeoTIFF), .hdr or .img (ENVI) or .nc (netCDF)")
+    return fmt
+
+
+def parse_layers(text: str | None) -> tuple[str, ...]:
+    """`buffer,shadow` -> ("buffer", "shadow"); UsageError for a name not in `LAYERS`."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in (text or "").split(",") if n.strip()))
+    unknown = [n for n in names if n not in LAYERS]
+    if unknown:
+        raise UsageError(f"--layers: unknown layer {unknown[0]!r} (choose from {', '.join(LAYERS)})")
+    return names
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the command line asked to be written."""
+
+    output: Path
+    format: str
+    proba: bool
+    layers: tuple[str, ...]
+    ortho: bool
+
+    def files(self) -> dict[str, Path]:
+        """Each file the request writes, by what it holds, at its final path."""
+        out = self.output
+        if self.format == ENVI:
+            return {"envi_data": out.with_suffix(".img"), "envi_header": out.with_suffix(".hdr")}
+        if self.format == NETCDF:
+            return {"netcdf": out}
+        suffix = out.suffix
+
+        def beside(tag: str) -> Path:
+            return out.with_name(f"{out.stem}_{tag}{suffix}")
+
+        files = {"flag": out}
+        if self.proba:
+            files["probability"] = beside("prob")
+        for layer in self.layers:
+            files[layer] = beside(layer)
+        return files
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The computed layers, in the writers' conventions (NaN, 255 and -9999 without value)."""
+
+    probability: np.ndarray
+    flag: np.ndarray
+    buffer_distance: np.ndarray | None = None
+    shadow: np.ndarray | None = None
+    location: LocationArrays | None = None
+    glt: Glt | None = None
+    attrs: Mapping[str, Any] | None = None  # netCDF global attributes
+
+
+def _geotiffs(request: Request, layers: Layers, paths: Mapping[str, Path]) -> None:
+    from l2b_mask.products.envi import check_beyond
+    from l2b_mask.products.geotiff import write_geotiff
+
+    buffer, shadow = check_beyond(layers.flag, layers.buffer_distance, layers.shadow)
+    if request.ortho:
+        _ortho(request, layers, paths, buffer, shadow)
+        return
+    write_geotiff(paths["flag"], layers.flag, FLAG_NO_VALUE, "Cloud Flag")
+    if "probability" in paths:
+        prob = np.where(np.isnan(layers.probability), FLOAT_NO_VALUE, layers.probability)
+        write_geotiff(paths["probability"], prob.astype(np.float32), FLOAT_NO_VALUE,
+                      "Cloud Probability")
+    if "buffer" in paths:
+        write_geotiff(paths["buffer"], buffer, FLOAT_NO_VALUE, "Cloud Buffer Distance")
+    if "shadow" in paths:
+        write_geotiff(paths["shadow"], shadow, FLAG_NO_VALUE, "Cloud Shadow Flag")
+
+
+def _ortho(request: Request, layers: Layers, paths: Mapping[str, Path], buffer: np.ndarray,
+           shadow: np.ndarray) -> None:
+    from l2b_mask.products.ortho import (
+        BUFFER_LAYER,
+        SHADOW_LAYER,
+        write_ortho_geotiff,
+        write_ortho_layer,
+    )
+
+    assert layers.glt is not None  # checked before any compute
+    flag_path = paths["flag"]
+    prob_path = paths.get("probability", flag_path.with_name(f"{flag_path.stem}.prob.unused"))
+    write_ortho_geotiff(flag_path, prob_path, layers.flag, layers.probability, layers.glt)
+    if "buffer" in paths:
+        write_ortho_layer(paths["buffer"], buffer, BUFFER_LAYER, layers.glt)
+    if "shadow" in paths:
+        write_ortho_layer(paths["shadow"], shadow, SHADOW_LAYER, layers.glt)
+
+
+def write_request(request: Request, layers: Layers, paths: Mapping[str, Path]) -> None:
+    """Write every file of the request at `paths` (the scratch copies of `request.files()`)."""
+    if request.format == ENVI:
+        from l2b_mask.products.envi import write_envi_product
+
+        write_envi_product(paths["envi_data"], layers.probability, layers.flag,
+                           buffer_distance=layers.buffer_distance, shadow=layers.shadow)
+    elif request.format == NETCDF:
+        from l2b_mask.products.netcdf import write_netcdf_product
+
+        write_netcdf_product(paths["netcdf"], layers.probability, layers.flag,
+                             global_attrs=dict(layers.attrs or {}), location=layers.location,
+                             glt=layers.glt, buffer_distance=layers.buffer_distance,
+                             shadow=layers.shadow)
+    else:
+        _geotiffs(request, layers, paths)
+
+
+class Staging:
+    """A private scratch folder in the destination folder; `publish` renames its files into
+    place all or nothing; `close` removes it (and any previous files it kept)."""
+
+    def __init__(self, destination: Path) -> None:
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+            self.folder = Path(tempfile.mkdtemp(prefix=".l2b-mask-", dir=destination))
+        except OSError as exc:
+            raise OutputError(destination, f"cannot create output folder ({exc.strerror})") from None
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def paths(self, files: Mapping[str, Path]) -> dict[str, Path]:
+        """Where each final file is first written."""
+        return {key: self.folder / path.name for key, path in files.items()}
+
+    def publish(self, files: Mapping[str, Path]) -> None:
+        """Every staged file over its final path; on any failure the previous files are put
+        back and no new one stays (OutputError). A final path that is a link is replaced, the
+        file it points to untouched."""
+        staged = self.paths(files)
+        kept: list[tuple[Path, Path]] = []  # (the previous file's copy in scratch, its place)
+        placed: list[Path] = []
+        try:
+            for number, target in enumerate(files.values()):
+                if target.is_dir() and not target.is_symlink():
+                    raise OutputError(target, "is a folder")
+                if target.is_symlink() or target.exists():
+                    keep = self.folder / f".previous.{number}"
+                    _keep(target, keep)
+                    kept.append((keep, target))
+            for key, target in files.items():
+                staged[key].replace(target)
+                placed.append(target)
+        except (OSError, OutputError) as exc:
+            self._roll_back(kept, placed)
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(Path(exc.filename or self.folder), f"cannot publish the results "
+                                                                  f"({exc.strerror})") from None
+
+    @staticmethod
+    def _roll_back(kept: list[tuple[Path, Path]], placed: list[Path]) -> None:
+        restored = {target for _, target in kept}
+        for target in placed:
+            if target not in restored:
+                target.unlink(missing_ok=True)  # new, and made by this run
+        for keep, target in kept:
+            keep.replace(target)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _keep(target: Path, keep: Path) -> None:
+    """A copy of the previous file under `keep` that costs no space: a hard link (the file
+    stays in place meanwhile), or where the file system has none, the file itself moved."""
+    try:
+        os.link(target, keep, follow_symlinks=False)
+    except OSError:
+        target.replace(keep)
