@@ -187,12 +187,13 @@ class Staging:
             for key, target in files.items():
                 staged[key].replace(target)
                 placed.append(target)
-        except (OSError, OutputError) as exc:
+        except OSError as exc:
             self._roll_back(kept, placed)
-            if isinstance(exc, OutputError):
-                raise
             raise OutputError(Path(exc.filename or self.folder), f"cannot publish the results "
                                                                   f"({exc.strerror})") from None
+        except BaseException:  # OutputError, or an interruption half-way: the old files back
+            self._roll_back(kept, placed)
+            raise
 
     @staticmethod
     def _roll_back(kept: list[tuple[Path, Path]], placed: list[Path]) -> None:

@@ -261,3 +261,22 @@ def test_a_planted_link_is_replaced_not_written_through(acq, tmp_path, capsys):
     assert victim.read_text() == "keep me"
     assert not (out_dir / "m.tif").is_symlink() and _band(out_dir / "m.tif").shape == (LINES, SAMPLES)
     assert [p.name for p in out_dir.iterdir()] == ["m.tif"]
+
+
+def test_publish_puts_every_previous_file_back_when_one_cannot_be_placed(tmp_path):
+    from l2b_mask.command_files import Staging
+    from l2b_mask.errors import OutputError
+
+    files = {"flag": tmp_path / "m.tif", "probability": tmp_path / "m_prob.tif",
+             "buffer": tmp_path / "m_buffer.tif"}
+    files["flag"].write_text("old flag")
+    files["probability"].write_text("old probability")
+    with Staging(tmp_path) as staging:
+        staged = staging.paths(files)
+        staged["flag"].write_text("new flag")
+        staged["probability"].write_text("new probability")  # the buffer never got written
+        with pytest.raises(OutputError, match="cannot publish"):
+            staging.publish(files)
+    assert files["flag"].read_text() == "old flag"
+    assert files["probability"].read_text() == "old probability"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "m_prob.tif"]
