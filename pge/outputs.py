@@ -130,7 +130,8 @@ def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Mod
     """Checksums are taken in scratch; the record names the files where they will live."""
     processing = {**model.processing, "batch_size": cfg.processing.batch_size,
                   "lines_per_block": cfg.processing.lines_per_block,
-                  "threshold": model.threshold, "threshold_comparison": cfg.algorithm.comparison}
+                  "threshold": model.decision.threshold,
+                  "threshold_comparison": model.decision.comparison}
     anc = cfg.ancillary_files
     record = provenance.build_record(
         runconfig_path=run.runconfig_path, runconfig_bytes=run.runconfig_bytes,

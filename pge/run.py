@@ -131,7 +131,8 @@ def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
     pge_logging.get_logger().info(
         "ancillary_valid", model_version=p["model_version"], device=p["device"],
         precision=p["precision"], implementation=p["implementation"], threads=p["torch_threads"],
-        threshold=model.threshold, comparison=cfg.algorithm.comparison,
+        threshold=model.decision.threshold, comparison=model.decision.comparison,
+        decision_source=model.decision.source,
         model_bands=p["model_bands"], earth_sun_distance_au=p["earth_sun_distance_au"])
     return model
 
@@ -163,7 +164,7 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
                     detail="pixels with NaN or Inf radiance in a model band have no value")
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
-    return Masks.of(probability, model.threshold, cfg.algorithm.comparison, kept)
+    return Masks.of(probability, model.decision, kept)
 
 
 def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondCloud:

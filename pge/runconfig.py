@@ -40,7 +40,7 @@ from pydantic_core import PydanticCustomError
 from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings
 from l2b_mask.algorithm.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
 from l2b_mask.algorithm.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
-from l2b_mask.spec import ModelSpec, default_spec_path
+from l2b_mask.spec import DecisionRule, ModelSpec, default_spec_path
 from pge.errors import RunConfigError, one_line
 from pge.sds.files import enabled_keys
 
@@ -181,10 +181,11 @@ class Output(_Model):
 class Algorithm(_Model):
     threshold: Threshold | None = Field(
         None, description="Cloud probability threshold, strictly between 0 and 1; omitted or null "
-                    "means the model specification's default.")
-    comparison: Literal[">", ">="] = Field(
-        ">", description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
-                         "ATBD rule); '>=' where P(cloud) >= threshold.")
+                    "means the model specification's ([decision] threshold).")
+    comparison: Literal[">", ">="] | None = Field(
+        None, description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
+                          "ATBD rule); '>=' where P(cloud) >= threshold; omitted or null means "
+                          "the model specification's ([decision] comparison).")
     buffer_cloud_height_m: Annotated[float, Field(gt=0.0, le=MAX_CLOUD_HEIGHT_M,
                                                   allow_inf_nan=False), Number] = Field(
         DEFAULT_CLOUD_HEIGHT_M,
@@ -215,9 +216,10 @@ class Algorithm(_Model):
                                    tuple(self.shadow_cloud_heights_m),  # type: ignore[arg-type]
                                    self.shadow_darkness_test)
 
-    def threshold_for(self, spec: ModelSpec) -> float:
-        """The threshold in force: the configured one, else the model's tuned default."""
-        return self.threshold if self.threshold is not None else spec.threshold
+    def decision(self, spec: ModelSpec) -> DecisionRule:
+        """The decision rule in force, resolved once: the model specification's threshold and
+        comparison, each unless this configuration sets its own."""
+        return spec.decision(self.threshold, self.comparison, "run configuration")
 
 
 class Processing(_Model):
