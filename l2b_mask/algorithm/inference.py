@@ -21,7 +21,6 @@ from l2b_mask.algorithm.model import PRECISIONS, SpecTf, load_model
 from l2b_mask.algorithm.reflectance import band_irradiance, load_irradiance, toa_reflectance
 from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
 from l2b_mask.inputs.scene import Scene
-from l2b_mask.nodata import FLAG_NO_VALUE
 from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 
 # What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
