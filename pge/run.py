@@ -27,6 +27,7 @@ from l2b_mask.algorithm.beyond_cloud import (
     reflectance_bands_needed,
 )
 from l2b_mask.algorithm.inference import ProbabilityBlock, no_value_error
+from l2b_mask.products.summary import layer_summary
 from pge import logging as pge_logging
 from pge.ancillary import Model, load_model
 from pge.diagnosis import largest_file_bound, output_failure
@@ -116,7 +117,7 @@ def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
 
 
 def validate_inputs(cfg: RunConfig) -> Inputs:
-    inputs = open_inputs(cfg.input_files, need_glt=cfg.output.write_ortho)
+    inputs = open_inputs(cfg.input_files, need_glt=bool(cfg.output.glt_switches()))
     scene = inputs.scene
     pge_logging.get_logger().info(
         "inputs_valid", lines=scene.lines, samples=scene.samples,
@@ -211,7 +212,8 @@ def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts
     f = masks.fraction
     steps.run("write_products", write_products, plan, product, ws.staged, writes=True)
     log.info("products_written", cloud_fraction_percent=round(f.percent_of_valid, 4),
-             pixels_with_value=f.valid_pixels, pixels=f.total_pixels)
+             pixels_with_value=f.valid_pixels, pixels=f.total_pixels,
+             layers=layer_summary(product.layers))
     checked = steps.run("validate_products", validate_products, plan, product, ws.staged,
                         writes=True)
     log.info("products_valid", files=checked)
