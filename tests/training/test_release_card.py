@@ -12,7 +12,9 @@ from pathlib import Path
 import pystac
 import pytest
 import torch
+from pydantic import ValidationError
 from pystac.extensions.mlm import MLMExtension
+from stac_model.schema import MLModelProperties
 from stac_pydantic import Item as PydanticItem
 from training_sets import make_set
 
@@ -143,6 +145,9 @@ def test_model_card_is_valid_stac_mlm_and_pystac_reads_it(evaluations, tmp_path,
     card = json.loads(path.read_text())
     assert mlm_problems(card) == []
     PydanticItem.model_validate(card)  # the STAC Item itself (core fields, GeoJSON)
+    mlm_model = MLModelProperties.model_validate(card["properties"])  # the MLM fields (stac-model)
+    assert mlm_model.name == "spectf_cloud_v0.9.0" and mlm_model.pretrained is False
+    assert [o.name for o in mlm_model.output] == ["cloud probability"]
     item = pystac.Item.from_file(str(path))
     mlm = MLMExtension.ext(item)
     assert mlm.mlm_name == "spectf_cloud_v0.9.0" and mlm.framework == "PyTorch"
@@ -171,6 +176,8 @@ def test_a_broken_card_is_caught_by_the_checks():
                                                   "mlm:artifact_type": "torch.save",
                                                   "mlm:pretrained": False},
             "assets": {"w": {"roles": ["data"], "mlm:artifact_type": "torch.save"}}}
+    with pytest.raises(ValidationError):
+        MLModelProperties.model_validate(card["properties"])
     problems = mlm_problems(card)
     for words in ("missing mlm:input", "mlm:artifact_type in properties", "not declared",
                   "name pattern", "mlm:tasks", "pretrained_source", "no asset with the mlm:model",
