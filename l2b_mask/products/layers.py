@@ -46,6 +46,7 @@ class BrowseColour:
 
     rgb: tuple[float, float, float]
     alpha: float
+    label: str  # in the browse's legend
     value: int = 1
 
 
@@ -176,7 +177,7 @@ LAYERS: tuple[Layer, ...] = (
           flag_values=(0, 1), flag_meanings="clear cloud", required=True,
           ortho=OrthoFile("ortho_flag", "_ortho.tif", FLAG_COG_OPTIONS),
           # magenta: stands out against white cloud and natural ground
-          browse=BrowseColour((255.0, 0.0, 255.0), 0.5)),
+          browse=BrowseColour((255.0, 0.0, 255.0), 0.5, "cloud")),
     Layer("probability", "cloud probability", "Cloud Probability", "cloud_probability", _F4,
           FLOAT_NO_VALUE, "Cloud probability (SpecTf)", "modelResult", within(0.0, 1.0),
           "outside [0, 1] (use NaN for 'no value')", units="1",
@@ -198,8 +199,9 @@ LAYERS: tuple[Layer, ...] = (
           comment=SHADOW_COMMENT, absent_comment=SHADOW_NOT_MADE,
           ortho=OrthoFile("ortho_shadow", "_ortho_shadow.tif", FLAG_COG_OPTIONS,
                           needs_layer=True),
-          # amber: visible on the dark ground a shadow covers
-          browse=BrowseColour((255.0, 191.0, 0.0), 0.5)),
+          # amber: visible on the dark ground a shadow covers; stronger than the cloud's:
+          # amber at 50 % over dark ground reads as olive
+          browse=BrowseColour((255.0, 191.0, 0.0), 0.7, "cloud shadow")),
 )
 
 

@@ -35,7 +35,7 @@ CIRRUS = Layer("cirrus", "cirrus flag", "Cirrus Flag", "cirrus_flag", np.dtype(n
                "Cirrus flag (toy)", "thematicClassification", flag_values_only((0, 1)),
                "other than 0, 1 and 255", flag_values=(0, 1), flag_meanings="clear cirrus",
                ortho=OrthoFile("ortho_cirrus", "_ortho_cirrus.tif", FLAG_COG_OPTIONS),
-               browse=BrowseColour((0.0, 255.0, 255.0), 0.5))
+               browse=BrowseColour((0.0, 255.0, 255.0), 0.5, "cirrus"))
 TOY = (*LAYERS, CIRRUS)
 
 
