@@ -29,12 +29,11 @@ from l2b_mask.algorithm.inference import (
     CloudModel,
     InferenceSettings,
     SceneInference,
-    cloud_flag,
 )
 from l2b_mask.command_files import (
     GEOTIFF,
     NETCDF,
-    Layers,
+    Computed,
     Request,
     Staging,
     output_format,
@@ -51,7 +50,7 @@ from l2b_mask.errors import (
 )
 from l2b_mask.inputs.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.scan_progress import MODES, ScanProgress
-from l2b_mask.spec import ModelSpec
+from l2b_mask.spec import COMPARISONS, ModelSpec
 
 if TYPE_CHECKING:
     from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings
@@ -115,8 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                         "granule's own is used by default")
     p.add_argument("--glt", type=Path, help="L1B GLT (ENVI, or a granule with one)")
     p.add_argument("--threshold", type=float, help="cloud threshold (default: the model spec's)")
-    p.add_argument("--comparison", choices=(">", ">="), default=">",
-                   help="cloud where P > threshold (ATBD, default) or P >= threshold")
+    p.add_argument("--comparison", choices=COMPARISONS,
+                   help="cloud where P > threshold or P >= threshold (default: the model "
+                        "spec's)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, or a number: -1 the CPU, "
                                     "N cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                            expected_radiance_bands=None if args.keep_bands else EMIT_RADIANCE_BANDS)
         geo = _geography(args, scene, request)
         progress = ScanProgress(scene.lines, scene.samples, args.progress)
-        layers = _compute(args, settings, scene, request, geo, progress)
+        computed = _compute(args, settings, scene, request, geo, progress)
         progress.close()
-        written = _write(request, layers)
+        written = _write(request, computed)
     except L2BMaskError as exc:
         return _closed(progress, str(exc), exit_code(exc))
     except KeyboardInterrupt:
@@ -252,9 +252,10 @@ def _geography(args: argparse.Namespace, scene: Scene, request: Request) -> dict
 
 
 def _compute(args: argparse.Namespace, settings: InferenceSettings, scene: Scene,
-             request: Request, geo: dict[str, Any], progress: ScanProgress) -> Layers:
+             request: Request, geo: dict[str, Any], progress: ScanProgress) -> Computed:
     """Probability, flag and the layers asked for, as the PGE computes them."""
     from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings, reflectance_bands_needed
+    from l2b_mask.products.layers import prepare
 
     spec = ModelSpec.load(args.spec)
     model = CloudModel.load(spec, settings, args.weights, verify_checksum=not args.no_checksum)
@@ -263,22 +264,21 @@ def _compute(args: argparse.Namespace, settings: InferenceSettings, scene: Scene
     inference = SceneInference(scene, model, args.irradiance, keep_all_bands=args.keep_bands,
                                verify_checksum=not args.no_checksum, keep_reflectance_nm=keep)
     probability, kept = inference.run_keeping(settings.lines_per_block, on_block=progress)
-    threshold = spec.threshold if args.threshold is None else args.threshold
-    flag = cloud_flag(probability, threshold, args.comparison)
-    buffer = shadow = None
+    decision = spec.decision(args.threshold, args.comparison, "command line")
+    arrays = {"flag": decision.flag(probability), "probability": probability}
     if request.layers:
-        buffer, shadow = _beyond(scene, flag, geo["location"], request, beyond, kept)
+        arrays.update(_beyond(scene, arrays["flag"], geo["location"], request, beyond, kept))
     attrs = {"title": "EMIT L2B cloud mask (SpecTf), written by l2b-mask",
              "source": Path(args.radiance).name, "cloud_model_version": spec.version,
-             "cloud_threshold": float(threshold), "cloud_threshold_comparison": args.comparison}
-    return Layers(probability, flag, buffer, shadow, geo["location"], geo["glt"], attrs)
+             "cloud_threshold": decision.threshold,
+             "cloud_threshold_comparison": decision.comparison}
+    return Computed(prepare(arrays), geo["location"], geo["glt"], attrs)
 
 
 def _beyond(scene: Scene, flag: np.ndarray, location: LocationArrays | None, request: Request,
-            settings: BeyondCloudSettings, kept: KeptReflectance | None
-            ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The buffer distance and the shadow, by the library's `beyond_cloud` when the shadow is
-    asked for; the buffer alone otherwise (at the location's pixel size, as the PGE)."""
+            settings: BeyondCloudSettings, kept: KeptReflectance | None) -> dict[str, np.ndarray]:
+    """The buffer distance and the shadow asked for, by the library's `beyond_cloud` when the
+    shadow is; the buffer alone otherwise (at the location's pixel size, as the PGE)."""
     from l2b_mask.algorithm.beyond_cloud import beyond_cloud, read_sun_view_angles
     from l2b_mask.algorithm.cloud_buffer import cloud_buffer_distance
     from l2b_mask.algorithm.geometry import ground_spacing, nominal_ground_spacing
@@ -288,18 +288,19 @@ def _beyond(scene: Scene, flag: np.ndarray, location: LocationArrays | None, req
         result = beyond_cloud(flag, angles, location, settings,
                               kept.planes() if kept is not None else None,
                               kept.wavelengths_nm.tolist() if kept is not None else ())
-        return (result.buffer_distance if "buffer" in request.layers else None), result.shadow
+        both = {"buffer_distance": result.buffer_distance, "shadow": result.shadow}
+        return {name: both[name] for name in request.layers}
     spacing = (ground_spacing(location.lon, location.lat) if location is not None
                else nominal_ground_spacing())
-    return cloud_buffer_distance(flag, angles.solar_zenith, spacing.mean_m,
-                                 settings.buffer_cloud_height_m), None
+    return {"buffer_distance": cloud_buffer_distance(flag, angles.solar_zenith, spacing.mean_m,
+                                                     settings.buffer_cloud_height_m)}
 
 
-def _write(request: Request, layers: Layers) -> list[Path]:
+def _write(request: Request, computed: Computed) -> list[Path]:
     """Every file into scratch, then all renamed into place (or none); the final paths."""
     files = request.files()
     with Staging(request.output.parent if str(request.output.parent) else Path()) as staging:
-        write_request(request, layers, staging.paths(files))
+        write_request(request, computed, staging.paths(files))
         staging.publish(files)
     return list(files.values())
 

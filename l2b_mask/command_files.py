@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from l2b_mask.errors import OutputError, UsageError
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LocationArrays
-from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
+from l2b_mask.products.layers import Layers
 
 GEOTIFF, ENVI, NETCDF = "GeoTIFF", "ENVI", "netCDF"
 FORMATS = {".tif": GEOTIFF, ".tiff": GEOTIFF, ".hdr": ENVI, ".img": ENVI, ".nc": NETCDF}
-LAYERS = ("buffer", "shadow")
+# `--layers` names -> the layer table's names (`l2b_mask.products.layers`)
+LAYERS = {"buffer": "buffer_distance", "shadow": "shadow"}
+# The tag after the stem of each layer's GeoTIFF (the flag's is the output name itself)
+GEOTIFF_TAGS = {"probability": "prob", "buffer_distance": "buffer", "shadow": "shadow"}
 
 
 def output_format(path: Path) -> str:
@@ -41,12 +42,12 @@ def output_format(path: Path) -> str:
 
 
 def parse_layers(text: str | None) -> tuple[str, ...]:
-    """`buffer,shadow` -> ("buffer", "shadow"); UsageError for a name not in `LAYERS`."""
+    """`buffer,shadow` -> the table's ("buffer_distance", "shadow"); UsageError for others."""
     names = tuple(dict.fromkeys(n.strip().lower() for n in (text or "").split(",") if n.strip()))
     unknown = [n for n in names if n not in LAYERS]
     if unknown:
         raise UsageError(f"--layers: unknown layer {unknown[0]!r} (choose from {', '.join(LAYERS)})")
-    return names
+    return tuple(LAYERS[n] for n in names)
 
 
 @dataclass(frozen=True)
@@ -56,96 +57,62 @@ class Request:
     output: Path
     format: str
     proba: bool
-    layers: tuple[str, ...]
+    layers: tuple[str, ...]  # beyond the flag and probability, by the layer table's names
     ortho: bool
 
     def files(self) -> dict[str, Path]:
-        """Each file the request writes, by what it holds, at its final path."""
+        """Each file the request writes at its final path: by file key for the ENVI and netCDF
+        products, by layer name for the GeoTIFFs."""
         out = self.output
         if self.format == ENVI:
             return {"envi_data": out.with_suffix(".img"), "envi_header": out.with_suffix(".hdr")}
         if self.format == NETCDF:
             return {"netcdf": out}
-        suffix = out.suffix
-
-        def beside(tag: str) -> Path:
-            return out.with_name(f"{out.stem}_{tag}{suffix}")
-
-        files = {"flag": out}
-        if self.proba:
-            files["probability"] = beside("prob")
-        for layer in self.layers:
-            files[layer] = beside(layer)
-        return files
+        names = ["probability"] * self.proba + list(self.layers)
+        return {"flag": out, **{name: out.with_name(f"{out.stem}_{GEOTIFF_TAGS[name]}{out.suffix}")
+                                for name in names}}
 
 
 @dataclass(frozen=True)
-class Layers:
-    """The computed layers, in the writers' conventions (NaN, 255 and -9999 without value)."""
+class Computed:
+    """The checked layers (`layers.prepare`) and what the products carry besides them."""
 
-    probability: np.ndarray
-    flag: np.ndarray
-    buffer_distance: np.ndarray | None = None
-    shadow: np.ndarray | None = None
+    layers: Layers
     location: LocationArrays | None = None
     glt: Glt | None = None
     attrs: Mapping[str, Any] | None = None  # netCDF global attributes
 
 
-def _geotiffs(request: Request, layers: Layers, paths: Mapping[str, Path]) -> None:
-    from l2b_mask.products.envi import check_beyond
+def _geotiffs(request: Request, computed: Computed, paths: Mapping[str, Path]) -> None:
+    """One single-band GeoTIFF per layer asked for, in instrument geometry or (`--ortho`) as a
+    COG on the GLT grid; each with its layer's no-value and band name."""
     from l2b_mask.products.geotiff import write_geotiff
+    from l2b_mask.products.ortho import write_ortho_layer
 
-    buffer, shadow = check_beyond(layers.flag, layers.buffer_distance, layers.shadow)
-    if request.ortho:
-        _ortho(request, layers, paths, buffer, shadow)
-        return
-    write_geotiff(paths["flag"], layers.flag, FLAG_NO_VALUE, "Cloud Flag")
-    if "probability" in paths:
-        prob = np.where(np.isnan(layers.probability), FLOAT_NO_VALUE, layers.probability)
-        write_geotiff(paths["probability"], prob.astype(np.float32), FLOAT_NO_VALUE,
-                      "Cloud Probability")
-    if "buffer" in paths:
-        write_geotiff(paths["buffer"], buffer, FLOAT_NO_VALUE, "Cloud Buffer Distance")
-    if "shadow" in paths:
-        write_geotiff(paths["shadow"], shadow, FLAG_NO_VALUE, "Cloud Shadow Flag")
+    layers = computed.layers
+    for row, array in layers.rows():
+        if row.name not in paths:
+            continue
+        if request.ortho:
+            assert computed.glt is not None  # checked before any compute
+            write_ortho_layer(paths[row.name], row, array, computed.glt)
+        else:
+            write_geotiff(paths[row.name], row.stored(array), row.fill, row.band_name)
 
 
-def _ortho(request: Request, layers: Layers, paths: Mapping[str, Path], buffer: np.ndarray,
-           shadow: np.ndarray) -> None:
-    from l2b_mask.products.ortho import (
-        BUFFER_LAYER,
-        SHADOW_LAYER,
-        write_ortho_geotiff,
-        write_ortho_layer,
-    )
-
-    assert layers.glt is not None  # checked before any compute
-    flag_path = paths["flag"]
-    prob_path = paths.get("probability", flag_path.with_name(f"{flag_path.stem}.prob.unused"))
-    write_ortho_geotiff(flag_path, prob_path, layers.flag, layers.probability, layers.glt)
-    if "buffer" in paths:
-        write_ortho_layer(paths["buffer"], buffer, BUFFER_LAYER, layers.glt)
-    if "shadow" in paths:
-        write_ortho_layer(paths["shadow"], shadow, SHADOW_LAYER, layers.glt)
-
-
-def write_request(request: Request, layers: Layers, paths: Mapping[str, Path]) -> None:
+def write_request(request: Request, computed: Computed, paths: Mapping[str, Path]) -> None:
     """Write every file of the request at `paths` (the scratch copies of `request.files()`)."""
     if request.format == ENVI:
-        from l2b_mask.products.envi import write_envi_product
+        from l2b_mask.products.envi import write_envi_layers
 
-        write_envi_product(paths["envi_data"], layers.probability, layers.flag,
-                           buffer_distance=layers.buffer_distance, shadow=layers.shadow)
+        write_envi_layers(paths["envi_data"], computed.layers)
     elif request.format == NETCDF:
-        from l2b_mask.products.netcdf import write_netcdf_product
+        from l2b_mask.products.netcdf import NetcdfExtras, write_netcdf_layers
 
-        write_netcdf_product(paths["netcdf"], layers.probability, layers.flag,
-                             global_attrs=dict(layers.attrs or {}), location=layers.location,
-                             glt=layers.glt, buffer_distance=layers.buffer_distance,
-                             shadow=layers.shadow)
+        write_netcdf_layers(paths["netcdf"], computed.layers, NetcdfExtras(
+            dict(computed.attrs or {}), location=computed.location, glt=computed.glt))
     else:
-        _geotiffs(request, layers, paths)
+        _geotiffs(request, computed, paths)
 
 
 class Staging:

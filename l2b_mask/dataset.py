@@ -14,7 +14,6 @@ The netCDF product carries its location and GLT; an ENVI product is given them
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,49 +23,16 @@ from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.formats import is_netcdf
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LOC_FILL, LOCATION_BANDS, LocationArrays
-from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
-from l2b_mask.products.envi import BAND_NAMES, Layers, read_envi_layers
-from l2b_mask.products.netcdf import (
-    BUFFER_VARIABLE,
-    DIMS,
-    MASK_VARIABLE,
-    PROBABILITY_VARIABLE,
-    SHADOW_VARIABLE,
-)
+from l2b_mask.products.envi import read_envi_layers
+from l2b_mask.products.layers import LAYERS, Layers
+from l2b_mask.products.netcdf import DIMS
 
 if TYPE_CHECKING:
     import xarray as xr
 
 ORTHO_DIMS = ("lat", "lon")
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One layer of the product: its names in each format, its no-value marker, its CF words.
-
-    (A stand-in for the product's layer table: when `l2b_mask.products.layers` exists this
-    tuple is built from it.)"""
-
-    variable: str  # netCDF variable, and the Dataset's name
-    field: str  # `Layers` field holding it
-    band: str  # ENVI band name
-    no_value: float
-    attrs: Mapping[str, Any]
-
-
-LAYERS: tuple[LayerInfo, ...] = (
-    LayerInfo(MASK_VARIABLE, "flag", BAND_NAMES[0], FLAG_NO_VALUE,
-              {"long_name": "Cloud mask (SpecTf)", "flag_values": np.array([0, 1], np.uint8),
-               "flag_meanings": "clear cloud"}),
-    LayerInfo(PROBABILITY_VARIABLE, "probability", BAND_NAMES[1], FLOAT_NO_VALUE,
-              {"long_name": "Cloud probability (SpecTf)", "units": "1"}),
-    LayerInfo(BUFFER_VARIABLE, "buffer_distance", BAND_NAMES[2], FLOAT_NO_VALUE,
-              {"long_name": "Cloud buffer distance in pixels of the instrument grid",
-               "units": "1", "comment": "0 cloud, -1 beyond the reach of a cloud's shadow"}),
-    LayerInfo(SHADOW_VARIABLE, "shadow", BAND_NAMES[3], FLAG_NO_VALUE,
-              {"long_name": "Cloud shadow flag", "flag_values": np.array([0, 1], np.uint8),
-               "flag_meanings": "not_shadow shadow"}),
-)
+# Not carried over: the fill is NaN in the Dataset, the coordinates are real, and a valid
+# range would make xarray's decoders mask the flags' floats.
 _DROPPED_ATTRS = frozenset({"_FillValue", "coordinates", "valid_range"})
 # ENVI header keys that describe the binary's layout, not the product: not attributes.
 _ENVI_LAYOUT = frozenset({"samples", "lines", "bands", "header offset", "file type", "data type",
@@ -89,18 +55,20 @@ def _coordinate(values: np.ndarray) -> np.ndarray:
 def swath_dataset(layers: Mapping[str, np.ndarray], *, location: LocationArrays | None = None,
                   attrs: Mapping[str, Any] | None = None,
                   layer_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> xr.Dataset:
-    """A Dataset on the swath from (lines, samples) layers keyed by `Layers` field name
+    """A Dataset on the swath from (lines, samples) layers keyed by the layer table's names
     (`flag`, `probability`, `buffer_distance`, `shadow`; those absent are left out), in the
-    writers' conventions (255 / -9999 / NaN without value); lon, lat (and elev) from `location`."""
+    table's in-memory conventions (its fill, or NaN, without value), each under its netCDF
+    variable's name with the table's attributes, or `layer_attrs[variable]` (a file's) when
+    given; lon, lat (and elev) from `location`."""
     import xarray as xr
 
     data_vars = {}
-    for layer in LAYERS:
-        if layer.field in layers:
-            extra = dict((layer_attrs or {}).get(layer.variable, {}))
-            data_vars[layer.variable] = xr.Variable(
-                DIMS, as_nan(layers[layer.field], layer.no_value),
-                {**layer.attrs, **{k: v for k, v in extra.items() if k not in _DROPPED_ATTRS}})
+    for row in LAYERS:
+        if row.name in layers:
+            given = (layer_attrs or {}).get(row.variable) or row.attributes()
+            data_vars[row.variable] = xr.Variable(
+                DIMS, as_nan(layers[row.name], row.fill),
+                {k: v for k, v in given.items() if k not in _DROPPED_ATTRS})
     coords = {}
     if location is not None:
         for name, _band, long_name, units, standard_name in LOCATION_BANDS:
@@ -136,10 +104,6 @@ def orthorectified(swath: xr.Dataset, glt: Glt) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _fields(layers: Layers) -> dict[str, np.ndarray]:
-    return {layer.field: getattr(layers, layer.field) for layer in LAYERS}
-
-
 def _netcdf_parts(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], bool, bool]:
     """(global attributes, each layer's attributes, has a location group, has a GLT)."""
     from netCDF4 import Dataset
@@ -149,9 +113,9 @@ def _netcdf_parts(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
     try:
         with Dataset(path, "r") as ds:
             attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
-            per_layer = {layer.variable: {k: ds[layer.variable].getncattr(k)
-                                          for k in ds[layer.variable].ncattrs()}
-                         for layer in LAYERS if layer.variable in ds.variables}
+            per_layer = {row.variable: {k: ds[row.variable].getncattr(k)
+                                        for k in ds[row.variable].ncattrs()}
+                         for row in LAYERS if row.variable in ds.variables}
             group = ds.groups.get(LOCATION_GROUP)
             has_location = group is not None and "lon" in group.variables
             has_glt = group is not None and "glt_x" in group.variables
@@ -199,9 +163,9 @@ def open_product(path: Path | str, ortho: bool = False, *, location: Path | str 
     else:
         layers = _wrap(p, read_envi_layers)
         attrs, per_layer = _envi_attrs(p), {}
-    shape = layers.flag.shape
+    shape = layers.shape
     loc = _location(location, shape) if location is not None else None
-    swath = swath_dataset(_fields(layers), location=loc, attrs=attrs, layer_attrs=per_layer)
+    swath = swath_dataset(layers, location=loc, attrs=attrs, layer_attrs=per_layer)
     if not ortho:
         return swath
     if glt is None:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from l2b_mask.algorithm.beyond_cloud import BeyondCloud
     from l2b_mask.algorithm.inference import CloudModel, InferenceSettings
-    from l2b_mask.spec import ModelSpec
+    from l2b_mask.spec import DecisionRule, ModelSpec
 
 RADIANCE = Path("<radiance array>")  # what an error about an array names
 OBSERVATION = Path("<observation array>")
@@ -171,7 +171,7 @@ def mask_radiance(radiance: np.ndarray, observation: np.ndarray, wavelengths_nm:
                   fwhm_nm: Sequence[float], *, lon: np.ndarray | None = None,
                   lat: np.ndarray | None = None, elev: np.ndarray | None = None,
                   spec: ModelSpec | None = None, settings: InferenceSettings | None = None,
-                  threshold: float | None = None, comparison: str = ">",
+                  threshold: float | None = None, comparison: str | None = None,
                   beyond: BeyondCloudSettings | None = None,
                   nodata: float = FLOAT_NO_VALUE) -> xr.Dataset:
     """Cloud probability, flag and buffer distance (and, given `lon`/`lat`, the cloud shadow)
@@ -180,9 +180,10 @@ def mask_radiance(radiance: np.ndarray, observation: np.ndarray, wavelengths_nm:
     `radiance`: (lines, samples, bands) in uW/cm2/sr/nm; `observation`: (lines, samples, 11)
     in EMIT's band order (to-sensor azimuth 1, zenith 2, to-sun azimuth 3, zenith 4, Earth-Sun
     distance 10); `nodata` marks fill in both. `spec`/`settings`: the model (default v0.1.0)
-    and device, precision, batch and block sizes. `threshold`: the spec's unless given.
+    and device, precision, batch and block sizes. `threshold`, `comparison`: the spec's decision
+    rule unless given.
     """
-    from l2b_mask.algorithm.inference import SceneInference, cloud_flag, no_value_error
+    from l2b_mask.algorithm.inference import SceneInference, no_value_error
     from l2b_mask.dataset import swath_dataset
 
     scene = array_scene(radiance, observation, wavelengths_nm, fwhm_nm, nodata)
@@ -194,22 +195,24 @@ def mask_radiance(radiance: np.ndarray, observation: np.ndarray, wavelengths_nm:
     probability, kept = inference.run_keeping(settings.lines_per_block)
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
-    flag = cloud_flag(probability, spec.threshold if threshold is None else threshold, comparison)
+    decision = spec.decision(threshold, comparison, "caller")
+    flag = decision.flag(probability)
     result = beyond_cloud(flag, observation_angles(scene.observation_header.array, nodata),
                           location, beyond, kept.planes() if kept is not None else None,
                           kept.wavelengths_nm.tolist() if kept is not None else ())
     layers = {"flag": flag, "probability": probability, "buffer_distance": result.buffer_distance}
     if result.shadow is not None:
         layers["shadow"] = result.shadow
-    return swath_dataset(layers, location=location, attrs=_attrs(spec, model, threshold, result))
+    return swath_dataset(layers, location=location, attrs=_attrs(spec, model, decision, result))
 
 
-def _attrs(spec: ModelSpec, model: CloudModel, threshold: float | None,
+def _attrs(spec: ModelSpec, model: CloudModel, decision: DecisionRule,
            result: BeyondCloud | None) -> dict[str, object]:
     """What the Dataset says of how it was made."""
     attrs: dict[str, object] = {
         "cloud_model_version": spec.version,
-        "cloud_threshold": float(spec.threshold if threshold is None else threshold),
+        "cloud_threshold": decision.threshold,
+        "cloud_threshold_comparison": decision.comparison,
         "implementation": model.model.implementation(model.device)}
     if result is not None:
         attrs["cloud_buffer_pixel_size_m"] = float(result.spacing.mean_m)
@@ -222,7 +225,7 @@ def mask_reflectance(reflectance: np.ndarray, wavelengths_nm: Sequence[float], *
                      observation: np.ndarray | None = None, lon: np.ndarray | None = None,
                      lat: np.ndarray | None = None, elev: np.ndarray | None = None,
                      spec: ModelSpec | None = None, settings: InferenceSettings | None = None,
-                     threshold: float | None = None, comparison: str = ">",
+                     threshold: float | None = None, comparison: str | None = None,
                      beyond: BeyondCloudSettings | None = None,
                      nodata: float = FLOAT_NO_VALUE) -> xr.Dataset:
     """The mask of TOA reflectance (lines, samples, bands) at `wavelengths_nm`: the spec's bands
@@ -230,7 +233,6 @@ def mask_reflectance(reflectance: np.ndarray, wavelengths_nm: Sequence[float], *
     PGE's model in batches. With `observation` (EMIT order), also the buffer distance, and with
     `lon`/`lat` the cloud shadow (its darkness test reads the reflectance given)."""
     from l2b_mask.algorithm.bands import kept_bands
-    from l2b_mask.algorithm.inference import cloud_flag
     from l2b_mask.dataset import swath_dataset
 
     rho = _cube(reflectance, REFLECTANCE, "reflectance")
@@ -241,7 +243,8 @@ def mask_reflectance(reflectance: np.ndarray, wavelengths_nm: Sequence[float], *
     spec, settings, model = _model(spec, settings)
     probability = _reflectance_probability(rho, wl, kept_bands(wl, spec.drop_ranges_nm),
                                            model, nodata, settings.lines_per_block)
-    flag = cloud_flag(probability, spec.threshold if threshold is None else threshold, comparison)
+    decision = spec.decision(threshold, comparison, "caller")
+    flag = decision.flag(probability)
     layers = {"flag": flag, "probability": probability}
     location, result = _location(lon, lat, elev), None
     if observation is not None:
@@ -254,7 +257,7 @@ def mask_reflectance(reflectance: np.ndarray, wavelengths_nm: Sequence[float], *
         layers["buffer_distance"] = result.buffer_distance
         if result.shadow is not None:
             layers["shadow"] = result.shadow
-    return swath_dataset(layers, location=location, attrs=_attrs(spec, model, threshold, result))
+    return swath_dataset(layers, location=location, attrs=_attrs(spec, model, decision, result))
 
 
 def _reflectance_probability(rho: np.ndarray, wl: np.ndarray, bands: np.ndarray,
