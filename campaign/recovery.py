@@ -22,12 +22,15 @@ DRIVER_DIED = "the campaign driver died while it ran"
 
 def _record(attempt: journal.Attempt, number: int) -> dict[str, Any]:
     start, end = attempt.start, attempt.end or {}
-    cause = end.get("cause") if attempt.end else journal.lost_cause(attempt, DRIVER_DIED)
+    if attempt.end is None:
+        cause: str | None = journal.lost_cause(attempt, DRIVER_DIED)
+    else:  # ended by its surroundings (its job ended with the driver's scheduler), or not
+        cause = f"{end['cause']} ({DRIVER_DIED})" if end.get("cause") else None
     return {"attempt": number, "attempt_id": attempt.id, "started_utc": start.get("started_utc"),
             "worker": start.get("worker"), "host": start.get("host"),
             "slurm_job_id": start.get("slurm_job_id"), "exit_code": end.get("exit_code"),
             "error": end.get("error") if attempt.end else cause, "cause": cause,
-            "lost": attempt.end is None, "duration_s": end.get("duration_s") or 0.0,
+            "lost": cause is not None, "duration_s": end.get("duration_s") or 0.0,
             "timed_out": bool(end.get("timed_out")), "log": end.get("log"), "gpu": None}
 
 
