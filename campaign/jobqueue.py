@@ -38,6 +38,7 @@ class JobShape:
 def job_shape(kind: str, options: JobQueue, threads_per_pge: int) -> JobShape:
     """Cores and memory from the options, else from `jobqueue.<kind>` (cores, memory)."""
     import dask
+    import dask_jobqueue  # noqa: F401 - its defaults (jobqueue.*) join Dask's config
 
     config = dask.config.get(f"jobqueue.{kind}", default={}) or {}
     cores = options.job_cores or config.get("job-cpu") or config.get("cores")

@@ -51,7 +51,11 @@ TRUNCATED = _stem(10)
 
 def _dask_config(base: Path) -> dict[str, Any]:
     """dask-jobqueue's own configuration, as a site would write it (jobqueue.slurm), plus a
-    short wait before Dask declares a cancelled job's worker lost and starts another job."""
+    short wait before Dask declares a cancelled job's worker lost and starts another job.
+    (dask_jobqueue imported first: its defaults must be in Dask's config before a
+    `dask.config.set`, which would otherwise drop them on leaving.)"""
+    import dask_jobqueue  # noqa: F401
+
     return {"jobqueue.slurm.log-directory": str(base / "joblogs"),
             "jobqueue.slurm.local-directory": str(base / "dask-local"),
             "jobqueue.slurm.death-timeout": 10, "jobqueue.slurm.walltime": "00:15:00",
