@@ -225,6 +225,11 @@ class Loop:
 
     def _append(self, entry: Entry, record: dict[str, Any]) -> None:
         record["attempt"] = len(entry.history) + 1
+        job = record.get("slurm_job_id")
+        if record.get("lost") and job and f"Slurm job {job} " not in (record.get("cause") or ""):
+            state = journal.slurm_job_state(job)  # what became of the job, as Slurm says
+            if state:
+                record["cause"] = f"{record.get('cause')} [Slurm job {job} {state}]"
         entry.history.append(record)
         entry.attempts = len(entry.history)
         entry.retries = max(0, entry.attempts - 1)
@@ -357,7 +362,7 @@ def _from_result(result: AttemptResult) -> dict[str, Any]:
             "error": result.error, "cause": result.cause, "lost": result.lost,
             "duration_s": result.duration_s, "started_utc": result.started_utc,
             "timed_out": result.timed_out, "worker": result.worker, "gpu": result.gpu,
-            "log": result.log}
+            "log": result.log, "slurm_job_id": result.slurm_job_id}
 
 
 def _from_journal(attempt: journal.Attempt, failure: str | None) -> dict[str, Any]:

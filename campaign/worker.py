@@ -115,6 +115,7 @@ class AttemptResult:
     cause: str | None = None  # why it ended other than by the PGE's own decision
     lost: bool = False  # ended by its surroundings (job cancelled, worker gone): retried once
     refused: bool = False  # a rerun by Dask after lost attempts beyond the retry policy
+    slurm_job_id: str | None = None  # the batch job its worker ran in
 
 
 def _worker() -> Any:
@@ -316,16 +317,17 @@ def _outcome(job: Job, run_id: str, code: int | None, stdout: str, stderr: str,
     summary = _summary(stdout)
     error = (summary or {}).get("error") or _last_line(stderr)
     cause = None
+    job_id = os.environ.get("SLURM_JOB_ID")
     if timed_out:
         error = f"timed out after {job.timeout_s:g} s and stopped" + (f" ({error})" if error else "")
     elif code is not None and code < 0:
         error = error or f"killed by {signal_name(-code)}"
-        cause = f"PGE killed by {signal_name(-code)}"
+        cause = f"PGE killed by {signal_name(-code)}" + (f" (in Slurm job {job_id})"
+                                                          if job_id else "")
     elif code == ExitCode.INTERRUPTED and run_id not in _stopped:
-        job_id = os.environ.get("SLURM_JOB_ID")
         cause = ("PGE stopped by SIGTERM from outside the campaign (" +
-                 (f"Slurm job {job_id} ending: scancel, walltime or node drain"
-                  if job_id else "its worker ending, or an operator") + ")")
+                 (f"Slurm job {job_id} ending: scancel, walltime or node drain)" if job_id else
+                  "its worker ending, or an operator)"))
     if code == 0 and not timed_out:  # "done" must mean that the next campaign run skips it
         state = products.product_state(job.stem, job.product_dir, job.product_keys,
                                        job.fingerprint)
@@ -385,7 +387,7 @@ def run_attempt(job: Job, submission: int, run_id: str, delay_s: float = 0.0,
         summary=_summary(stdout), duration_s=duration, started_utc=started.started_utc,
         timed_out=timed_out, worker=str(worker.name) if worker is not None else None,
         gpu=visible if visible else None, log=log, attempt_id=started.attempt_id, cause=cause,
-        lost=cause is not None)
+        lost=cause is not None, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
 
 
 def _die_with_parent(parent: int) -> None:
