@@ -104,6 +104,15 @@ class OneNodeSlurm:
             f"State=UP", ""]))
 
     def start(self, timeout_s: float = 30.0) -> OneNodeSlurm:
+        """Start the daemons and wait until the node takes jobs; on failure stop what was
+        started."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> OneNodeSlurm:
         self._write_files()
         m = self.folder / "munge"
         subprocess.run([_daemon("munged"), "--force", f"--socket={m / 'munge.sock'}",
@@ -130,7 +139,7 @@ class OneNodeSlurm:
     def _record_pid(self, name: str) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 self.pids[name] = int(self.pid_files[name].read_text().split()[0])
                 return
             time.sleep(0.05)

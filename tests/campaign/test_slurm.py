@@ -58,7 +58,7 @@ def _dask_config(base: Path) -> dict[str, Any]:
 
     return {"jobqueue.slurm.log-directory": str(base / "joblogs"),
             "jobqueue.slurm.local-directory": str(base / "dask-local"),
-            "jobqueue.slurm.death-timeout": 10, "jobqueue.slurm.walltime": "00:15:00",
+            "jobqueue.slurm.death-timeout": 5, "jobqueue.slurm.walltime": "00:15:00",
             "distributed.deploy.lost-worker-timeout": "1s"}
 
 
