@@ -27,11 +27,13 @@ from campaign import plan as planning
 from campaign.cluster import check_dashboard_address, check_scheduler_address, connect
 from campaign.errors import CampaignExit, EngineError, UsageProblem
 from campaign.files import open_lock, real_folder, refuse_links
+from campaign.html_report import PAGE_HTML
 from campaign.journal import FOLDER as JOURNAL_FOLDER
 from campaign.journal import journal_path
 from campaign.loop import Loop, State
 from campaign.report import FAILED, PENDING, REPORT_CSV, REPORT_JSON, Entry, Progress, Report
 from campaign.settings import JobQueue, Settings
+from campaign.stac import COLLECTION_JSON
 from campaign.template import Template, describe, load_template
 from campaign.worker import RUNCONFIG_FIELD, Job, terminate_running, write_runconfig
 from l2b_mask.errors import ExitCode
@@ -44,7 +46,7 @@ __all__ = ["JobQueue", "Outcome", "Settings", "run_campaign"]
 
 LOCK_NAME = ".campaign.lock"
 FOLDERS = ("runconfigs", "products", "failed", "logs", JOURNAL_FOLDER)  # made by the campaign
-FILES = (LOCK_NAME, REPORT_JSON, REPORT_CSV)
+FILES = (LOCK_NAME, REPORT_JSON, REPORT_CSV, PAGE_HTML, COLLECTION_JSON)
 
 
 @dataclass

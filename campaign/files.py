@@ -4,7 +4,8 @@ The campaign often runs as root (in a container, or a batch job of a service acc
 output root that others can write, so every file it makes there is created with
 `O_NOFOLLOW` and, where it is new, `O_EXCL`; a file rewritten in place is written to a
 private temporary file (`tempfile.mkstemp`: an unpredictable name, created `O_EXCL`) and
-renamed over it, and a rename replaces a link at the target instead of writing through it.
+renamed over it (`atomic_file`), and a rename replaces a link at the target instead of
+writing through it.
 The folders it writes into (`FOLDERS`) must be real folders, not links; a link planted at
 one of the campaign's names is refused before anything runs (`refuse_links`, exit 2).
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from campaign.atomic_file import replace_file
 from campaign.errors import UsageProblem
 
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -29,19 +30,10 @@ class LinkRefused(UsageProblem):
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` by `text` through a private temporary file in the same folder: a
-    reader sees the old or the new file, a link at `path` is replaced, never followed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        tmp.chmod(0o644)
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Replace `path` by `text` through a private temporary file in the same folder
+    (`campaign.atomic_file.replace_file`): a reader sees the old or the new file, a link at
+    `path` is replaced, never followed."""
+    replace_file(path, text.encode("utf-8"))
 
 
 def create_new(path: Path, text: str) -> None:

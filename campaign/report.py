@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from campaign.files import write_atomically
+from campaign.html_report import write_views
+from campaign.stac import FootprintReader
 from pge.sds.files import FILE_KEYS
 
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
@@ -81,6 +83,7 @@ class Report:
         self.started = time.time()
         self._last_write = 0.0
         self._write_s = 0.0
+        self._footprints = FootprintReader()  # records read once per version
         self.writers: list[Callable[[Report], None]] = []  # called by write(), after the files
 
     @property
@@ -145,8 +148,10 @@ class Report:
             return
         self._last_write = now
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.json_path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        write_atomically(self.json_path, text)
         write_atomically(self.csv_path, self.csv_text())
+        write_views(self.root, json.loads(text), self._footprints)  # HTML page, STAC collection
         for writer in self.writers:
             writer(self)
         self._write_s = time.monotonic() - now

@@ -69,7 +69,8 @@ def test_a_worker_killed_at_every_pge_start_is_counted_and_bounded(archive, tmp_
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the campaign's link safety matters as root")
 @pytest.mark.parametrize("name", [".campaign.lock", "campaign_report.json",
-                                  "campaign_report.csv", "logs", "attempts"])
+                                  "campaign_report.csv", "campaign_report.html",
+                                  "campaign_collection.json", "logs", "attempts"])
 def test_a_link_at_a_campaign_name_is_refused(archive, tmp_path, capfd, name):  # noqa: F811
     victim_dir = tmp_path / "outside"
     victim_dir.mkdir()
