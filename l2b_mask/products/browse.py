@@ -5,9 +5,10 @@ of lines (three bands kept, so memory is bounded by one block and the output ima
 the cube). Scenes larger than `max_side` are reduced by area averaging: each browse pixel is
 the mean of the swath pixels that fall in it. Each channel gets a robust percentile stretch
 (2-98 %, taken over clear pixels when there are enough of them, so that bright clouds do not
-darken the ground) and a gamma. Cloud is blended in magenta, in proportion to the cloudy share
-of the browse pixel, and cloud shadow (when given) likewise in amber, a second colour that stands
-out on dark ground; pixels with no value are transparent (alpha 0, colour black).
+darken the ground) and a gamma. Each layer with a browse colour in the layer table
+(`layers.LAYERS`) is blended in, in table order, in proportion to its share of the browse pixel:
+cloud in magenta, cloud shadow (when made) in amber, a second colour that stands out on dark
+ground; pixels with no value are transparent (alpha 0, colour black).
 
 Both colours must read at the size a catalogue shows the browse (often half of it, or less):
 the shadow fill is stronger (70 %) than the cloud's, because a half-tone amber over the dark
@@ -26,6 +27,7 @@ PNG is written by GDAL's PNG driver.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +38,17 @@ from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.inputs.envi import EnviHeader
 from l2b_mask.inputs.formats import open_raster, raster_reader
 from l2b_mask.nodata import FLAG_NO_VALUE
+from l2b_mask.products.layers import BrowseColour, Layers, layer
 
 MAX_SIDE = 1000  # pixels on the longer side of a browse image
 
 BROWSE_WAVELENGTHS_NM = (650.0, 560.0, 470.0)
-CLOUD_RGB = (255.0, 0.0, 255.0)  # magenta: stands out against white cloud and natural ground
-CLOUD_ALPHA = 0.5
-SHADOW_RGB = (255.0, 191.0, 0.0)  # amber: visible on the dark ground a shadow covers
-SHADOW_ALPHA = 0.7  # stronger than the cloud's: amber at 50 % over dark ground reads as olive
+_CLOUD, _SHADOW = layer("flag").browse, layer("shadow").browse  # colours: the layer table's
+assert _CLOUD is not None and _SHADOW is not None
+CLOUD_RGB, CLOUD_ALPHA = _CLOUD.rgb, _CLOUD.alpha
+SHADOW_RGB, SHADOW_ALPHA = _SHADOW.rgb, _SHADOW.alpha
+# A swath layer and how the browse draws it; the first one drawn is the cloud flag.
+Overlay = tuple[np.ndarray, BrowseColour]
 EDGE_WIDTH_PX = (1, 2)  # the opaque inner edge of a region; 2 px on a browse over 500 px
 LEGEND_HEIGHT = 44  # px: two rows of text below the image
 LEGEND_MIN_WIDTH = 300  # px: the narrowest PNG that holds the legend
@@ -82,10 +87,22 @@ def browse_size(lines: int, samples: int, max_side: int) -> tuple[int, int]:
             min(max_side, max(1, round(samples * scale))))
 
 
+def overlays_of(layers: Layers) -> list[Overlay]:
+    """The layers the browse draws, in table order: those with a colour that were made."""
+    return [(layers[row.name], row.browse) for row in layers.table
+            if row.browse is not None and layers.made(row.name)]
+
+
+def default_overlays(flag: np.ndarray, shadow: np.ndarray | None) -> list[Overlay]:
+    """The flag, and the shadow when given, in the layer table's colours."""
+    return [(flag, _CLOUD)] + ([(np.asarray(shadow), _SHADOW)] if shadow is not None else [])
+
+
 def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: int,
-                bands: list[int], shadow: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid, cloudy, shadow counts)."""
+                bands: list[int], overlays: Sequence[Overlay] = ()
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid counts, and per overlay
+    the count of its drawn value)."""
     header = open_raster(radiance_path)
     lines, samples = header.lines, header.samples
     if flag.shape != (lines, samples):
@@ -94,8 +111,7 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
     col_of = (np.arange(samples) * cols) // samples
     rgb = np.zeros((rows, cols, 3), np.float64)
     valid_n = np.zeros((rows, cols), np.int64)
-    cloud_n = np.zeros((rows, cols), np.int64)
-    shadow_n = np.zeros((rows, cols), np.int64)
+    drawn_n = [np.zeros((rows, cols), np.int64) for _ in overlays]
     step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
     with raster_reader(header) as reader:
         for start in range(0, lines, step):
@@ -111,10 +127,10 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
             c_idx = np.broadcast_to(col_of[None, :], ok.shape)[ok]
             np.add.at(rgb, (r_idx, c_idx), block[ok])
             np.add.at(valid_n, (r_idx, c_idx), 1)
-            np.add.at(cloud_n, (r_idx, c_idx), (f[ok] == 1).astype(np.int64))
-            if shadow is not None:
-                np.add.at(shadow_n, (r_idx, c_idx), (shadow[start:stop][ok] == 1).astype(np.int64))
-    return rgb, valid_n, cloud_n, shadow_n
+            for count, (array, colour) in zip(drawn_n, overlays, strict=True):
+                np.add.at(count, (r_idx, c_idx),
+                          (array[start:stop][ok] == colour.value).astype(np.int64))
+    return rgb, valid_n, drawn_n
 
 
 def stretch(rgb: np.ndarray, valid: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -137,12 +153,20 @@ def compose(stretched: np.ndarray, cloud_share: np.ndarray, valid: np.ndarray,
     """(rows, cols, 4) uint8 RGBA: the stretched image with cloud (then shadow) blended in,
     alpha 0 where no value. A fully cloudy pixel is `(1 - CLOUD_ALPHA) * colour + CLOUD_ALPHA
     * magenta`; shadow and cloud never share a swath pixel, so at most one tints it."""
-    colour = stretched * 255.0
-    a = (CLOUD_ALPHA * np.clip(cloud_share, 0.0, 1.0))[..., None]
-    colour = colour * (1.0 - a) + np.asarray(CLOUD_RGB) * a
+    shares = [(cloud_share, _CLOUD)]
     if shadow_share is not None:
-        b = (SHADOW_ALPHA * np.clip(shadow_share, 0.0, 1.0))[..., None]
-        colour = colour * (1.0 - b) + np.asarray(SHADOW_RGB) * b
+        shares.append((shadow_share, _SHADOW))
+    return blend(stretched, valid, shares)
+
+
+def blend(stretched: np.ndarray, valid: np.ndarray,
+          shares: Sequence[tuple[np.ndarray, BrowseColour]]) -> np.ndarray:
+    """(rows, cols, 4) uint8 RGBA: the stretched image with each colour blended in, in order,
+    in proportion to its share of the browse pixel; alpha 0 where no value."""
+    colour = stretched * 255.0
+    for share, paint in shares:
+        a = (paint.alpha * np.clip(share, 0.0, 1.0))[..., None]
+        colour = colour * (1.0 - a) + np.asarray(paint.rgb) * a
     rgba = np.zeros((*valid.shape, 4), np.uint8)
     rgba[..., :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
     rgba[..., 3] = np.where(valid, 255, 0).astype(np.uint8)
@@ -181,30 +205,33 @@ def image_limits(max_side: int) -> tuple[int, int]:
 
 
 def render_browse(radiance_path: Path | str, flag: np.ndarray, *, max_side: int = MAX_SIDE,
-                  shadow: np.ndarray | None = None) -> np.ndarray:
+                  shadow: np.ndarray | None = None,
+                  overlays: Sequence[Overlay] | None = None) -> np.ndarray:
     """The browse image without its legend, (rows, cols, 4) uint8 RGBA, at most `max_side`
-    px a side: the swath reduced, stretched, cloud and shadow blended and edged."""
+    px a side: the swath reduced, stretched, each overlay (`overlays_of(layers)`; default the
+    flag, and the shadow when given) blended and edged."""
     flag = np.asarray(flag)
+    overlays = default_overlays(flag, shadow) if overlays is None else overlays
     header = open_raster(radiance_path)
     rows, cols = browse_size(header.lines, header.samples, max_side)
-    sums, valid_n, cloud_n, shadow_n = _accumulate(radiance_path, flag, rows, cols,
-                                                   browse_bands(header.header_path), shadow)
+    sums, valid_n, drawn_n = _accumulate(radiance_path, flag, rows, cols,
+                                         browse_bands(header.header_path), overlays)
     valid = valid_n > 0
     mean = np.zeros_like(sums)
     mean[valid] = sums[valid] / valid_n[valid][:, None]
-    share = np.zeros(valid.shape)
-    share[valid] = cloud_n[valid] / valid_n[valid]
-    clear = valid & (share < 0.5)
+    shares = []
+    for count in drawn_n:
+        share = np.zeros(valid.shape)
+        share[valid] = count[valid] / valid_n[valid]
+        shares.append(share)
+    # the stretch is taken over clear ground: browse pixels less than half cloud
+    clear = valid & (shares[0] < 0.5) if shares else valid
     reference = clear if clear.sum() >= max(1, _MIN_CLEAR_SHARE * valid.sum()) else valid
-    shadow_share = None
-    if shadow is not None:
-        shadow_share = np.zeros(valid.shape)
-        shadow_share[valid] = shadow_n[valid] / valid_n[valid]
-    rgba = compose(stretch(mean, valid, reference), share, valid, shadow_share)
+    paints = [paint for _, paint in overlays]
+    rgba = blend(stretch(mean, valid, reference), valid, list(zip(shares, paints, strict=True)))
     width = edge_width(rows, cols)
-    rgba = draw_edges(rgba, share, CLOUD_RGB, width)
-    if shadow_share is not None:
-        rgba = draw_edges(rgba, shadow_share, SHADOW_RGB, width)
+    for share, paint in zip(shares, paints, strict=True):
+        rgba = draw_edges(rgba, share, paint.rgb, width)
     return rgba
 
 
@@ -230,10 +257,11 @@ def pixel_size_text(pixel_m: float, swath_pixel_m: float | None) -> str:
 
 
 def legend_panel(width: int, pixel_m: float, swath_pixel_m: float | None,
-                 with_shadow: bool) -> np.ndarray:
+                 with_shadow: bool, drawn: Sequence[BrowseColour] | None = None) -> np.ndarray:
     """(LEGEND_HEIGHT, width, 4) uint8: the colours' meaning and the scale, drawn by
     matplotlib (its default style and bundled DejaVu Sans, so the pixels do not depend on
-    the user's matplotlibrc)."""
+    the user's matplotlibrc). `drawn`: the colours drawn (default: cloud, and shadow when
+    `with_shadow`)."""
     import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -247,10 +275,11 @@ def legend_panel(width: int, pixel_m: float, swath_pixel_m: float | None,
         renderer = canvas.get_renderer()
         ax = fig.add_axes((0.0, 0.0, 1.0, 1.0), xlim=(0, width), ylim=(h, 0))
         ax.set_axis_off()
-        entries = [("cloud", np.asarray(CLOUD_RGB) / 255), ("cloud shadow",
-                   np.asarray(SHADOW_RGB) / 255), ("no value", None)]
+        if drawn is None:
+            drawn = [_CLOUD, _SHADOW] if with_shadow else [_CLOUD]
+        entries = [(c.label, np.asarray(c.rgb) / 255) for c in drawn] + [("no value", None)]
         x = 6.0
-        for label, colour in entries if with_shadow else [entries[0], entries[2]]:
+        for label, colour in entries:
             if colour is None:  # a grey and white checker: transparent, as image editors draw it
                 for i, j in np.ndindex(2, 2):
                     ax.add_patch(Rectangle((x + 6 * i, 4 + 6 * j), 6, 6, lw=0,
@@ -272,7 +301,7 @@ def legend_panel(width: int, pixel_m: float, swath_pixel_m: float | None,
 
 
 def with_legend(image: np.ndarray, lines: int, samples: int, swath_pixel_m: float | None,
-                with_shadow: bool) -> np.ndarray:
+                with_shadow: bool, drawn: Sequence[BrowseColour] | None = None) -> np.ndarray:
     """The PNG's pixels: `image` top left (transparent right of it when the legend is wider),
     the legend panel below."""
     rows, cols = image.shape[:2]
@@ -283,7 +312,7 @@ def with_legend(image: np.ndarray, lines: int, samples: int, swath_pixel_m: floa
     pixel_m = swath * (lines / rows + samples / cols) / 2.0  # browse pixel on the ground
     out = np.zeros((rows + LEGEND_HEIGHT, width, 4), np.uint8)
     out[:rows, :cols] = image
-    out[rows:] = legend_panel(width, pixel_m, swath_pixel_m, with_shadow)
+    out[rows:] = legend_panel(width, pixel_m, swath_pixel_m, with_shadow, drawn)
     return out
 
 
@@ -307,13 +336,15 @@ def write_png(path: Path | str, rgba: np.ndarray) -> None:
 
 def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
                      max_side: int = MAX_SIDE, shadow: np.ndarray | None = None,
-                     pixel_size_m: float | None = None) -> None:
+                     pixel_size_m: float | None = None,
+                     overlays: Sequence[Overlay] | None = None) -> None:
     """Write the browse PNG of an acquisition: RGBA, longer side <= `max_side` pixels, the
     image on top and its legend below.
 
     `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value); `shadow`
     the shadow flag (1 shadow), drawn in amber when given; `pixel_size_m` the swath's ground
-    spacing (`geometry.ground_spacing(...).mean_m`), None for EMIT's nominal 60 m.
+    spacing (`geometry.ground_spacing(...).mean_m`), None for EMIT's nominal 60 m; `overlays`
+    (`overlays_of(layers)`) instead say which layers are drawn, in which colours.
     A failure leaves no file behind (`OutputError`); a radiance without wavelengths is an
     `InputProductError`.
     """
@@ -321,9 +352,11 @@ def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarr
     max_rows, max_cols = image_limits(max_side)
     header = open_raster(radiance_path)
     scale = min(1.0, max_rows / header.lines, max_cols / header.samples)
-    image = render_browse(radiance_path, flag, shadow=shadow,
+    overlays = default_overlays(np.asarray(flag), shadow) if overlays is None else overlays
+    image = render_browse(radiance_path, flag, overlays=overlays,
                           max_side=max(1, int(max(header.lines, header.samples) * scale)))
-    rgba = with_legend(image, header.lines, header.samples, pixel_size_m, shadow is not None)
+    drawn = [paint for _, paint in overlays]
+    rgba = with_legend(image, header.lines, header.samples, pixel_size_m, _SHADOW in drawn, drawn)
     try:
         write_png(p, rgba)
     except (RuntimeError, OSError) as exc:

@@ -1,4 +1,5 @@
-"""Scene statistics of the cloud flag, for headers, metadata and the run summary.
+"""Scene statistics of the cloud flag, for headers, metadata and the run summary, and of
+every layer of the layer table (`layer_summary`), for the run's log.
 
 Both denominators are kept because EMIT uses all pixels (its header and UMM-G cloud
 fraction) while a user of the mask usually wants the share of pixels that have a value.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from l2b_mask.nodata import FLAG_NO_VALUE
+from l2b_mask.products.layers import Layers
 
 FLAG_CLEAR, FLAG_CLOUD = 0, 1
 CLOUD_COVER_DEFINITIONS = {
@@ -99,3 +101,25 @@ def cloud_fraction(flag: np.ndarray) -> CloudFraction:
         raise ValueError(f"flag holds values other than {FLAG_CLEAR}, {FLAG_CLOUD} and "
                          f"{FLAG_NO_VALUE}")
     return CloudFraction.from_counts(clear + cloudy, cloudy, int(flag.size))
+
+
+def layer_summary(layers: Layers) -> dict[str, dict[str, float | int | None]]:
+    """Per layer of the table, by its netCDF variable: the pixels with a value and, for a
+    flag, the percentage of them holding each meaning (`percent_<meaning>`), for a value
+    layer its minimum, maximum and mean (None without any value). A layer not made has no
+    pixel with a value."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for row, array in layers.rows():
+        values = array[~row.no_value(array)]
+        stats: dict[str, float | int | None] = {"pixels_with_value": int(values.size)}
+        if row.flag_values is not None and row.flag_meanings is not None:
+            for value, meaning in zip(row.flag_values, row.flag_meanings.split(), strict=True):
+                count = int(np.count_nonzero(values == value))
+                stats[f"percent_{meaning}"] = 100.0 * count / values.size if values.size else 0.0
+        else:
+            empty = values.size == 0
+            stats.update(min=None if empty else float(values.min()),
+                         max=None if empty else float(values.max()),
+                         mean=None if empty else float(values.mean(dtype=np.float64)))
+        out[row.variable] = stats
+    return out

@@ -1052,7 +1052,7 @@ def test_interrupt_inside_an_except_exception_block_still_exits_8(
     acq = generate_acquisition(tmp_path / "in", lines=8, samples=8, seed=SEED)
     rc = write_config(tmp_path / "rc.json", config(acq, tmp_path, spec))
 
-    def read_interrupted(path):  # what the handler does when SIGTERM lands during the read
+    def read_interrupted(path, table):  # what the handler does when SIGTERM lands during the read
         raise InterruptedRun(signal.SIGTERM)
 
     # the ENVI read-back, inside its `except Exception` that makes unreadable an output failure
