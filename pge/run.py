@@ -108,10 +108,15 @@ def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
     stem = product_stem(files.radiance, cfg.output.product_version)
     ws = open_workspace(stem, out, cfg.output.scratch_directory,
                         overwrite=cfg.output.overwrite, inputs=inputs)
-    pge_logging.open_file(ws.staged.log)
-    pge_logging.get_logger().info(
-        "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
-        scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    try:  # the workspace is not the caller's yet: a failure here (a full disk) undoes it
+        pge_logging.open_file(ws.staged.log)
+        pge_logging.get_logger().info(
+            "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
+            scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    except BaseException:
+        pge_logging.close_file()
+        ws.close()
+        raise
     return ws
 
 
