@@ -273,3 +273,36 @@ def test_file_size_limit_at_the_first_write_leaves_nothing(tmp_path, spec):
     result = run_pge(["rc.json"], tmp_path, preexec=_fsize_limit(1))
     assert_failure(result, 7, ["file size limit 1 bytes reached"], tmp_path / "out")
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Wavelengths in micrometres labelled nanometres: the radiance is named, not the model
+
+
+def test_envi_wavelengths_in_micrometres_labelled_nm_exit_4_naming_the_radiance(tmp_path, spec):
+    from conftest import emit_like_wavelengths
+    from test_reliability import edit_header
+
+    rdn, obs = write_scene(tmp_path / "in")
+    wl, _ = emit_like_wavelengths(285)
+    edit_header(rdn, "wavelength", "{" + ", ".join(f"{w / 1000:.8f}" for w in wl) + "}")
+    write_config(tmp_path, base_config(tmp_path, rdn, obs, spec))
+    result = run_pge(["rc.json"], tmp_path)
+    line = assert_failure(result, 4, [str(rdn.with_suffix(".hdr")), "micrometres"], tmp_path / "out")
+    assert "specification" not in line
+
+
+def test_granule_wavelengths_in_micrometres_exit_4_naming_the_granule(tmp_path):
+    from conftest import small_granule
+
+    from l2b_mask.errors import ExitCode, InputProductError
+    from l2b_mask.inputs.daac import open_radiance_granule
+    from l2b_mask.synthetic.scene import emit_wavelengths
+
+    wl, fwhm = emit_wavelengths()
+    path = small_granule(tmp_path / "EMIT_L1B_RAD_001_20240302T005829_2406201_001.nc",
+                         band_vars={"wavelengths": wl / 1000.0, "fwhm": fwhm / 1000.0})
+    with pytest.raises(InputProductError) as info:
+        open_radiance_granule(path)
+    assert info.value.exit_code == ExitCode.INPUT and info.value.path == path
+    assert "micrometres" in info.value.problem
