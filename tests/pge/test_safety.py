@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_reliability import (
     STEM,
@@ -306,3 +307,35 @@ def test_granule_wavelengths_in_micrometres_exit_4_naming_the_granule(tmp_path):
         open_radiance_granule(path)
     assert info.value.exit_code == ExitCode.INPUT and info.value.path == path
     assert "micrometres" in info.value.problem
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. A view zenith a hair above the horizon: bounded, and no value there
+
+
+def test_view_zenith_at_89_9999_degrees_finishes_and_has_no_shadow_value(tmp_path, spec):
+    """Before the bound this scene kept the shadow step busy for over 300 s (24 million sweep
+    steps); the run's own timeout here is far below that. The library test
+    (tests/science/test_shadow_bounds.py) asserts the step count."""
+    from l2b_mask.inputs.envi import read_header
+    from l2b_mask.products.envi import read_envi_layers
+    from l2b_mask.synthetic.scene import generate_acquisition
+
+    acq = generate_acquisition(tmp_path / "in", lines=64, samples=64, seed=5, shadows=True)
+    header = read_header(acq.observation)
+    assert header.interleave == "bil"
+    obs = np.memmap(header.data_path, header.dtype, "r+",
+                    shape=(header.lines, header.bands, header.samples))
+    obs[20, 2, :] = 89.9999  # to-sensor zenith of a whole line, clouds included
+    obs.flush()
+    del obs
+    cfg = base_config(tmp_path, acq.radiance, acq.observation, spec)
+    cfg["input_files"]["location"] = str(acq.location)
+    write_config(tmp_path, cfg)
+    result = run_pge(["rc.json"], tmp_path, timeout=240)
+    assert result.code == 0 and result.stderr == "", str(result)
+    stem = next((tmp_path / "out").glob("*_provenance.json")).name.removesuffix("_provenance.json")
+    layers = read_envi_layers(tmp_path / "out" / f"{stem}.img")
+    assert (layers.flag[20] != 255).any()  # the line has cloud flag values...
+    assert (layers.shadow[20] == 255).all()  # ...but no shadow value
+    assert (layers.shadow[:20] != 255).any()  # the rest of the scene keeps its shadow values
