@@ -194,8 +194,9 @@ def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
                ) -> tuple[RunConfig, bytes, Workspace, Inputs, Model]:
     cfg, raw = steps.run("load_config", load_config, runconfig_path)
     steps.where = cfg.output.directory
-    ws = steps.run("prepare_output", prepare_output, cfg, runconfig_path)
-    guard.workspace = ws
+    with steps.step("prepare_output"):
+        # handed to the clean-up inside the step: its own last log line may fail (full disk)
+        ws = guard.workspace = prepare_output(cfg, runconfig_path)
     steps.where = ws.scratch
     inputs = steps.run("validate_inputs", validate_inputs, cfg)
     steps.pixels = inputs.scene.lines * inputs.scene.samples

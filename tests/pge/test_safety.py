@@ -276,6 +276,23 @@ def test_file_size_limit_at_the_first_write_leaves_nothing(tmp_path, spec):
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
 
 
+def test_file_size_limit_at_the_second_log_line_leaves_nothing(tmp_path, spec):
+    """The limit lets the log's first line through and stops the second, the prepare step's
+    own `step_finished`: the workspace is already the clean-up's, so nothing is left. The
+    limit comes from a first run's log (the two runs' lines have the same lengths)."""
+    rdn, obs = write_scene(tmp_path / "in")
+    for name in ("outA", "outB"):
+        cfg = base_config(tmp_path, rdn, obs, spec, output={"directory": str(tmp_path / name)})
+        write_config(tmp_path, cfg, f"rc{name[-1]}.json")
+    first = run_pge(["rcA.json"], tmp_path)
+    assert first.code == 0, str(first)
+    lines = (tmp_path / "outA" / f"{STEM}_pge.log").read_text().splitlines(keepends=True)
+    assert json.loads(lines[1])["event"] == "step_finished"
+    limit = len(lines[0].encode())
+    result = run_pge(["rcB.json"], tmp_path, preexec=_fsize_limit(limit))
+    assert_failure(result, 7, [f"file size limit {limit} bytes reached"], tmp_path / "outB")
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Wavelengths in micrometres labelled nanometres: the radiance is named, not the model
 
