@@ -180,9 +180,10 @@ def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Mod
         timings_s=run.timings_s, started=run.started.isoformat(),
         finished=datetime.now(UTC).isoformat())
     record["product_generation"]["creation_time"] = facts.created.isoformat()
+    folder = final.folder.resolve()  # the folder, never a link where a product goes
     for key in plan.keys:
-        record["outputs"][key]["path"] = str(final[key].resolve())
-    record["outputs"]["log"] = {"path": str(final.log.resolve())}
+        record["outputs"][key]["path"] = str(folder / final[key].name)
+    record["outputs"]["log"] = {"path": str(folder / final.log.name)}
     if plan.skipped:
         record["skipped_outputs"] = dict(plan.skipped)
     staged.provenance.write_text(json.dumps(record, indent=2) + "\n")

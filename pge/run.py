@@ -110,10 +110,15 @@ def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
     stem = product_stem(files.radiance, cfg.output.product_version)
     ws = open_workspace(stem, out, cfg.output.scratch_directory,
                         overwrite=cfg.output.overwrite, inputs=inputs)
-    pge_logging.open_file(ws.staged.log)
-    pge_logging.get_logger().info(
-        "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
-        scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    try:  # the workspace is not the caller's yet: a failure here (a full disk) undoes it
+        pge_logging.open_file(ws.staged.log)
+        pge_logging.get_logger().info(
+            "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
+            scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    except BaseException:
+        pge_logging.close_file()
+        ws.close()
+        raise
     return ws
 
 
@@ -192,8 +197,9 @@ def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
                ) -> tuple[RunConfig, bytes, Workspace, Inputs, Model]:
     cfg, raw = steps.run("load_config", load_config, runconfig_path)
     steps.where = cfg.output.directory
-    ws = steps.run("prepare_output", prepare_output, cfg, runconfig_path)
-    guard.workspace = ws
+    with steps.step("prepare_output"):
+        # handed to the clean-up inside the step: its own last log line may fail (full disk)
+        ws = guard.workspace = prepare_output(cfg, runconfig_path)
     steps.where = ws.scratch
     inputs = steps.run("validate_inputs", validate_inputs, cfg)
     steps.pixels = inputs.scene.lines * inputs.scene.samples

@@ -4,9 +4,10 @@ Each prints what it wrote on stdout (train and evaluate: JSON log lines, or a pr
 stderr on a terminal; release: the specification's path on stdout, its comparison with the L2A
 rule on stderr)
 and, on failure, ONE line on stderr naming the file at fault, ending with the exit code of the
-project's table (`l2b_mask.errors.ExitCode`): 2 usage, 4 a bad data set, scene list or
-evaluation report (inputs), 5 weights or model specification (ancillary), 6 processing
-(device, memory), 7 output folder not writable or release already there, 8 interrupted.
+project's table (`l2b_mask.errors.ExitCode`): 2 usage, 4 a bad data set, scene list,
+evaluation report or `--resume` checkpoint (inputs), 5 weights or model specification
+(ancillary), 6 processing (device, memory), 7 output folder not writable or release already
+there, 8 interrupted.
 """
 
 from __future__ import annotations

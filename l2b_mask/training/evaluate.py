@@ -125,6 +125,7 @@ def evaluate(settings: EvaluationSettings) -> dict:
                        settings.batch_size)
     with LabelledData(list(settings.datasets), spec) as data:
         test = data.split(settings.test_csv)
+        data.check_finite(test)
         ensure_folder(settings.out.parent)
         if settings.plots is not None:
             ensure_folder(settings.plots)
