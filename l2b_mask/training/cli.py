@@ -90,7 +90,8 @@ def _evaluate(argv: list[str] | None) -> None:
 
 
 def _train(argv: list[str] | None) -> None:
-    from l2b_mask.training.train import TrainInputs, TrainSettings, train
+    from l2b_mask.training.record import TrainInputs
+    from l2b_mask.training.train import TrainSettings, train
 
     defaults = TrainSettings()
     p = _parser("l2b-mask-train", "Train a SpecTf cloud model with the published recipe on "

@@ -18,6 +18,7 @@ from l2b_mask.errors import ExitCode, InputProductError
 from l2b_mask.inputs.daac import (
     SWATH_DIMS,
     DaacReader,
+    check_same_acquisition,
     granule_kind,
     is_daac_granule,
     open_granule,
@@ -26,14 +27,14 @@ from l2b_mask.inputs.daac import (
     read_granule_glt,
     read_granule_location,
 )
-from l2b_mask.inputs.daac_names import check_same_acquisition, parse_daac_name
+from l2b_mask.inputs.daac_names import parse_daac_name
 from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.inputs.glt import read_glt
 from l2b_mask.inputs.location import read_location
 from l2b_mask.inputs.scene import Scene, observation_band_names
+from l2b_mask.synthetic.cli import main as synthetic_main
 from l2b_mask.synthetic.daac import write_daac_granules, write_float32_spectral_header
 from l2b_mask.synthetic.scene import OBS_BAND_NAMES, emit_wavelengths, generate_acquisition
-from l2b_mask.synthetic.scene import main as synthetic_main
 
 LINES, SAMPLES = 40, 24
 START = datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)
