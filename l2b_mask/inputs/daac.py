@@ -401,8 +401,8 @@ def read_granule_location(path: Path | str, shape: tuple[int, int] | None = None
         variables = [_location_variable(ds, n, SWATH_DIMS[:2], p) for n in LOCATION_VARIABLES]
         lines, samples = (int(n) for n in variables[0].shape)
         if shape is not None and (lines, samples) != tuple(shape):
-            raise InputProductError(p, f"location is {lines} lines x {samples} samples, the "
-                                       f"radiance {shape[0]} x {shape[1]}")
+            raise InputProductError(p, f"location is {lines} lines x {samples} samples but the "
+                                       f"radiance is {shape[0]} x {shape[1]}")
         out = np.empty((len(variables), lines, samples), np.float64)
         try:
             for k, var in enumerate(variables):

@@ -139,8 +139,8 @@ def test_location_and_glt_equal_envi(both):
 
 def test_location_of_another_size_is_refused(both):
     _, granules = both
-    with pytest.raises(InputProductError, match="location is 40 lines x 24 samples, the "
-                                                "radiance 41 x 24"):
+    with pytest.raises(InputProductError, match="location is 40 lines x 24 samples but the "
+                                                "radiance is 41 x 24"):
         read_granule_location(granules.radiance, (LINES + 1, SAMPLES))
     with pytest.raises(InputProductError, match="outside the swath"):
         read_granule_glt(granules.radiance, (LINES - 5, SAMPLES))
