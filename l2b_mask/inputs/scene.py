@@ -97,7 +97,7 @@ def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:
     return wl, fwhm
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scene:
     """Radiance + observation geometry of one acquisition, validated and ready to stream.
 
