@@ -103,7 +103,9 @@ class InputFiles(_Model):
                           "optional, copied into the product's geolocation when given; its "
                           "ground spacing gives the cloud buffer's pixel size (else the nominal "
                           "60 m) and the cloud shadow needs it (not made without). Omitted with a "
-                          "radiance granule: its 'location' group is used." + _RELATIVE)
+                          "radiance granule: its 'location' group is used, and a granule without "
+                          "it (or without lon, lat, elev, glt_x or glt_y) is refused as "
+                          "malformed (exit 4)." + _RELATIVE)
     glt: FilePath | None = Field(
         None, description="EMIT L1B geometry lookup table (ENVI GLT, or a granule with "
                           "'location/glt_x', 'glt_y'); optional, used for the orthorectified "
