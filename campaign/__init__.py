@@ -9,5 +9,6 @@ Modules: `inventory` (what to process), `template` (run configurations), `produc
 product there and intact), `policy` (what to retry), `plan` (sizing the local cluster),
 `worker` (the tasks that run on Dask workers), `report` (report files and live progress),
 `cluster` (the Dask cluster), `loop` (the submission window), `engine` (one campaign from
-settings to report), `errors` (exit codes), `cli` (the command).
+settings to report), `errors` (exit codes), `cli` (the command), `html_report` and `stac`
+(the operators' page and the STAC Collection, rewritten with the report), `atomic_file`.
 """

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from campaign.html_report import write_views
+from campaign.stac import FootprintReader
 from pge.sds.files import FILE_KEYS
 
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
@@ -79,6 +81,7 @@ class Report:
         self.started = time.time()
         self._last_write = 0.0
         self._write_s = 0.0
+        self._footprints = FootprintReader()  # records read once per version
 
     @property
     def json_path(self) -> Path:
@@ -132,7 +135,8 @@ class Report:
             return
         self._last_write = now
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.json_path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        _atomic_write(self.json_path, text)
         tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -140,6 +144,7 @@ class Report:
             for e in self.entries.values():
                 writer.writerow(e.csv_row())
         tmp.replace(self.csv_path)
+        write_views(self.root, json.loads(text), self._footprints)  # HTML page, STAC collection
         self._write_s = time.monotonic() - now
 
 

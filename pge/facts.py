@@ -185,11 +185,5 @@ def _metadata(cfg: RunConfig, stem: str, inputs: Inputs, model: Model, masks: Ma
         "model": {"name": model.spec.name, "version": model.spec.version},
         "threshold": model.threshold,
         "threshold_comparison": cfg.algorithm.comparison,
-        "cloud_fraction": {
-            "percent_of_valid_pixels": fraction.percent_of_valid,
-            "percent_of_all_pixels": fraction.percent_of_all,
-            "cloudy_pixels": fraction.cloudy_pixels,
-            "pixels_with_value": fraction.valid_pixels,
-            "pixels": fraction.total_pixels,
-        },
+        "cloud_fraction": fraction.metadata(),  # with the granule's CloudCover and why
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from l2b_mask.algorithm.geometry import ground_spacing
 from l2b_mask.errors import OutputError
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LocationArrays
@@ -117,7 +118,9 @@ def _write_netcdf(c: ProductContent, p: Paths) -> None:
 
 
 def _write_browse(c: ProductContent, p: Paths) -> None:
-    write_browse_png(p["browse"], c.radiance, c.flag, shadow=c.shadow)
+    spacing = (None if c.location is None
+               else ground_spacing(c.location.lon, c.location.lat).mean_m)  # as the buffer's
+    write_browse_png(p["browse"], c.radiance, c.flag, shadow=c.shadow, pixel_size_m=spacing)
 
 
 def _write_ortho(c: ProductContent, p: Paths) -> None:

@@ -1,6 +1,8 @@
 """Command lines of the model team's loop: l2b-mask-evaluate, l2b-mask-train, l2b-mask-release.
 
-Each prints what it wrote on stdout (train: JSON log lines, or a progress bar on a terminal)
+Each prints what it wrote on stdout (train and evaluate: JSON log lines, or a progress bar on
+stderr on a terminal; release: the specification's path on stdout, its comparison with the L2A
+rule on stderr)
 and, on failure, ONE line on stderr naming the file at fault, ending with the exit code of the
 project's table (`l2b_mask.errors.ExitCode`): 2 usage, 4 a bad data set, scene list or
 evaluation report (inputs), 5 weights or model specification (ancillary), 6 processing
@@ -31,7 +33,8 @@ MEANINGS = {
     ExitCode.INPUT: "A labelled data set, scene list or evaluation report is missing or "
                     "malformed.",
     ExitCode.ANCILLARY: "The model specification, weights or irradiance is missing, "
-                        "unreadable or does not match.",
+                        "unreadable or does not match; a release worse than the L2A rule "
+                        "without --allow-worse.",
     ExitCode.PROCESSING: "The computation failed: device unavailable or out of memory.",
     ExitCode.OUTPUT: "An output could not be written, the folder already holds a training "
                      "run, or the release version exists.",
@@ -155,9 +158,16 @@ def _release(argv: list[str] | None) -> None:
                    help="decision threshold (default: the evaluation's best-F1 threshold)")
     p.add_argument("--spec", type=Path, help="specification whose architecture, drop ranges and "
                    "irradiance the release keeps (default: v0.1.0's)")
+    p.add_argument("--allow-worse", action="store_true",
+                   help="release even when the best F1 of the evaluation is below the L2A "
+                   "rule's on the same spectra (refused otherwise, exit 5)")
     a = p.parse_args(argv)
-    print(release(ReleaseSettings(a.weights, a.evaluation, a.version, a.out, a.threshold,
-                                  a.spec)))
+    done = release(ReleaseSettings(a.weights, a.evaluation, a.version, a.out, a.threshold,
+                                   a.spec, a.allow_worse))
+    note = " (released with --allow-worse)" if done.comparison.worse else ""
+    print(f"l2b-mask-release: {done.comparison.text()}{note}; model card {done.card}",
+          file=sys.stderr)
+    print(done.spec)
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:

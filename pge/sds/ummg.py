@@ -56,8 +56,10 @@ def sha512(path: Path | str) -> str:
 
 def cloud_cover_percent(fraction: CloudFraction) -> float:
     """EMIT's granule cloud cover: cloudy pixels and pixels without a value (nothing is seen
-    there), as a percentage of all pixels, at most 100."""
-    return min(fraction.percent_of_all + fraction.percent_no_value, 100.0)
+    there), as a percentage of all pixels, at most 100; higher than the cloud fraction of
+    `_metadata.json` wherever the scene has no-value pixels (both are there, with how each
+    is counted)."""
+    return fraction.percent_cloud_or_no_value
 
 
 def day_night_flag(mean_solar_zenith_deg: float | None) -> str:

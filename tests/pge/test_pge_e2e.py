@@ -497,6 +497,7 @@ def test_granule_metadata_describes_the_product(ok):
     fraction = json.loads(ok.products["metadata"].read_text())["cloud_fraction"]
     no_value = 100.0 * (fraction["pixels"] - fraction["pixels_with_value"]) / fraction["pixels"]
     assert ummg["CloudCover"] == round(min(fraction["percent_of_all_pixels"] + no_value, 100.0))
+    assert ummg["CloudCover"] == fraction["granule_cloud_cover_percent"]  # both say the same
     assert ummg["TemporalExtent"]["RangeDateTime"]["BeginningDateTime"] == (
         "2024-03-02T00:58:29.000Z")
     assert ummg["DataGranule"]["DayNightFlag"] == "Day"
