@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("l2b_mask", "pge")
+PACKAGES = ("l2b_mask", "pge", "campaign")
 
 
 def _module_name(path: Path) -> str:
