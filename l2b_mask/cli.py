@@ -263,7 +263,8 @@ def _compute(args: argparse.Namespace, settings: InferenceSettings, scene: Scene
     keep = reflectance_bands_needed(beyond, "shadow" in request.layers)
     inference = SceneInference(scene, model, args.irradiance, keep_all_bands=args.keep_bands,
                                verify_checksum=not args.no_checksum, keep_reflectance_nm=keep)
-    probability, kept = inference.run_keeping(settings.lines_per_block, on_block=progress)
+    ran = inference.run_keeping(settings.lines_per_block, on_block=progress)
+    probability, kept = ran.probability, ran.reflectance
     decision = spec.decision(args.threshold, args.comparison, "command line")
     arrays = {"flag": decision.flag(probability), "probability": probability}
     if request.layers:

@@ -192,7 +192,8 @@ def mask_radiance(radiance: np.ndarray, observation: np.ndarray, wavelengths_nm:
     spec, settings, model = _model(spec, settings)
     keep = reflectance_bands_needed(beyond, location is not None)
     inference = SceneInference(scene, model, keep_reflectance_nm=keep)
-    probability, kept = inference.run_keeping(settings.lines_per_block)
+    ran = inference.run_keeping(settings.lines_per_block)
+    probability, kept = ran.probability, ran.reflectance
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
     decision = spec.decision(threshold, comparison, "caller")
@@ -270,9 +271,11 @@ def _reflectance_probability(rho: np.ndarray, wl: np.ndarray, bands: np.ndarray,
     band_term = model.model.band_term(wl[bands])
     lines, samples = rho.shape[:2]
     out = np.full((lines, samples), np.nan, np.float32)
+    batch_size = model.batch_size
     for start in range(0, lines, lines_per_block):
         block = np.ascontiguousarray(rho[start:start + lines_per_block][:, :, bands], np.float32)
         valid = np.isfinite(block).all(axis=-1) & ~(block == np.float32(nodata)).any(axis=-1)
-        part = out[start:start + lines_per_block]
-        part[valid] = model.predict(block[valid], band_term)
+        prediction = model.predict(block[valid], band_term, batch_size)
+        batch_size = prediction.batch_size  # a size halved for want of memory stays halved
+        out[start:start + lines_per_block][valid] = prediction.probability
     return out
