@@ -1,7 +1,9 @@
 """The machine's own vector and matrix arithmetic peak, one core: what the kernel's efficiency is
 measured against (`docs/performance.md`). Compiles a tiny C++ loop of 12 independent accumulator
 chains per instruction and prints instructions and multiply-adds per second: float32 FMA (256
-bits; 512 with AVX-512F), and where the CPU has them the int16 (AVX-512 VNNI) and bfloat16
+bits; 512 with AVX-512F), the AVX2 int16 multiply-add `vpmaddwd` (alone: the 16-bit limit of an
+AVX2 CPU; and with the `vpaddd` that accumulates), and where the CPU has them the int16 (AVX-VNNI
+256-bit, AVX-512 VNNI) and bfloat16
 (AVX512-BF16) dot products the mixed-precision kernels use, and the AMX tile products (AMX-BF16
 `tdpbf16ps`, AMX-INT8 `tdpbssd`: 4 independent 16 x 16 accumulator tiles; Linux grants the tile
 state after `arch_prctl(ARCH_REQ_XCOMP_PERM)`). A CPU without AMX prints "no AMX" and why.
@@ -48,6 +50,21 @@ static double cpu_s() {
 #define OP(x) _mm256_fmadd_ps(x, _mm256_set1_ps(0.5f), _mm256_set1_ps(0.5f))
 RATE(fma256, __m256, 0, 200000000L)
 #undef OP
+#undef DECL
+// AVX2 int16: vpmaddwd alone (16 multiply-adds into 8 int32 pair sums), and the vpmaddwd + vpaddd
+// pair that accumulates (what the mixed-i16-avx2 kernel issues). Integer overflow wraps: no traps.
+#define DECL(i) __m256i a##i = _mm256_set1_epi32(0x00010001 * (1 + i));
+#define OP(x) _mm256_madd_epi16(x, _mm256_set1_epi32(0x00030001))
+RATE(madd256, __m256i, 0, 200000000L)
+#undef OP
+#define OP(x) _mm256_add_epi32(x, _mm256_madd_epi16(x, _mm256_set1_epi32(0x00030001)))
+RATE(madd_add256, __m256i, 0, 200000000L)
+#undef OP
+#ifdef WITH_AVX_VNNI
+#define OP(x) _mm256_dpwssd_avx_epi32(x, x, _mm256_set1_epi32(0x00030001))
+RATE(vnni256, __m256i, 0, 200000000L)
+#undef OP
+#endif
 #undef DECL
 #ifdef WITH_AVX512
 #define DECL(i) __m512 a##i = _mm512_set1_ps(1.0f + 0.01f * i);
@@ -113,6 +130,11 @@ int main() {
                     macs * rate / 1e9, macs * rate / (8 * f));
     };
     row("float32 FMA, 256-bit (8 MAC)", f, 8);
+    row("int16 vpmaddwd, 256-bit (16 MAC)", madd256(), 16);
+    row("int16 vpmaddwd+vpaddd, 256-bit (16 MAC)", madd_add256(), 16);
+#ifdef WITH_AVX_VNNI
+    row("int16 dot vpdpwssd (AVX-VNNI), 256-bit (16 MAC)", vnni256(), 16);
+#endif
 #ifdef WITH_AVX512
     row("float32 FMA, 512-bit (16 MAC)", fma512(), 16);
 #endif
@@ -137,6 +159,10 @@ int main() {
 def compile_flags(flags: set[str]) -> tuple[list[str], list[str]]:
     """The compiler flags for what this CPU has, and a line for each thing it lacks."""
     cflags, missing = ["-O2", "-mavx2", "-mfma"], []
+    if "avx_vnni" in flags:
+        cflags += ["-mavxvnni", "-DWITH_AVX_VNNI"]
+    else:
+        missing.append("no AVX-VNNI (avx_vnni): 256-bit vpdpwssd not measured")
     if "avx512f" in flags:
         cflags += ["-mavx512f", "-mavx512vl", "-DWITH_AVX512"]
         if "avx512_vnni" in flags:
