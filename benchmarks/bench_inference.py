@@ -12,6 +12,10 @@
    CPU (`l2b_mask.kernels.calibrate`), and each variant this CPU can run, pinned
    (`kernel-<precision>:<variant>`). Slow paths run on the first `--baseline-pixels` pixels only
    (stated in the table); every row is compared with our float32 path on the pixels it ran.
+   Paths this CPU cannot run (a kernel precision or pinned variant without its instructions here)
+   are skipped, each with the reason. Kernel rows state their GMAC/s per core and the fraction of
+   this CPU's limit (`cpu_peak.py`: FMA for the float32 builds, the best 16-bit multiply-add for
+   the 16-bit ones).
 3. End to end: `SceneInference.run` over a `--e2e-lines` x 1242 scene, extrapolated to 1280 lines.
 
 Wall-clock figures depend on what else runs on the machine: the load average is printed, and
