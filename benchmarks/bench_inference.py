@@ -270,13 +270,14 @@ def why_not_here(path: str) -> str | None:
     """None when this CPU runs the path, else why not (a kernel precision with no variant here, a
     pinned variant whose instructions the CPU lacks, no compiler, not x86-64)."""
     from l2b_mask import kernels
+    from l2b_mask.kernels import selection
 
     if not path.startswith("kernel-"):
         return None
     precision, _, pin = path.removeprefix("kernel-").partition(":")
     if pin:
         return kernels.variant_reason(pin)
-    return kernels.unavailable_reason(precision)
+    return selection.unavailable_reason(precision)
 
 
 def _runnable_here() -> list[str]:
