@@ -12,6 +12,10 @@
    CPU (`l2b_mask.kernels.calibrate`), and each variant this CPU can run, pinned
    (`kernel-<precision>:<variant>`). Slow paths run on the first `--baseline-pixels` pixels only
    (stated in the table); every row is compared with our float32 path on the pixels it ran.
+   Paths this CPU cannot run (a kernel precision or pinned variant without its instructions here)
+   are skipped, each with the reason. Kernel rows state their GMAC/s per core and the fraction of
+   this CPU's limit (`cpu_peak.py`: FMA for the float32 builds, the best 16-bit multiply-add for
+   the 16-bit ones).
 3. End to end: `SceneInference.run` over a `--e2e-lines` x 1242 scene, extrapolated to 1280 lines.
 
 Wall-clock figures depend on what else runs on the machine: the load average is printed, and
@@ -52,6 +56,24 @@ VARIANTS = {
 # every kernel variant pinned, for its precision (not float32-fastexp: same variants as float32)
 VARIANTS |= {f"kernel-{p}:{v.name}": (f"compiled kernel {v.name}: {v.description}", False)
              for v in KERNEL_VARIANTS.values() for p in v.precisions if p != "float32-fastexp"}
+
+
+def macs_per_pixel(tokens: int, d: int = 64, ff: int = 64) -> int:
+    """Multiply-adds of one pixel's forward pass: the four projections per token, and Q.K^T and
+    P.V (tokens x d each per token); the element-wise work is not counted."""
+    return tokens * (3 * d * d + d * d + 2 * d * ff + 2 * tokens * d)
+
+
+def peak_fraction(row: dict, tokens: int, peaks: dict[str, float]) -> str:
+    """"GMAC/s per core (fraction of the limit)" of a kernel row, from its px/CPU-s: the float32
+    builds against the FMA rate, the 16-bit ones against the best 16-bit multiply-add rate."""
+    impl = row.get("implementation", "")
+    if not impl.startswith("cpu kernel, "):
+        return "-"
+    name = impl.removeprefix("cpu kernel, ").split(" ", 1)[0]
+    limit = "int16" if KERNEL_VARIANTS[name].precisions == ("bfloat16",) else "float32"
+    gmac = row["px_cpu_s"] * macs_per_pixel(tokens) / 1e9
+    return f"{gmac:.1f} ({gmac / peaks[limit]:.0%} of {limit} {peaks[limit]:.0f})"
 
 
 def _rss_mb() -> float:
@@ -244,9 +266,22 @@ def prepare(folder: Path, lines: int, samples: int) -> tuple[Path, int]:
     return folder / "scene", rho.shape[0]
 
 
+def why_not_here(path: str) -> str | None:
+    """None when this CPU runs the path, else why not (a kernel precision with no variant here, a
+    pinned variant whose instructions the CPU lacks, no compiler, not x86-64)."""
+    from l2b_mask import kernels
+    from l2b_mask.kernels import selection
+
+    if not path.startswith("kernel-"):
+        return None
+    precision, _, pin = path.removeprefix("kernel-").partition(":")
+    if pin:
+        return kernels.variant_reason(pin)
+    return selection.unavailable_reason(precision)
+
+
 def _runnable_here() -> list[str]:
-    from l2b_mask.kernels import variant_unavailable
-    return [v for v in VARIANTS if ":" not in v or variant_unavailable(v.split(":", 1)[1]) is None]
+    return [v for v in VARIANTS if why_not_here(v) is None]
 
 
 def _sub(args: list[str], timeout: float = 3600) -> None:
@@ -260,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-pixels", type=int, default=4096, help="pixels timed for the slow paths")
     ap.add_argument("--e2e-lines", type=int, default=256, help="lines of the end-to-end scene (0: skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--variants", default=",".join(_runnable_here()),
-                    help="paths to time (default: all, kernel variants this CPU can run)")
+    ap.add_argument("--variants", default=None,
+                    help="paths to time (default: all this CPU can run; the others are named, skipped)")
     ap.add_argument("--quick", action="store_true", help="8 x 1242 scene, 1024 baseline pixels, 16-line e2e")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -278,12 +313,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.quick:
         a.lines, a.baseline_pixels, a.e2e_lines = 8, 1024, 16
+    a.variants_given = a.variants is not None
+    if a.variants is None:
+        a.variants = ",".join(_runnable_here())
 
     import torch
-    variants = [v for v in a.variants.split(",") if v]
-    print(f"# host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+
+    from l2b_mask.kernels.variants import cpu_model
+    asked = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in asked if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown paths {unknown}; known: {', '.join(VARIANTS)}")
+    print(f"# host: {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, threads {a.threads}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    variants = []
+    for v in asked:
+        why = why_not_here(v)
+        if why is None:
+            variants.append(v)
+        else:
+            print(f"# skipped {v}: not on this CPU ({why})")
+    skipped = [v for v in VARIANTS if v not in asked and why_not_here(v) is not None]
+    if skipped and not a.variants_given:
+        print(f"# not run on this CPU: {', '.join(skipped)}")
     print(f"# load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="l2b_bench_") as tmp:
         folder = Path(tmp)
@@ -304,12 +357,23 @@ def main(argv: list[str] | None = None) -> int:
             ran = f" ran: {r['implementation']}" if "implementation" in r else ""
             print(f"#   {v}: {r['px_s']:.0f} px/s ({r['pixels']} px, {r['wall_s']:.1f} s, load "
                   f"{os.getloadavg()[0]:.1f}){ran}", flush=True)
-        ref = results.get("kernel-float32") or results.get("torch-sdpa-fp32-b256")
+        ref = (results.get("kernel-float32") or results.get("torch-sdpa-fp32-b256")
+               or results.get("torch-sdpa-fp32-b4096") or next(iter(results.values()), None))
+        if ref is None:
+            print("# nothing ran")
+            return 0
+        sys.path.insert(0, str(HERE.parent))
+        from cpu_peak import peaks as cpu_peaks
+        peaks = cpu_peaks()
+        tokens = int(np.load(folder / "band.npy").shape[0])
+        print(f"# one core's limits (cpu_peak.py): {peaks} GMAC/s; {macs_per_pixel(tokens) / 1e6:.1f} M "
+              f"multiply-adds per pixel at {tokens} tokens; dP against: {ref.get('implementation', '')}")
         base = {k: results[k]["px_s"] for k in ("published-bf16", "published-fp32") if k in results}
         rows = []
         head = (f"| path | what | pixels | px/s | px/CPU-s | x published bf16 | x published fp32 "
-                f"| peak RSS MB (before run) | max abs dP vs float32 | mask flips @{THRESHOLD} |")
-        print("\n" + head + "\n|" + "---|" * 10)
+                f"| peak RSS MB (before run) | max abs dP vs float32 | mask flips @{THRESHOLD} "
+                f"| GMAC/s per core (of the limit) |")
+        print("\n" + head + "\n|" + "---|" * 11)
         for v in variants:
             r = results[v]
             k = min(len(r["p"]), len(ref["p"]))
@@ -319,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             xf = f"{r['px_s'] / base['published-fp32']:.1f}" if "published-fp32" in base else "-"
             row = (f"| {v} | {VARIANTS[v][0]} | {r['pixels']} | {r['px_s']:.0f} | {r['px_cpu_s']:.0f} "
                    f"| {xb} | {xf} | {r['peak_rss_mb']:.0f} ({r['rss_before_mb']:.0f}) | {dp.max():.2e} "
-                   f"| {flips:.3f}% |")
+                   f"| {flips:.3f}% | {peak_fraction(r, tokens, peaks)} |")
             print(row)
             rows.append({k2: v2 for k2, v2 in r.items() if k2 != "p"}
                         | {"variant": v, "max_dp": float(dp.max()), "flips_pct": float(flips)})

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pixels", type=int, default=800)
     ap.add_argument("--repeats", type=int, default=6)
     a = ap.parse_args(argv)
-    names = a.variants.split(",") if a.variants else [
-        n for n in kernels.VARIANTS if kernels.variant_unavailable(n) is None]
+    names = a.variants.split(",") if a.variants else list(kernels.VARIANTS)
+    for name in [n for n in names if kernels.variant_reason(n) is not None]:
+        print(f"# skipped {name}: not on this CPU ({kernels.variant_reason(name)})")
+        names.remove(name)
     model = load_model(ModelSpec.load())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -1,6 +1,7 @@
 """The whole PGE on full-width synthetic acquisitions: wall time, throughput, peak RSS, steps.
 
     .venv/bin/python benchmarks/bench_pge.py                     # 320 and 1280 lines x 1242
+    .venv/bin/python benchmarks/bench_pge.py --lines 64,320 --precisions float32,bfloat16
     .venv/bin/python benchmarks/bench_pge.py --lines 64,256      # quicker
     .venv/bin/python benchmarks/bench_pge.py --lines 320 --formats envi,daac --repeat 2
     .venv/bin/python benchmarks/bench_pge.py --lines 256 --against REV --repeat 3
@@ -14,7 +15,9 @@ both see the same machine load, and the last lines give the DAAC / ENVI ratios.
 The peak resident memory is each child's own (`os.wait4`), so it covers everything the PGE
 holds: reading, inference, the full-scene result arrays and the writers.
 The size comparison gives ratios: time should grow with the lines, memory only by the
-(lines x samples) result arrays the products are written from.
+(lines x samples) result arrays the products are written from. With two sizes, each precision's
+marginal rate (the added lines over the added time: start-up cancels) is set against the kernel
+alone on the same generator's pixels, and the precisions' marginal rates against the first one's.
 
 `--against REV` measures what the cloud buffer distance and cloud shadow cost (issue 13): the
 same acquisition (rendered shadows, location, GLT, every product) goes through this tree's PGE
@@ -86,21 +89,87 @@ def run_once(folder: Path, lines: int, samples: int, precision: str, fmt: str,
             sys.exit(f"PGE failed (exit {proc.returncode}): {err.read().strip()}")
     provenance = next(out.glob("*_provenance.json"))
     timings = json.loads(provenance.read_text())["timings_s"]
-    return {"lines": lines, "format": fmt, "wall_s": wall, "px_per_s": lines * samples / wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+    return {"lines": lines, "format": fmt, "precision": precision, "wall_s": wall,
+            "px_per_s": lines * samples / wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024.0,
             **{f"step_{k}": v for k, v in timings.items()}}
 
 
 def _table(rows: list[dict], samples: int) -> None:
-    print("\n| lines x samples | format | wall s | px/s | CPU s | peak RSS MB | run (inference) s | "
-          "write_products s | other steps s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| lines x samples | format | precision | wall s | px/s | CPU s | peak RSS MB "
+          "| run (inference) s | write_products s | other steps s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         steps = {k[5:]: v for k, v in r.items() if k.startswith("step_")}
         other = sum(steps.values()) - steps.get("run", 0) - steps.get("write_products", 0)
-        print(f"| {r['lines']} x {samples} | {r['format']} | {r['wall_s']:.1f} | "
+        print(f"| {r['lines']} x {samples} | {r['format']} | {r['precision']} | {r['wall_s']:.1f} | "
               f"{r['px_per_s']:.0f} | {r['cpu_s']:.0f} | {r['peak_rss_mb']:.0f} | "
               f"{steps.get('run', 0):.1f} | {steps.get('write_products', 0):.1f} | {other:.1f} |")
+
+
+def kernel_rate(folder: Path, precision: str, lines: int = 8, rounds: int = 2) -> dict[str, float]:
+    """The kernel alone, as the PGE calls it (all cores, batches of 4096), on the pixels with a
+    value of a small acquisition of the same generator: pixels with a value per wall second (best
+    of `rounds`), and the fraction of pixels with a value."""
+    import numpy as np
+    import torch
+
+    from l2b_mask.algorithm.model import load_model
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_inference import prepare
+
+    data = folder / f"kernel_{precision}"
+    data.mkdir(exist_ok=True)
+    _, valid = prepare(data, lines, SAMPLES)
+    rho = torch.from_numpy(np.load(data / "rho.npy"))
+    band = torch.from_numpy(np.load(data / "band.npy"))
+    model = load_model(ModelSpec.load()).set_precision(precision)
+    best, best_cpu = 0.0, 0.0
+    with torch.inference_mode():
+        for _ in range(rounds):
+            t0, c0 = time.perf_counter(), _process_cpu_s()
+            for s in range(0, rho.shape[0], 4096):
+                model(rho[s:s + 4096], band)
+            best = max(best, rho.shape[0] / (time.perf_counter() - t0))
+            best_cpu = max(best_cpu, rho.shape[0] / (_process_cpu_s() - c0))
+    return {"valid_px_s": best, "valid_px_cpu_s": best_cpu, "valid_fraction": valid / (lines * SAMPLES),
+            "implementation": model.implementation()}
+
+
+def _process_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _marginal(rows: list[dict], sizes: list[int], fmt: str, precisions: list[str],
+              kernel: dict[str, dict]) -> None:
+    """Per precision, the rate of the lines added between the smallest and the largest size (the
+    fixed start-up cost cancels), against the kernel alone; and the precisions' ratios."""
+    rates, cpu_rates = {}, {}
+    print(f"\n| precision ({fmt}) | marginal px/s ({sizes[0]} -> {sizes[-1]} lines) | kernel alone px/s "
+          "(scene pixels) | PGE / kernel | marginal px/CPU-s | kernel alone px/CPU-s | PGE / kernel (CPU) "
+          "| peak RSS MB (largest) | kernel |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p in precisions:
+        mine = [r for r in rows if r["format"] == fmt and r["precision"] == p]
+        a = min((r for r in mine if r["lines"] == sizes[0]), key=lambda r: r["wall_s"])
+        b = min((r for r in mine if r["lines"] == sizes[-1]), key=lambda r: r["wall_s"])
+        added = (b["lines"] - a["lines"]) * SAMPLES
+        rates[p] = added / (b["wall_s"] - a["wall_s"])
+        cpu_rates[p] = added / (b["cpu_s"] - a["cpu_s"])
+        k = kernel[p]
+        scene_rate = k["valid_px_s"] / k["valid_fraction"]
+        scene_cpu = k["valid_px_cpu_s"] / k["valid_fraction"]
+        rss = max(r["peak_rss_mb"] for r in mine if r["lines"] == sizes[-1])
+        print(f"| {p} | {rates[p]:.0f} | {scene_rate:.0f} ({k['valid_px_s']:.0f} with a value) | "
+              f"{rates[p] / scene_rate:.2f} | {cpu_rates[p]:.0f} | {scene_cpu:.0f} | "
+              f"{cpu_rates[p] / scene_cpu:.2f} | {rss:.0f} | {k['implementation']} |")
+    for p in precisions[1:]:
+        print(f"marginal rate {p} / {precisions[0]}: x{rates[p] / rates[precisions[0]]:.2f} (wall), "
+              f"x{cpu_rates[p] / cpu_rates[precisions[0]]:.2f} (CPU time)")
 
 
 def _format_ratios(rows: list[dict]) -> None:
@@ -108,7 +177,8 @@ def _format_ratios(rows: list[dict]) -> None:
     for lines in sorted({r["lines"] for r in rows}):
         best = {}
         for fmt in FORMATS:
-            mine = [r for r in rows if r["lines"] == lines and r["format"] == fmt]
+            mine = [r for r in rows if r["lines"] == lines and r["format"] == fmt
+                    and r["precision"] == rows[0]["precision"]]
             if mine:
                 best[fmt] = (min(r["wall_s"] for r in mine), max(r["peak_rss_mb"] for r in mine),
                              min(r.get("step_run", 0.0) for r in mine))
@@ -195,7 +265,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", default="320,1280", help="comma-separated scene lengths, ascending")
     ap.add_argument("--samples", type=int, default=SAMPLES)
-    ap.add_argument("--precision", default="float32")
+    ap.add_argument("--precisions", "--precision", default="float32,bfloat16",
+                    help="comma-separated precisions, alternating on each input (ratios in one run)")
     ap.add_argument("--formats", default="envi",
                     help="comma-separated input formats to run: envi, daac (LP DAAC granules)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per format, alternating")
@@ -204,6 +275,7 @@ def main() -> int:
                     help="compare this tree's PGE with git revision REV's on the first size")
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.lines.split(","))
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     formats = [f.strip() for f in args.formats.split(",")]
     if not formats or any(f not in FORMATS for f in formats) or args.repeat < 1:
         ap.error(f"--formats takes {', '.join(FORMATS)}; --repeat at least 1")
@@ -220,11 +292,15 @@ def main() -> int:
             inputs = make_inputs(folder, n, args.samples, formats)
             for _ in range(args.repeat):
                 for fmt in formats:
-                    rows.append(run_once(folder, n, args.samples, args.precision, fmt, inputs[fmt]))
-                    print(f"# {n} lines {fmt}: {rows[-1]['wall_s']:.1f} s, "
-                          f"{rows[-1]['peak_rss_mb']:.0f} MB, load {os.getloadavg()}", flush=True)
+                    for precision in precisions:
+                        rows.append(run_once(folder, n, args.samples, precision, fmt, inputs[fmt]))
+                        print(f"# {n} lines {fmt} {precision}: {rows[-1]['wall_s']:.1f} s, "
+                              f"{rows[-1]['peak_rss_mb']:.0f} MB, load {os.getloadavg()}", flush=True)
+        kernel = {p: kernel_rate(folder, p) for p in precisions} if len(sizes) > 1 else {}
     _table(rows, args.samples)
-    envi = [r for r in rows if r["format"] == formats[0]]
+    if len(sizes) > 1:
+        _marginal(rows, sizes, formats[0], precisions, kernel)
+    envi = [r for r in rows if r["format"] == formats[0] and r["precision"] == precisions[0]]
     if len(sizes) > 1:
         a, b = envi[0], envi[-1]
         print(f"\n{b['lines']} / {a['lines']} lines ({formats[0]}): x{b['lines'] / a['lines']:.1f} "

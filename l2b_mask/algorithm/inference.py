@@ -215,6 +215,19 @@ class ProbabilityBlock:
 
 
 @dataclass(frozen=True)
+class PreparedBlock:
+    """Lines [start, stop) made ready for the model: which pixels have a value and their TOA
+    reflectance (the only per-pixel work before the model), built off the model's thread."""
+
+    start: int
+    stop: int
+    valid: np.ndarray  # (lines, samples) bool
+    reflectance: np.ndarray  # (valid pixels, model bands) float32
+    radiance_not_finite: int
+    kept: np.ndarray | None  # (lines, samples, k) float32 kept bands, NaN without value; or None
+
+
+@dataclass(frozen=True)
 class KeptReflectance:
     """TOA reflectance of a few bands over the whole scene, collected while streaming (so that
     science after the model, such as the cloud shadow's darkness test, needs no second pass
@@ -269,7 +282,7 @@ class SceneInference:
     def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """(start, stop, radiance of the kept bands, solar zenith) for each block of lines.
 
-        Both files are opened, read and closed by whichever thread iterates this (the prefetch
+        Both files are opened, read and closed by whichever thread iterates this (the read-ahead
         thread in `blocks`): netCDF-C is not thread-safe, and nothing else reads a granule
         while the scene streams (`run`'s writer thread only sees probability blocks).
         """
@@ -280,33 +293,48 @@ class SceneInference:
                        obs.read_band(start, stop, scene.solar_zenith_band))
 
     def blocks(self, lines_per_block: int, read_ahead: int = 2) -> Iterator[ProbabilityBlock]:
-        """Probability blocks in order; the next blocks are read on a background thread."""
-        reads = self.read_blocks(lines_per_block)
+        """Probability blocks in order. The next blocks are read and prepared (which pixels have a
+        value, their reflectance) on a background thread, so that the model's threads only wait
+        for the first: the preparation overlaps the previous block's inference."""
+        prepared: Iterator[PreparedBlock] = (self.prepare(*read)
+                                             for read in self.read_blocks(lines_per_block))
         if read_ahead > 0:
-            reads = prefetch(reads, read_ahead)
+            prepared = prefetch(prepared, read_ahead)
         batch_size = self.cloud_model.batch_size
-        for start, stop, radiance, solar_zenith in reads:
-            block = self.block(radiance, solar_zenith, start, stop, batch_size)
+        for prepared_block in prepared:
+            block = self.infer(prepared_block, batch_size)
             batch_size = block.batch_size  # a size halved for want of memory stays halved
             yield block
 
-    def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
-              stop: int, batch_size: int | None = None) -> ProbabilityBlock:
-        """One block from its (lines, samples, kept bands) radiance and solar zenith, the model
-        run in batches of `batch_size` (default: the model's)."""
+    def prepare(self, start: int, stop: int, radiance: np.ndarray,
+                solar_zenith: np.ndarray) -> PreparedBlock:
+        """What the model needs of one block, from its (lines, samples, kept bands) radiance and
+        solar zenith (the radiance is not kept)."""
         valid = pixels_with_value(radiance, solar_zenith, self.scene.radiance_nodata,
                                   self.scene.observation_nodata)
         rho = toa_reflectance(radiance[valid], solar_zenith[valid], self.earth_sun_au,
                               self.band_irradiance)
-        probability = np.full(valid.shape, np.nan, np.float32)
-        prediction = self.cloud_model.predict(rho, self.band_term, batch_size)
-        probability[valid] = prediction.probability
         not_finite = int(np.count_nonzero(~np.isfinite(radiance).all(axis=-1)))
         kept = None
         if self.keep_reflectance.size:
             kept = np.full((*valid.shape, self.keep_reflectance.size), np.nan, np.float32)
             kept[valid] = rho[:, self.keep_reflectance]
-        return ProbabilityBlock(start, stop, probability, prediction.batch_size, not_finite, kept)
+        return PreparedBlock(start, stop, valid, rho, not_finite, kept)
+
+    def infer(self, block: PreparedBlock, batch_size: int | None = None) -> ProbabilityBlock:
+        """The model over a prepared block's pixels with a value, in batches of `batch_size`
+        (default: the model's); NaN elsewhere."""
+        probability = np.full(block.valid.shape, np.nan, np.float32)
+        prediction = self.cloud_model.predict(block.reflectance, self.band_term, batch_size)
+        probability[block.valid] = prediction.probability
+        return ProbabilityBlock(block.start, block.stop, probability, prediction.batch_size,
+                                block.radiance_not_finite, block.kept)
+
+    def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
+              stop: int, batch_size: int | None = None) -> ProbabilityBlock:
+        """One block from its (lines, samples, kept bands) radiance and solar zenith, the model
+        run in batches of `batch_size` (default: the model's)."""
+        return self.infer(self.prepare(start, stop, radiance, solar_zenith), batch_size)
 
     def run(self, lines_per_block: int,
             on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:

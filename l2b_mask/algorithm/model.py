@@ -15,11 +15,12 @@ attention). The model hands the kernels its weights as a `KernelWeights` (`kerne
 * ``float32-fastexp``: float32 with a degree-3 exp2 in the softmax (kernel only; max |dP| ~2.4e-4
   measured on realistic scenes, bound 2e-3 and 0.1% of flags); where the kernel is not used it
   runs the float32 torch path;
-* ``bfloat16``: 16-bit products. On CPUs with AVX-512 VNNI the kernel's mixed-precision builds:
-  int16 projections and Q.K^T, and bfloat16 (needs AVX512-BF16) or int16 P.V, ~1.4x the float32
-  kernel (max |dP| 0.022 and 1 flip of 1847 on the reference scene). Elsewhere, and on CUDA,
-  bfloat16 attention products in the torch path (0.034 and 1 flip; slow on CPUs without bfloat16
-  hardware).
+* ``bfloat16``: the fastest kernel inside its bound (max |dP| 0.05, 0.1% of flags), measured on
+  this CPU among the 16-bit builds (int16 projections and Q.K^T, bfloat16 or int16 P.V: AVX-512
+  VNNI/BF16, or AVX2 `vpmaddwd`; max |dP| 0.022 and 1 flip of 1847 on the reference scene) and the
+  float32 ones, so never slower than ``float32`` where a kernel runs. Where none runs (not x86-64,
+  no compiler), and on CUDA, bfloat16 attention products in the torch path (0.034 and 1 flip;
+  slow on CPUs without bfloat16 hardware).
 """
 
 from __future__ import annotations

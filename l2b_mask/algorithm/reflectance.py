@@ -67,11 +67,26 @@ def band_irradiance(
 
 def toa_reflectance(
     radiance: np.ndarray, solar_zenith_deg: np.ndarray, earth_sun_au: float, band_irr: np.ndarray,
+    chunk: int = 2048,
 ) -> np.ndarray:
-    """Float32 reflectance for pixels x bands radiance and per-pixel solar zenith (degrees)."""
+    """Float32 reflectance for pixels x bands radiance and per-pixel solar zenith (degrees).
+
+    Computed in float64 (radiance x pi / cos(zenith), then x d^2 / irradiance, rounded once to
+    float32), `chunk` pixels at a time so that the float64 intermediate stays in the core's cache
+    instead of making three passes over a block-sized array in memory; the same operations in the
+    same order per element, so the same values."""
     pixel_factor = np.pi / np.cos(np.deg2rad(np.asarray(solar_zenith_deg, np.float64)))
     band_factor = 1.0 / (np.asarray(band_irr, np.float64) / (earth_sun_au * earth_sun_au))
-    rho = radiance.astype(np.float64)
-    rho *= pixel_factor[..., None]
-    rho *= band_factor
-    return rho.astype(np.float32)
+    radiance = np.asarray(radiance)
+    rho = np.empty(radiance.shape, np.float32)
+    flat_rdn = radiance.reshape(-1, radiance.shape[-1]) if radiance.ndim > 1 else radiance[None]
+    flat_rho = rho.reshape(flat_rdn.shape)
+    flat_pf = np.broadcast_to(pixel_factor, radiance.shape[:-1]).reshape(-1)
+    work = np.empty((min(chunk, flat_rdn.shape[0]), flat_rdn.shape[1]), np.float64)
+    for s in range(0, flat_rdn.shape[0], chunk):
+        e = min(s + chunk, flat_rdn.shape[0])
+        w = work[:e - s]
+        np.multiply(flat_rdn[s:e], flat_pf[s:e, None], out=w, dtype=np.float64)
+        w *= band_factor
+        flat_rho[s:e] = w
+    return rho

@@ -4,9 +4,9 @@ The kernel source (`spectf.cpp` and the headers it includes; plain C ABI, no tor
 computes the whole forward pass of one pixel in the core's cache: embedding, layer norms,
 projections, attention with a fused softmax and value product, feed-forward, max over tokens and
 head. It is built once per variant (`variants.VARIANTS`: float32 with 256- or 512-bit registers,
-mixed precision with bfloat16 or int16 P.V) with the system C++ compiler into a cache folder keyed
-by the sources and the flags, and loaded with ctypes; the call releases the GIL and is reentrant
-(no global state), so several threads may run it at once.
+mixed precision with bfloat16 or int16 P.V on AVX-512, int16 on AVX2 or AVX-VNNI) with the system
+C++ compiler into a cache folder keyed by the sources and the flags, and loaded with ctypes; the
+call releases the GIL and is reentrant (no global state), so several threads may run it at once.
 
 `selection.for_precision(p)` is the kernel for precision `p`: the variant `calibrate.choose` picked
 for this CPU (timed once, cached), or None when no variant can run here (no compiler, not x86-64, a CPU

@@ -122,19 +122,22 @@ def measure(flags: frozenset[str]) -> Calibration:
     rho = torch.from_numpy(np.random.default_rng(1).uniform(0, 0.8, (PIXELS, TOKENS)).astype(np.float32))
     choice: dict[str, str | None] = {}
     rates: dict[str, dict[str, float]] = {}
+    timed: dict[tuple[str, int], float] = {}      # a variant at an exp degree is timed once
     for precision, degree in EXP_DEGREE.items():
         loaded = {n: k for n in runnable(precision, flags) if (k := kernels.load_variant(n)) is not None}
         if len(loaded) <= 1:
             choice[precision] = next(iter(loaded), None)
             continue
-        best = dict.fromkeys(loaded, 0.0)
+        todo = {n: k for n, k in loaded.items() if (n, degree) not in timed}
+        best = dict.fromkeys(todo, 0.0)
         for _ in range(ROUNDS):
-            for name, kernel in loaded.items():
+            for name, kernel in todo.items():
                 t0 = time.thread_time()
                 kernel.forward(params, rho, 1, degree)
                 best[name] = max(best[name], PIXELS / max(time.thread_time() - t0, 1e-9))
-        rates[precision] = {n: round(r, 1) for n, r in best.items()}
-        choice[precision] = max(best, key=best.__getitem__)
+        timed.update({(n, degree): r for n, r in best.items()})
+        rates[precision] = {n: round(timed[n, degree], 1) for n in loaded}
+        choice[precision] = max(loaded, key=lambda n: timed[n, degree])
     return Calibration(choice, rates)
 
 

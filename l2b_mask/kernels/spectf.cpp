@@ -17,7 +17,10 @@
 //   f32-avx512    -DSPECTF_WIDE, AVX-512: the same float32 arithmetic bit for bit, projections and
 //                 attention with 512-bit registers (spectf_wide.h);
 //   mixed-bf16pv  -DSPECTF_MIXED, AVX-512 VNNI/BF16: int16 projections and Q.K^T, bfloat16 P.V;
-//   mixed-i16pv   -DSPECTF_MIXED -DSPECTF_PV_I16, AVX-512 VNNI: int16 P.V as well (spectf_mixed.h).
+//   mixed-i16pv   -DSPECTF_MIXED -DSPECTF_PV_I16, AVX-512 VNNI: int16 P.V as well (spectf_mixed.h);
+//   mixed-i16-avx2     -DSPECTF_MIXED -DSPECTF_YMM, AVX2: the arithmetic of mixed-i16pv with 256-bit
+//                      registers and vpmaddwd (spectf_mixed_avx2.h);
+//   mixed-i16-avxvnni  the same with -DSPECTF_AVX_VNNI: the VEX vpdpwssd of AVX-VNNI.
 //
 // Parameters arrive packed by l2b_mask/kernels/__init__.py (pack order below), with LayerNorm
 // affine terms folded into the following projection and the query rows pre-scaled.
@@ -371,7 +374,12 @@ static inline __mmask16 lanes_below(int n) {
 #if defined(SPECTF_WIDE)
 #include "spectf_wide.h"
 #elif defined(SPECTF_MIXED)
+#include "spectf_quant.h"
+#if defined(SPECTF_YMM)
+#include "spectf_mixed_avx2.h"
+#else
 #include "spectf_mixed.h"
+#endif
 #endif
 
 #ifdef SPECTF_MIXED
@@ -525,7 +533,11 @@ Params unpack(const float* p, int T) {
     return P;
 }
 
-#if defined(SPECTF_MIXED) && defined(SPECTF_PV_I16)
+#if defined(SPECTF_MIXED) && defined(SPECTF_YMM) && defined(SPECTF_AVX_VNNI)
+constexpr const char* BUILD = "mixed-i16-avxvnni";
+#elif defined(SPECTF_MIXED) && defined(SPECTF_YMM)
+constexpr const char* BUILD = "mixed-i16-avx2";
+#elif defined(SPECTF_MIXED) && defined(SPECTF_PV_I16)
 constexpr const char* BUILD = "mixed-i16pv";
 #elif defined(SPECTF_MIXED)
 constexpr const char* BUILD = "mixed-bf16pv";

@@ -15,8 +15,6 @@
 //     268 keys); the sum of the same integer probabilities normalises, so the scale of P cancels.
 // 16 tokens (two of the layout's 8-lane vectors, contiguous) per 512-bit register.
 
-constexpr float W12 = 4095.0f, X13 = 8191.0f, Q14 = 16383.0f;
-
 // Per lane, the factor that takes magnitudes up to a to `limit` (0 where a is 0).
 static inline __m512 scale_to(float limit, __m512 a) {
     return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(limit), a);
@@ -27,35 +25,6 @@ static inline __m512i pack_i16_pairs(__m512 lo, __m512 hi) {
     const __m512i a = _mm512_cvtps_epi32(lo), b = _mm512_cvtps_epi32(hi);
     return _mm512_or_si512(_mm512_and_si512(a, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(b, 16));
 }
-
-// A weight matrix [M][K] as int16 pairs [M][K/2] with one scale per row (12 bits).
-struct QuantWeights {
-    std::vector<int32_t> w;
-    std::vector<float> scale;
-    int K = 0;
-    QuantWeights(const float* W, int M, int K_) : w(static_cast<size_t>(M) * K_ / 2), scale(M), K(K_) {
-        for (int o = 0; o < M; ++o) {
-            const float* row = W + static_cast<size_t>(o) * K;
-            float a = 0.0f;
-            for (int c = 0; c < K; ++c) a = std::max(a, std::fabs(row[c]));
-            scale[o] = a / W12;
-            const float inv = a > 0.0f ? W12 / a : 0.0f;
-            for (int c = 0; c < K; c += 2) {
-                const auto lo = static_cast<int16_t>(std::lrint(row[c] * inv));
-                const auto hi = static_cast<int16_t>(std::lrint(row[c + 1] * inv));
-                w[static_cast<size_t>(o) * K / 2 + c / 2] =
-                    static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
-                                         (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
-            }
-        }
-    }
-};
-
-struct MixedWeights {
-    QuantWeights in, out, ff1, ff2;
-    explicit MixedWeights(const Params& P)
-        : in(P.win, 3 * D, D), out(P.wout, D, D), ff1(P.w1, F, D), ff2(P.w2, D, F) {}
-};
 
 // X[C][TP] as int16 pairs of channels Xq[C/2][TP], scaled per token to 13 bits; sx[t] the scales.
 STAGE static void quantise_tokens(const float* X, int C, int TP, int32_t* Xq, float* sx) {
@@ -158,10 +127,8 @@ STAGE static float pair_values(const float* Vh, int32_t* vb, float* vscale, int 
 // scaled to VMAX (vscale[d] its step); the key past T of an odd T is 0. Returns log2(PMAX), the
 // offset that makes the largest probability PMAX: VMAX * PMAX * (keys rounded up to even) < 2^31.
 STAGE static float pair_values(const float* Vh, int32_t* vb, float* vscale, int T, int TP) {
-    // 1% margin: exp2 of degree 2 overshoots by up to 0.17%
-    const double budget = 0.99 * 2147483647.0 / (2.0 * ((T + 1) / 2));
-    const float pmax = static_cast<float>(std::min(16383.0, std::floor(std::sqrt(16.0 * budget))));
-    const float vmax = static_cast<float>(std::min(32767.0, std::floor(budget / pmax)));
+    const PvScales pv(T);
+    const float pmax = pv.pmax, vmax = pv.vmax;
     const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
     for (int d = 0; d < HD; ++d) {
         const float* row = Vh + d * TP;
@@ -288,11 +255,6 @@ STAGE static void attention16(const float* Qv, const int32_t* kq, float kscale, 
                               _mm512_mul_ps(_mm512_cvtepi32_ps(o[d]), _mm512_mul_ps(r, _mm512_set1_ps(vscale[d]))));
 #endif
 }
-
-struct MixedScratch {
-    int32_t *kq, *vb, *s, *xq;
-    float* sx;
-};
 
 template <int DEG>
 static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, int T, int TP) {

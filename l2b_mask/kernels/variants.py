@@ -6,6 +6,10 @@ faithful kernel is a property of the machine (Zen 4 runs 512-bit FMAs at the 256
 `vdpbf16ps` as fast as `vpdpwssd`; Sapphire Rapids has twice the FMA width and a slow `vdpbf16ps`).
 A variant whose CPU flags are missing is never a candidate.
 
+On CPUs without AVX-512 the 16-bit build is `mixed-i16-avx2` (the arithmetic of `mixed-i16pv` with
+256-bit registers and AVX2's `vpmaddwd`), or `mixed-i16-avxvnni` where the CPU has AVX-VNNI (the
+same source, the fused `vpdpwssd`).
+
 Not written, for want of a machine to measure them on: AMX tiles (AMX-BF16 / AMX-INT8, Sapphire
 Rapids and later) for the projections and feed-forward, which also need Linux's
 `arch_prctl(ARCH_REQ_XCOMP_PERM)` permission for the tile state (docs/performance.md).
@@ -22,7 +26,10 @@ from pathlib import Path
 #: their documented roundings (degree 2 would gain 6% there for +4.6e-3 in P: docs/performance.md)
 EXP_DEGREE = {"float32": 5, "float32-fastexp": 3, "bfloat16": 5}
 
-_FLOAT32 = ("float32", "float32-fastexp")
+#: the float32 builds also serve `bfloat16`: they are inside its bound (more faithful than it needs),
+#: so that the calibration can pick them where no 16-bit build is faster, and `bfloat16` is never
+#: slower than `float32` nor left to the torch path on a CPU that runs a kernel
+_FLOAT32 = ("float32", "float32-fastexp", "bfloat16")
 _BASE = ("-O3", "-std=c++17", "-mavx2", "-mfma", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
 _AVX512 = ("-mavx512f", "-mavx512vl", "-mavx512bw")
 _CPU_AVX2 = ("avx2", "fma")
@@ -54,6 +61,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("mixed-i16pv", ("bfloat16",),
             (*_BASE, *_AVX512, "-mavx512vnni", "-DSPECTF_MIXED", "-DSPECTF_PV_I16"),
             (*_CPU_AVX512, "avx512_vnni"), "int16 projections, Q.K^T and P.V"),
+    Variant("mixed-i16-avx2", ("bfloat16",), (*_BASE, "-DSPECTF_MIXED", "-DSPECTF_YMM"), _CPU_AVX2,
+            "the arithmetic of mixed-i16pv, 256-bit registers, vpmaddwd"),
+    Variant("mixed-i16-avxvnni", ("bfloat16",), (*_BASE, "-mavxvnni", "-DSPECTF_MIXED", "-DSPECTF_YMM",
+                                                 "-DSPECTF_AVX_VNNI"), (*_CPU_AVX2, "avx_vnni"),
+            "the arithmetic of mixed-i16pv, 256-bit registers, AVX-VNNI vpdpwssd"),
 )}
 
 #: the kernel's source files (one translation unit and the headers it includes)

@@ -687,10 +687,11 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
 
 
 def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, reference_dir):
-    """`precision: bfloat16` runs the mixed-precision CPU kernel where the CPU has AVX-512
-    VNNI/BF16 (the torch path elsewhere), says which in the provenance record, and stays within
-    the bfloat16 bound of the published float32 result (ATBD section 9)."""
-    from l2b_mask.kernels import selection
+    """`precision: bfloat16` runs the kernel build the calibration chose for it (a 16-bit one, or
+    a float32 one where faster; the torch path only where no kernel runs), says which in the
+    provenance record, and stays within the bfloat16 bound of the published float32 result
+    (ATBD section 9)."""
+    from l2b_mask.kernels import calibrate, selection
 
     files = {"radiance": reference_dir / "public_s7_rdn.img",
              "observation": reference_dir / "public_s7_obs.img"}
@@ -701,7 +702,8 @@ def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, ref
     stem = tmp_path / "out" / "public_s7_rdn_l2b_mask"
     processing = json.loads(Path(f"{stem}_provenance.json").read_text())["processing"]
     assert processing["precision"] == "bfloat16"
-    expected = "cpu kernel, mixed-" if selection.available("bfloat16") else "torch (cpu)"
+    chosen = calibrate.choose("bfloat16") if selection.available("bfloat16") else None
+    expected = f"cpu kernel, {chosen} build" if chosen else "torch (cpu)"
     assert processing["implementation"].startswith(expected)
 
     from spectral.io import envi as spectral_envi
