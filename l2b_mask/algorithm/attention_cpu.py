@@ -17,17 +17,64 @@ scale) to float32 rounding, forward and gradients (tests/training/test_attention
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch.autograd.function import once_differentiable
 
 #: bytes of one group's token x token matrix: small enough to stay in a core's share of the cache
+#: (1 MB of L2 per Zen 3 core, and the L3 shared by the cores beside it)
 GROUP_BYTES = 2_500_000
+
+_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
 
 
 def group_size(heads: int, tokens: int, element_bytes: int = 4) -> int:
     """Spectra per group: as many as keep a (group x heads) x tokens x tokens matrix within
     GROUP_BYTES, at least one."""
     return max(1, GROUP_BYTES // (heads * tokens * tokens * element_bytes))
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _pool_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="attention")
+        return _pools[workers]
+
+
+def _single_threaded(work: Callable[[int, int], None], start: int, stop: int) -> None:
+    torch.set_num_threads(1)  # this worker's torch ops: no inner thread team to wait for
+    work(start, stop)
+
+
+def for_groups(n: int, group: int, work: Callable[[int, int], None]) -> None:
+    """work(s, e) for each group s:e of n spectra. With several torch threads the groups are
+    split between that many workers, each running its torch operations on one thread: one
+    synchronisation per pass instead of one per operation (thousands per step, each a stall
+    when another process holds a core)."""
+    starts = list(range(0, n, group))
+    threads = torch.get_num_threads()
+    workers = min(threads, len(starts))
+
+    def run(first: int, last: int) -> None:
+        for s in starts[first:last]:
+            work(s, min(s + group, n))
+
+    if workers <= 1:
+        run(0, len(starts))
+        return
+    bounds = [len(starts) * i // workers for i in range(workers + 1)]
+    torch.set_num_threads(1)
+    try:
+        jobs = [_pool(workers).submit(_single_threaded, run, a, b)
+                for a, b in zip(bounds, bounds[1:], strict=False)]
+        for job in jobs:
+            job.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _group(qkv: torch.Tensor, heads: int, s: int, e: int,
@@ -55,10 +102,12 @@ class HeadsLastAttention(torch.autograd.Function):
         n, _, d, t = qkv.shape
         scale = d ** -0.5
         out = qkv.new_empty(n, heads, d, t)
-        for s in range(0, n, group):
-            e = min(s + group, n)
+
+        def work(s: int, e: int) -> None:
             q, k, v = _group(qkv, heads, s, e, scale)
             out[s:e] = torch.bmm(v, _probabilities(q, k).transpose(1, 2)).view(e - s, heads, d, t)
+
+        for_groups(n, group, work)
         ctx.save_for_backward(qkv, out)
         ctx.heads, ctx.group, ctx.scale = heads, group, scale
         return out
@@ -73,8 +122,8 @@ class HeadsLastAttention(torch.autograd.Function):
         # rowsum(dP * P) of the softmax backward, = dO . O per token
         delta = (dout * out).sum(dim=2).unsqueeze(-1)
         dqkv = torch.empty_like(qkv)
-        for s in range(0, n, ctx.group):
-            e = min(s + ctx.group, n)
+
+        def work(s: int, e: int) -> None:
             q, k, v = _group(qkv, h, s, e, ctx.scale)
             do = dout[s:e].flatten(0, 1)
             p = _probabilities(q, k)
@@ -83,11 +132,14 @@ class HeadsLastAttention(torch.autograd.Function):
             dqkv[s:e, :h] = torch.bmm(k, ds.transpose(1, 2)).mul_(ctx.scale).view(shape)
             dqkv[s:e, h:2 * h] = torch.bmm(q, ds).view(shape)
             dqkv[s:e, 2 * h:] = torch.bmm(do, p).view(shape)
+
+        for_groups(n, ctx.group, work)
         return dqkv, None, None
 
 
+@torch.compiler.disable  # torch.compile would unroll the groups; it compiles around this call
 def heads_last_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     """Attention of the heads-last (n, 3 heads, d, t) rows of Q, K, V, grouped to fit the
     cache: (n, heads, d, t)."""
-    t = qkv.shape[3]
-    return HeadsLastAttention.apply(qkv.contiguous(), heads, group_size(heads, t, qkv.element_size()))
+    group = group_size(heads, qkv.shape[3], qkv.element_size())
+    return HeadsLastAttention.apply(qkv.contiguous(), heads, group)

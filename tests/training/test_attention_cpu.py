@@ -53,6 +53,24 @@ def test_heads_last_matches_sdpa_forward_and_gradients(group):
     assert grad_err <= 2 * sdpa_grad_err + 1e-6 and grad_err < 1e-4, results
 
 
+def test_groups_split_between_threads_give_the_same_bits():
+    torch.manual_seed(4)
+    qkv = torch.randn(5, 6, 8, 21, requires_grad=True)
+    grad = torch.randn(5, 2, 8, 21)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            out = HeadsLastAttention.apply(qkv, 2, 1)
+            results.append((out, *torch.autograd.grad(out, qkv, grad)))
+            assert torch.get_num_threads() == n  # restored after the workers
+    finally:
+        torch.set_num_threads(threads)
+    for one, several in zip(*results, strict=True):
+        assert torch.equal(one, several)
+
+
 def test_heads_last_gradients_are_exact_in_float64():
     torch.manual_seed(1)
     qkv = torch.randn(3, 6, 2, 5, dtype=torch.float64, requires_grad=True)
