@@ -16,8 +16,10 @@ default, batch sizes (the recipe's 256, and others for comparison: the recipe is
 and with --compile `torch.compile` of the model (its compile time printed). Each row gives
 spectra/s (wall clock), spectra per CPU-second of the process (less sensitive to other jobs,
 exact for 1 thread), the fraction of the FMA peak (`cpu_peak.py`'s float32 256-bit GMAC/s per
-core x threads; ~47 M multiply-adds per spectrum forward and backward, counted from the
-specification), hours per epoch of the published 7.1 million spectra at that rate, and the
+core; ~47 M multiply-adds per spectrum forward and backward, counted from the specification) of
+the wall-clock rate against the peak x threads and of the CPU-second rate against one core's
+peak (the load-independent figure for 1 thread; with 2 threads CPU time includes waiting),
+hours per epoch of the published 7.1 million spectra at that rate, and the
 1-minute load average when the row finished (compare rows of one run; figures taken under load
 say so). A row "data" times the shuffled HDF5 stream alone: the share of an epoch spent reading.
 Evaluation is `CloudModel.predict` (the compiled kernel on the CPU where it applies) and, for
@@ -172,7 +174,8 @@ def training_rows(spec: ModelSpec, x: np.ndarray, y: np.ndarray, bands: np.ndarr
         if v.compiled:
             print(f"compile + first step, {v.formulation}: {time.perf_counter() - t0:.1f} s")
     print("| attention | threads | batch | compile | spectra/s | spectra/CPU-s | of FMA peak "
-          "| h/epoch (7.1 M) | load |\n|---|---:|---:|---|---:|---:|---:|---:|---:|")
+          "(wall, x threads) | of FMA peak (CPU-s) | h/epoch (7.1 M) | load |\n"
+          "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for _ in range(args.rounds):
         for v in variants:
             SelfAttention.cpu_training_formulation = v.formulation
@@ -190,7 +193,8 @@ def training_rows(spec: ModelSpec, x: np.ndarray, y: np.ndarray, bands: np.ndarr
                 best[v] = rate
     for v in variants:
         r = best[v]
-        share = f"{r.wall * macs / (peak * 1e9 * v.threads):.1%}" if peak else "n/a"
+        share = (f"{r.wall * macs / (peak * 1e9 * v.threads):.1%} "
+                 f"| {r.cpu * macs / (peak * 1e9):.1%}") if peak else "n/a | n/a"
         print(f"| {v.formulation} | {v.threads} | {v.batch} | {'on' if v.compiled else 'off'} "
               f"| {r.wall:,.0f} | {r.cpu:,.0f} | {share} | {EPOCH_SPECTRA / r.wall / 3600:,.1f} "
               f"| {r.load:.2f} |", flush=True)
