@@ -1,17 +1,17 @@
-"""The Dask cluster a campaign runs on: an existing scheduler, or an embedded local cluster
-sized by the plan; addresses checked before anything starts, Dask's logs kept off stderr."""
+"""The Dask cluster a campaign runs on: an existing scheduler, batch jobs (`jobqueue`), or an
+embedded local cluster sized by the plan; addresses checked before anything starts, Dask's
+logs kept off stderr."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from campaign import jobqueue
 from campaign import plan as planning
 from campaign.errors import EngineError, UsageProblem
-
-if TYPE_CHECKING:
-    from campaign.engine import Settings
+from campaign.settings import Settings
 
 _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 
@@ -66,8 +66,14 @@ def _quiet_dask_logs() -> None:
         lg.setLevel(logging.WARNING)
 
 
-def connect(settings: Settings, plan: planning.Plan | None, log: Any) -> tuple[Any, Any]:
+def connect(settings: Settings, plan: planning.Plan | None, shape: jobqueue.JobShape | None,
+            log: Any) -> tuple[Any, Any]:
+    """A client and the cluster the campaign started (None for an existing scheduler)."""
     _quiet_dask_logs()
+    if shape is not None:
+        jobqueue.quiet()
+        return jobqueue.start(settings.cluster, settings.jobqueue, shape, settings.dashboard,
+                              settings.connect_timeout_s, log)
     if plan is None:
         return _connect_remote(settings, log), None
     return _start_local(settings, plan, log)

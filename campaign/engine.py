@@ -1,6 +1,6 @@
 """One campaign from settings to report: the output root locked, the template and inventory
 read, a job per acquisition, the cluster connected (`cluster`), the loop run (`loop`), signals
-turned into a clean stop, the report written.
+turned into a clean stop (`pge.signals`), the report written.
 
 Per acquisition: a `check` task (is the product there and valid? did this very run already
 fail for good?) and, unless it is, `run` tasks (one PGE attempt each). Both kinds go through
@@ -14,57 +14,39 @@ import contextlib
 import fcntl
 import os
 import shlex
-import signal
-import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from campaign import inventory as inv
+from campaign import jobqueue, products, recovery
 from campaign import plan as planning
-from campaign import products
 from campaign.cluster import check_dashboard_address, check_scheduler_address, connect
 from campaign.errors import CampaignExit, EngineError, UsageProblem
+from campaign.files import open_lock, real_folder, refuse_links
+from campaign.html_report import PAGE_HTML
+from campaign.journal import FOLDER as JOURNAL_FOLDER
+from campaign.journal import journal_path
 from campaign.loop import Loop, State
-from campaign.report import FAILED, PENDING, Entry, Progress, Report
+from campaign.report import FAILED, PENDING, REPORT_CSV, REPORT_JSON, Entry, Progress, Report
+from campaign.settings import JobQueue, Settings
+from campaign.stac import COLLECTION_JSON
 from campaign.template import Template, describe, load_template
-from campaign.worker import (
-    Job,
-    terminate_running,
-    write_runconfig,
-)
+from campaign.worker import RUNCONFIG_FIELD, Job, terminate_running, write_runconfig
 from l2b_mask.errors import ExitCode
 from pge import logging as pge_logging
 from pge.errors import InterruptedRun
 from pge.provenance import package_version
+from pge.signals import StopSignals
+
+__all__ = ["JobQueue", "Outcome", "Settings", "run_campaign"]
 
 LOCK_NAME = ".campaign.lock"
-
-
-@dataclass
-class Settings:
-    inventory: Path
-    template: Path
-    output_root: Path
-    scheduler: str | None = None  # None: an embedded LocalCluster
-    workers: int | None = None
-    threads_per_pge: int | None = None
-    gpus: list[str] | None = None  # None: detect; []: none (CPU only)
-    memory_per_pge: int | None = planning.DEFAULT_MEMORY_PER_PGE
-    retries: int = 2
-    retry_delay_s: float = 5.0
-    limit: int | None = None
-    force: bool = False  # remake valid products, rerun remembered failures
-    retry_failed: bool = False  # rerun remembered failures (exit 2-5 with unchanged inputs)
-    timeout_s: float | None = None
-    dashboard: str | None = None
-    local_processes: bool = False
-    connect_timeout_s: float = 60.0
-    log_level: str = "info"
-    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
-    command: list[str] = field(default_factory=list)
+FOLDERS = ("runconfigs", "products", "failed", "logs", JOURNAL_FOLDER)  # made by the campaign
+FILES = (LOCK_NAME, REPORT_JSON, REPORT_CSV, PAGE_HTML, COLLECTION_JSON)
 
 
 @dataclass
@@ -74,33 +56,46 @@ class Outcome:
     interrupted: bool = False
 
 
+@dataclass
+class Engine:
+    """How this campaign run gets its PGEs run: a local plan, batch jobs, or a scheduler."""
+
+    plan: planning.Plan | None = None  # the embedded local cluster
+    shape: jobqueue.JobShape | None = None  # batch jobs (dask-jobqueue)
+    threads: int | None = None  # processing.threads of each PGE (None: the worker decides)
+    capacity: int | None = None  # PGEs at once, when the campaign sizes the cluster
+    description: dict[str, Any] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------------------------
 # Set-up
 
 
 @contextlib.contextmanager
-def _lock(root: Path) -> Any:
-    """One campaign per output root: two would remake each other's products."""
+def _lock(root: Path) -> Iterator[None]:
+    """One campaign per output root: two would remake each other's products. The lock file
+    and the campaign's folders are never followed through links (`campaign.files`)."""
     root.mkdir(parents=True, exist_ok=True)
+    refuse_links(root, FILES + FOLDERS)
     path = root / LOCK_NAME
-    with open(path, "a+") as f:
+    fd = open_lock(path)
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise UsageProblem(f"{root}: another campaign is running on this output root "
                                f"({path} is locked)") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()} {datetime.now(UTC).isoformat()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {datetime.now(UTC).isoformat()}\n".encode(), 0)
+        for name in FOLDERS:
+            real_folder(root / name)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _jobs(settings: Settings, template: Template, acquisitions: list[inv.Acquisition],
-          threads: int | None, env_by_worker: dict[str, dict[str, str]], report: Report,
+          engine: Engine, env_by_worker: dict[str, dict[str, str]], report: Report,
           ) -> list[State]:
     root = settings.output_root
     version = template.product_version
@@ -128,10 +123,12 @@ def _jobs(settings: Settings, template: Template, acquisitions: list[inv.Acquisi
         inputs = {k: (Path(v).name if v else None) for k, v in acq.inputs().items()}
         job = Job(stem=stem, product_dir=str(product_dir),
                   runconfig_path=str(runconfig_path),
-                  runconfig=template.runconfig(acq, product_dir, threads=threads),
+                  runconfig=template.runconfig(acq, product_dir, threads=engine.threads),
                   product_keys=product_keys, fingerprint={**base_fingerprint, "inputs": inputs},
                   log_dir=str(root / "logs"), failure_record=str(root / "failed" / f"{stem}.json"),
-                  env_by_worker=env_by_worker, threads=threads, timeout_s=settings.timeout_s)
+                  journal=str(journal_path(root, stem)), env_by_worker=env_by_worker,
+                  threads=engine.threads, timeout_s=settings.timeout_s, retries=settings.retries,
+                  pge_command=settings.pge_command)
         states.append(State(job, entry))
     return states
 
@@ -165,6 +162,43 @@ def _local_plan(settings: Settings, template: Template) -> planning.Plan:
         memory_per_pge=settings.memory_per_pge, hide_gpus=settings.gpus == [])
 
 
+def _engine(settings: Settings, template: Template) -> Engine:
+    """Size the PGEs: a local plan, the batch jobs' shape, or the remote workers' say."""
+    if settings.on_jobqueue:
+        threads = settings.threads_per_pge or template.threads or planning.DEFAULT_CPU_THREADS
+        shape = jobqueue.job_shape(settings.cluster, settings.jobqueue, threads)
+        jq = settings.jobqueue
+        return Engine(shape=shape, threads=shape.threads_per_pge,
+                      capacity=shape.pges * jq.max_jobs, description={
+                          "scheduler": settings.cluster, "queue": jq.queue, "account": jq.account,
+                          "walltime": jq.walltime, "min_jobs": jq.min_jobs,
+                          "max_jobs": jq.max_jobs, "job_cores": shape.cores,
+                          "job_memory": shape.memory, "pges_per_job": shape.pges,
+                          "threads_per_pge": shape.threads_per_pge})
+    if settings.scheduler is not None:
+        return Engine(threads=settings.threads_per_pge or template.threads,
+                      description={"scheduler": settings.scheduler})
+    plan = _local_plan(settings, template)
+    return Engine(plan=plan, threads=plan.threads_per_pge, capacity=plan.workers, description={
+        "scheduler": "local", "workers": plan.workers, "threads_per_pge": plan.threads_per_pge,
+        "mode": plan.mode, "gpus": list(plan.gpus), "processes": settings.local_processes,
+        "notes": plan.notes})
+
+
+def check_settings(settings: Settings) -> None:
+    """What the command line also refuses (exit 2), for callers of `run_campaign`."""
+    if settings.scheduler is not None:
+        check_scheduler_address(settings.scheduler)
+        if settings.on_jobqueue or settings.cluster != "local":
+            raise UsageProblem(f"--cluster {settings.cluster} and --scheduler: choose one")
+    if settings.dashboard:
+        check_dashboard_address(settings.dashboard)
+    command = settings.pge_command
+    if command is not None and not any(RUNCONFIG_FIELD in part for part in command):
+        raise UsageProblem(f"--pge-command {shlex.join(command)!r}: no {RUNCONFIG_FIELD} in it "
+                           f"(where the run configuration's path goes)")
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -174,10 +208,7 @@ def run_campaign(settings: Settings) -> Outcome:
     before any acquisition is touched, and reports everything after that."""
     root = settings.output_root.absolute()
     settings.output_root = root
-    if settings.scheduler is not None:
-        check_scheduler_address(settings.scheduler)
-    if settings.dashboard:
-        check_dashboard_address(settings.dashboard)
+    check_settings(settings)
     template = load_template(settings.template)
     acquisitions = inv.load(settings.inventory)
     dupes = inv.duplicates(acquisitions, template.product_version)
@@ -196,30 +227,51 @@ def _configure_logging(settings: Settings, root: Path) -> bool:
     return tty
 
 
+def _new_report(settings: Settings, template: Template, engine: Engine, run_id: str,
+                previous: dict[str, Any] | None) -> Report:
+    root = settings.output_root
+    return Report(root, {
+        "run_id": run_id,
+        "command": shlex.join(settings.command) if settings.command else None,
+        "started_utc": datetime.now(UTC).isoformat(), "finished_utc": None,
+        "software_version": package_version(), "inventory": str(Path(settings.inventory).absolute()),
+        "template": describe(template), "output_root": str(root),
+        "engine": engine.description,
+        "pge_command": shlex.join(settings.pge_command) if settings.pge_command else None,
+        "retries": settings.retries, "retry_delay_s": settings.retry_delay_s,
+        "limit": settings.limit, "force": settings.force, "retry_failed": settings.retry_failed,
+        "pge_timeout_s": settings.timeout_s, "interrupted": False, "previous_run": previous})
+
+
 def _run_locked(settings: Settings, template: Template,
                 acquisitions: list[inv.Acquisition]) -> Outcome:
     root = settings.output_root
     tty = _configure_logging(settings, root)
     log = pge_logging.get_logger("l2b-mask-campaign")
-    plan = None if settings.scheduler else _local_plan(settings, template)
-    threads = plan.threads_per_pge if plan else (settings.threads_per_pge or template.threads)
-    engine: dict[str, Any] = (
-        {"scheduler": settings.scheduler} if plan is None else
-        {"scheduler": "local", "workers": plan.workers, "threads_per_pge": plan.threads_per_pge,
-         "mode": plan.mode, "gpus": list(plan.gpus), "processes": settings.local_processes,
-         "notes": plan.notes})
-    report = Report(root, {
-        "command": shlex.join(settings.command) if settings.command else None,
-        "started_utc": datetime.now(UTC).isoformat(), "finished_utc": None,
-        "software_version": package_version(), "inventory": str(Path(settings.inventory).absolute()),
-        "template": describe(template), "output_root": str(root), "engine": engine,
-        "retries": settings.retries, "retry_delay_s": settings.retry_delay_s,
-        "limit": settings.limit, "force": settings.force, "retry_failed": settings.retry_failed,
-        "pge_timeout_s": settings.timeout_s, "interrupted": False})
-    states = _jobs(settings, template, acquisitions, threads,
-                   plan.env_by_worker() if plan else {}, report)
+    try:
+        previous = recovery.reconcile_previous(root)
+        if previous is not None:
+            log.warning("previous_campaign_reconciled", **previous)
+        engine = _engine(settings, template)
+    except UsageProblem as exc:
+        log.error("usage_error", error=str(exc))
+        pge_logging.close_file()
+        raise
+    run_id = uuid.uuid4().hex[:12]
+    report = _new_report(settings, template, engine, run_id, previous)
+    states = _jobs(settings, template, acquisitions, engine,
+                   engine.plan.env_by_worker() if engine.plan else {}, report)
+    _log_start(settings, report, states, engine, log)
+    progress = Progress(settings.stdout, len(report.entries)) if tty else None
+    interrupted = _run(settings, engine, states, report, log, progress, run_id)
+    return _finish(report, log, interrupted)
+
+
+def _log_start(settings: Settings, report: Report, states: list[State], engine: Engine,
+               log: Any) -> None:
     log.info("campaign_started", acquisitions=len(report.entries), to_check=len(states),
-             unpaired=len(report.entries) - len(states), output_root=str(root), engine=engine)
+             unpaired=len(report.entries) - len(states), output_root=str(settings.output_root),
+             engine=engine.description, run_id=report.campaign["run_id"])
     ignored = _local_only_given(settings)
     if ignored:  # the command line refuses these (exit 2); a caller of this API is told here
         log.warning("local_options_ignored", options=ignored, scheduler=settings.scheduler)
@@ -227,13 +279,17 @@ def _run_locked(settings: Settings, template: Template,
         if entry.status == FAILED:
             log.error("acquisition_failed", acquisition=entry.product_stem,
                       exit_code=entry.exit_code, error=entry.error, attempts=0)
-    progress = Progress(settings.stdout, len(report.entries)) if tty else None
+
+
+def _run(settings: Settings, engine: Engine, states: list[State], report: Report, log: Any,
+         progress: Progress | None, run_id: str) -> bool:
+    """Connect, run the loop, close the cluster; whether the campaign was interrupted."""
     interrupted = False
-    signals = Signals()
+    signals = StopSignals().install()
     try:
         try:
             _write_runconfigs(states)
-            client, cluster = connect(settings, plan, log)
+            client, cluster = connect(settings, engine.plan, engine.shape, log)
         except (EngineError, UsageProblem) as exc:
             log.error("engine_failed" if isinstance(exc, EngineError) else "usage_error",
                       error=str(exc))
@@ -241,18 +297,15 @@ def _run_locked(settings: Settings, template: Template,
             raise
         report.write()
         try:
-            loop = Loop(settings, client, plan, states, report, log, progress, signals)
+            loop = Loop(settings, client, engine.capacity, states, report, log, progress,
+                        signals, run_id)
             try:
                 loop.run()
             except (InterruptedRun, KeyboardInterrupt):
                 interrupted = True
                 loop.stop()
         finally:
-            with contextlib.suppress(Exception):
-                client.close()
-            if cluster is not None:
-                with contextlib.suppress(Exception):
-                    cluster.close()
+            _close(client, cluster)
     except (InterruptedRun, KeyboardInterrupt):
         interrupted = True
         terminate_running()
@@ -260,6 +313,18 @@ def _run_locked(settings: Settings, template: Template,
         signals.restore()
         if progress is not None:
             progress.close()
+    return interrupted
+
+
+def _close(client: Any, cluster: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+def _finish(report: Report, log: Any, interrupted: bool) -> Outcome:
     for entry in report.entries.values():
         if entry.status == PENDING and not (entry.reason or "").startswith("not run"):
             entry.reason = "not run: campaign interrupted" if interrupted else "not run"
@@ -273,45 +338,3 @@ def _run_locked(settings: Settings, template: Template,
              report_csv=str(report.csv_path))
     pge_logging.close_file()
     return Outcome(code, report, interrupted)
-
-
-class Signals:
-    """SIGTERM (a batch scheduler's stop) and SIGINT raise `InterruptedRun` (the PGE's) in the main thread,
-    but not while the loop is recording a result (`guard`): there the stop waits until the
-    books are straight, so no finished attempt is lost. A second signal does not cut the
-    stop short."""
-
-    def __init__(self) -> None:
-        self.guarded = False
-        self.deferred: int | None = None
-        self.raised = False
-        self.previous: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.previous[signum] = signal.signal(signum, self.handler)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-
-    def handler(self, signum: int, frame: object) -> None:
-        if self.raised:
-            return
-        if self.guarded:
-            self.deferred = signum
-            return
-        self.raised = True
-        raise InterruptedRun(signum)
-
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        self.guarded = True
-        try:
-            yield
-        finally:
-            self.guarded = False
-        if self.deferred is not None and not self.raised:
-            self.raised = True
-            raise InterruptedRun(self.deferred)
-
-    def restore(self) -> None:
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)

@@ -23,14 +23,15 @@ class CampaignExit(DescribedCode):
                    "those that failed with 2-5 and whose inputs did not change.")
     USAGE = (2, "usage error",
              "Bad command line (a malformed --scheduler address, local-cluster options "
-             "with --scheduler ...), inventory unreadable or inconsistent, output root "
-             "unusable or locked by another campaign.")
+             "with --scheduler or --cluster slurm, a --pge-command without {runconfig} "
+             "...), inventory unreadable or inconsistent, output root unusable, locked by "
+             "another campaign, or with a symbolic link where the campaign writes.")
     TEMPLATE = (3, "template invalid",
                 "The run configuration template is invalid (every problem is listed) "
                 "or its ancillary files are missing or fail their checksums.")
     ENGINE = (6, "engine failed",
-              "No Dask cluster to run on: scheduler unreachable, no worker joined, or "
-              "the local cluster failed to start.")
+              "No Dask cluster to run on: scheduler unreachable, no worker joined (no "
+              "Slurm job started one), or the local cluster failed to start.")
     INTERRUPTED = (8, "interrupted",
                    "SIGTERM or SIGINT: running PGEs were stopped (they remove their partial "
                    "outputs), the report was written; rerun to finish.")

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from campaign import plan as planning
-from campaign import policy, products
+from campaign import journal, policy, products
 from campaign.report import DONE, FAILED, PENDING, SKIPPED, Entry, Progress, Report
+from campaign.settings import Settings
 from campaign.worker import (
     TERMINATE_GRACE_S,
     AttemptResult,
@@ -26,9 +26,7 @@ from campaign.worker import (
     terminate_running,
     write_runconfig,
 )
-
-if TYPE_CHECKING:
-    from campaign.engine import Settings, Signals
+from pge.signals import StopSignals
 
 
 @dataclass
@@ -37,16 +35,21 @@ class State:
 
     job: Job
     entry: Entry
-    retries_used: int = 0
+    submissions: int = 0  # run tasks submitted (Dask may run one several times: the journal)
 
 
 class Loop:
     """The bounded submission loop over `as_completed`."""
 
-    def __init__(self, settings: Settings, client: Any, plan: planning.Plan | None,
+    def __init__(self, settings: Settings, client: Any, capacity: int | None,
                  states: list[State], report: Report, log: Any, progress: Progress | None,
-                 signals: Signals) -> None:
-        self.settings, self.client, self.plan, self.signals = settings, client, plan, signals
+                 signals: StopSignals, run_id: str) -> None:
+        """`capacity`: PGEs at once on a cluster the campaign sized (None: ask the scheduler,
+        which may grow or shrink); `run_id`: this campaign run's, in task keys (a scheduler
+        shared with an earlier campaign whose client died may still know that one's keys)
+        and in the attempt journal."""
+        self.settings, self.client, self.capacity, self.signals = (settings, client, capacity,
+                                                                   signals)
         self.states = {s.job.stem: s for s in states}
         self.report, self.log, self.progress = report, log, progress
         self.to_check: deque[str] = deque(s.job.stem for s in states)
@@ -57,23 +60,23 @@ class Loop:
         self.t0 = time.monotonic()
         self.pge_runs = 0  # PGE attempts recorded, and their wall time: what the ETA is from
         self.pge_seconds = 0.0
-        self.slots = plan.workers if plan is not None else 1  # PGEs at once (window())
+        self.slots = capacity or 1  # PGEs at once (window())
         self.ac: Any = None
         self.host_threads: dict[str, int] = {}
-        # Task keys unique to this campaign run: a scheduler shared with an earlier campaign
-        # (whose client died) may still know that one's keys.
-        self.token = uuid.uuid4().hex[:8]
+        self.token = run_id
 
     # -- window ------------------------------------------------------------------------------
 
     def window(self) -> int:
-        """Tasks in flight: the cluster's worker threads (a remote cluster may grow or shrink).
+        """Tasks in flight: the cluster's worker threads (a remote cluster may grow or shrink),
+        or the capacity of a cluster the campaign sized (batch jobs: tasks beyond the workers
+        there now wait on the scheduler, where adaptive scaling sees them and starts jobs).
 
         For a remote cluster this also refreshes the worker threads per host, from which each
         PGE's CPU threads are derived (cores of its machine / worker threads on that machine).
         """
-        if self.plan is not None:
-            return self.plan.workers
+        if self.capacity is not None:
+            return self.capacity
         with contextlib.suppress(Exception):
             per_worker = self.client.nthreads()
             hosts: dict[str, int] = {}
@@ -93,10 +96,10 @@ class Loop:
             if self.to_run:
                 stem, delay = self.to_run.popleft()
                 state = self.states[stem]
-                attempt = state.entry.attempts + 1
-                future = self.client.submit(run_attempt, state.job, attempt, self.token, delay,
-                                            self.host_threads,
-                                            key=f"pge-{stem}-{attempt}-{self.token}",
+                state.submissions += 1
+                future = self.client.submit(run_attempt, state.job, state.submissions,
+                                            self.token, delay, self.host_threads,
+                                            key=f"pge-{stem}-{state.submissions}-{self.token}",
                                             pure=False, priority=1)
                 self.in_flight[future] = ("run", stem)
             else:
@@ -137,9 +140,8 @@ class Loop:
         runs = [f for f, (kind, _) in self.in_flight.items() if kind == "run"]
         with contextlib.suppress(Exception):
             self.client.cancel([f for f in self.in_flight if f not in runs])
-        if self.plan is None or self.settings.local_processes:  # workers in other processes
-            with contextlib.suppress(Exception):
-                self.client.run(terminate_running, self.token)
+        with contextlib.suppress(Exception):  # workers in other processes (remote, jobs)
+            self.client.run(terminate_running, self.token)
         terminate_running(self.token)  # worker threads of this process (the default)
         with contextlib.suppress(Exception):
             from distributed import wait
@@ -148,21 +150,18 @@ class Loop:
         for future in runs:
             _, stem = self.in_flight.pop(future)
             state = self.states[stem]
-            if future.status != "finished":
+            result = future.result() if future.status == "finished" else None
+            last = self.record_attempts(state, result, None,
+                                        "the campaign was interrupted while it ran")
+            if last is None:
                 continue
-            result = future.result()
-            if not result.ran:
-                continue
-            self.record(state, result)
-            if (result.exit_code == 0 and not result.timed_out) or self.valid_now(state):
+            if (last["exit_code"] == 0 and not last["timed_out"]) or self.valid_now(state):
                 self.done(state, result)
             else:
-                state.entry.reason = (f"not run: campaign interrupted (attempt {result.attempt} "
-                                      f"stopped, exit {result.exit_code})")
+                state.entry.reason = (f"not run: campaign interrupted (attempt {last['attempt']} "
+                                      f"stopped, exit {last['exit_code']})")
         with contextlib.suppress(Exception):
             self.client.cancel(list(self.in_flight) + runs)
-
-    # -- outcomes ----------------------------------------------------------------------------
 
     def on_check(self, state: State, result: CheckResult | BaseException) -> None:
         entry = state.entry
@@ -196,21 +195,51 @@ class Loop:
         self.runs_started += 1
         self.to_run.append((entry.product_stem, 0.0))
 
-    def record(self, state: State, result: AttemptResult) -> None:
+    def record_attempts(self, state: State, result: AttemptResult | None,
+                        failure: str | None, lost_why: str | None = None
+                        ) -> dict[str, Any] | None:
+        """Record every attempt of `state` that the journal holds and the report does not yet:
+        the one `result` reports, those Dask ran again after their worker died (no end in the
+        journal: lost, `lost_why` or `failure` their cause), and those whose result was lost
+        with their worker. `failure`: why the task failed, if it did (recorded as an attempt
+        of its own when no PGE was started). Returns the last new record, if any."""
         entry = state.entry
-        entry.attempts += 1
-        entry.duration_s = round(entry.duration_s + result.duration_s, 3)
-        if result.ran and result.exit_code is not None:  # a PGE ran (not a lost task)
+        before = len(entry.history)
+        known = {h.get("attempt_id") for h in entry.history}
+        for attempt in journal.read(Path(state.job.journal), self.token):
+            if attempt.id in known:
+                continue
+            if result is not None and attempt.id == result.attempt_id:
+                self._append(entry, _from_result(result))
+            else:
+                self._append(entry, _from_journal(attempt, lost_why or failure))
+        if result is not None and result.ran and result.attempt_id not in {
+                h.get("attempt_id") for h in entry.history}:
+            self._append(entry, _from_result(result))  # its journal could not be read
+        if failure is not None and len(entry.history) == before:  # no PGE was started
+            self._append(entry, {"attempt_id": None, "exit_code": None, "error": failure,
+                                 "cause": failure, "lost": True, "duration_s": 0.0,
+                                 "timed_out": False, "log": None,
+                                 "started_utc": datetime.now(UTC).isoformat()})
+        return entry.history[-1] if len(entry.history) > before else None
+
+    def _append(self, entry: Entry, record: dict[str, Any]) -> None:
+        record["attempt"] = len(entry.history) + 1
+        job = record.get("slurm_job_id")
+        if record.get("lost") and job and f"Slurm job {job} " not in (record.get("cause") or ""):
+            state = journal.slurm_job_state(job)  # what became of the job, as Slurm says
+            if state:
+                record["cause"] = f"{record.get('cause')} [Slurm job {job} {state}]"
+        entry.history.append(record)
+        entry.attempts = len(entry.history)
+        entry.retries = max(0, entry.attempts - 1)
+        entry.duration_s = round(entry.duration_s + (record.get("duration_s") or 0.0), 3)
+        if record.get("exit_code") is not None:  # a PGE ran and ended: what the ETA is from
             self.pge_runs += 1
-            self.pge_seconds += result.duration_s
-        entry.history.append({
-            "attempt": result.attempt, "exit_code": result.exit_code, "error": result.error,
-            "duration_s": result.duration_s, "started_utc": result.started_utc,
-            "timed_out": result.timed_out, "worker": result.worker, "gpu": result.gpu,
-            "log": result.log})
-        entry.exit_code, entry.error = result.exit_code, result.error
-        if result.log:
-            entry.failure_log = result.log
+            self.pge_seconds += record.get("duration_s") or 0.0
+        entry.exit_code, entry.error = record.get("exit_code"), record.get("error")
+        if record.get("log"):
+            entry.failure_log = record["log"]
 
     def valid_now(self, state: State) -> bool:
         """Whether a PGE that ended without saying so (killed, timed out, stopped) completed its
@@ -225,37 +254,37 @@ class Loop:
         state.entry.reason = "the PGE was stopped after it had published a valid product"
         return True
 
-    def done(self, state: State, result: AttemptResult) -> None:
+    def done(self, state: State, result: AttemptResult | None) -> None:
         entry = state.entry
-        if result.summary is not None:
+        if result is not None and result.summary is not None:
             entry.cloud_fraction_percent = result.summary.get("cloud_fraction_percent")
             entry.products = dict(result.summary.get("products") or {})
         entry.error = None
-        self.finish(state, DONE, exit_code=result.exit_code)  # 0, or how a stopped PGE ended
+        self.finish(state, DONE, exit_code=entry.exit_code)  # 0, or how a stopped PGE ended
 
     def on_run(self, state: State, result: AttemptResult | BaseException) -> None:
         entry = state.entry
-        if isinstance(result, BaseException):
-            result = AttemptResult(
-                stem=entry.product_stem, attempt=entry.attempts + 1, exit_code=None,
-                error=f"task failed: {type(result).__name__}: {result}", summary=None,
-                duration_s=0.0, started_utc=datetime.now(UTC).isoformat())
-        self.record(state, result)
-        action = policy.decide(result.exit_code, result.timed_out, state.retries_used,
-                               self.settings.retries)
-        silent = result.timed_out or result.exit_code is None or result.exit_code < 0
+        failure = None
+        if isinstance(result, BaseException):  # the task failed: its worker(s) died, mostly
+            failure = f"task failed: {type(result).__name__}: {' '.join(str(result).split())}"
+            result = None
+        last = self.record_attempts(state, result, failure) or entry.history[-1]
+        code, stopped = last["exit_code"], bool(last["timed_out"] or last.get("lost"))
+        action = policy.decide(code, stopped, entry.attempts - 1, self.settings.retries)
+        if result is not None and result.refused:
+            action = policy.Action.GIVE_UP
+        silent = stopped or code is None or code < 0
         if action == policy.Action.DONE or (silent and self.valid_now(state)):
             self.done(state, result)
             return
-        self.log.warning("attempt_failed", acquisition=entry.product_stem, attempt=result.attempt,
-                         exit_code=result.exit_code, error=result.error, action=str(action),
-                         worker=result.worker, log=result.log)
+        self.log.warning("attempt_failed", acquisition=entry.product_stem,
+                         attempt=last["attempt"], exit_code=code, error=last["error"],
+                         cause=last.get("cause"), action=str(action), worker=last.get("worker"),
+                         log=last.get("log"))
         if action == policy.Action.RETRY:
-            state.retries_used += 1
-            entry.retries = state.retries_used
             self.to_run.append((entry.product_stem, self.settings.retry_delay_s))
         else:
-            self.finish(state, FAILED, exit_code=result.exit_code)
+            self.finish(state, FAILED, exit_code=code)
 
     def finish(self, state: State, status: str, *, exit_code: int | None,
                error: str | None = None) -> None:
@@ -326,3 +355,29 @@ def eta_seconds(remaining_runs: int, pge_seconds: float, pge_runs: int,
     if pge_runs <= 0:
         return None
     return remaining_runs * (pge_seconds / pge_runs) / max(1, slots)
+
+
+def _from_result(result: AttemptResult) -> dict[str, Any]:
+    return {"attempt_id": result.attempt_id, "exit_code": result.exit_code,
+            "error": result.error, "cause": result.cause, "lost": result.lost,
+            "duration_s": result.duration_s, "started_utc": result.started_utc,
+            "timed_out": result.timed_out, "worker": result.worker, "gpu": result.gpu,
+            "log": result.log, "slurm_job_id": result.slurm_job_id}
+
+
+def _from_journal(attempt: journal.Attempt, failure: str | None) -> dict[str, Any]:
+    """An attempt known only from the journal: ended, but its result lost with its worker;
+    or never ended (its worker died with it)."""
+    start, end = attempt.start, attempt.end
+    record = {"attempt_id": attempt.id, "started_utc": start.get("started_utc"),
+              "worker": start.get("worker"), "host": start.get("host"),
+              "slurm_job_id": start.get("slurm_job_id"), "gpu": None, "lost": True}
+    if end is not None:
+        return {**record, "exit_code": end.get("exit_code"), "error": end.get("error"),
+                "cause": end.get("cause") or "its result was lost with its worker",
+                "duration_s": end.get("duration_s") or 0.0,
+                "timed_out": bool(end.get("timed_out")), "log": end.get("log")}
+    cause = journal.lost_cause(attempt, failure or "its worker ended while the PGE ran and "
+                                                   "Dask ran the task again")
+    return {**record, "exit_code": None, "error": cause, "cause": cause, "duration_s": 0.0,
+            "timed_out": False, "log": None}

@@ -1,24 +1,21 @@
-"""What to do after a PGE attempt, from its exit code alone (the PGE's contract, `pge.errors`).
+"""What to do after a PGE attempt, from its exit code alone (the PGE's contract,
+`l2b_mask.errors.ExitCode`): one row per exit code in `RULES`, and a test fails when a code
+has none, so a new exit code cannot silently fall to some default.
 
-- 0, success: done.
-- 6, processing failed (device unavailable, out of memory): retried up to `retries` times.
-- 1, unexpected error: retried once (if `retries` >= 1): a transient fault gets a second
-  chance, a bug does not get N. A PGE killed by a signal (crash, OOM killer), stopped by
-  `--pge-timeout`, or whose Dask task was lost (worker died) counts as 1.
-- 2, 3, 4, 5 (usage, run configuration, input, ancillary): never retried, a rerun would fail
-  the same way; the failure is remembered (`REMEMBERED`) so that the next campaign run does not
-  start that PGE again unless its inputs or run configuration changed.
-- 7 (output failed: disk full, a product in the way, another PGE holds the acquisition lock)
-  and 8 (interrupted): not retried in this campaign run; the next one tries again.
+Retry kinds: `ALL` retried up to the campaign's `--retries`; `ONCE` one retry (if `--retries`
+>= 1): a transient fault gets a second chance, a bug does not get N; `NEVER`. Remembered
+failures (exit 2-5: bad command, run configuration, input, ancillary) would fail the same way
+again: the next campaign run does not start that PGE unless its inputs or run configuration
+changed. An attempt without an exit code of the PGE's table (killed by a signal: crash, OOM
+killer; stopped by `--pge-timeout`; lost with its worker or its Slurm job) retries `ONCE`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
-from pge.errors import ExitCode
-
-REMEMBERED = frozenset({ExitCode.USAGE, ExitCode.RUNCONFIG, ExitCode.INPUT, ExitCode.ANCILLARY})
+from l2b_mask.errors import ExitCode
 
 
 class Action(StrEnum):
@@ -27,17 +24,47 @@ class Action(StrEnum):
     GIVE_UP = "give_up"
 
 
-def retries_allowed(exit_code: int | None, timed_out: bool, retries: int) -> int:
-    """How many retries in all an acquisition failing this way may have.
+ALL, ONCE, NEVER = "all", "once", "never"
 
-    `exit_code`: the PGE's; negative when killed by that signal; None when there is no exit
-    status (the Dask task itself failed).
-    """
-    if timed_out or exit_code is None or exit_code < 0 or exit_code == ExitCode.UNEXPECTED:
-        return min(1, retries)
-    if exit_code == ExitCode.PROCESSING:
-        return retries
-    return 0
+
+@dataclass(frozen=True)
+class Rule:
+    retry: str  # ALL, ONCE or NEVER
+    remembered: bool  # a failure that would repeat: not rerun by the next campaign run
+    why: str
+
+
+RULES: dict[ExitCode, Rule] = {
+    ExitCode.SUCCESS: Rule(NEVER, False, "done"),
+    ExitCode.UNEXPECTED: Rule(ONCE, False, "a transient fault gets a second chance, a bug not N"),
+    ExitCode.USAGE: Rule(NEVER, True, "the same command fails the same way"),
+    ExitCode.RUNCONFIG: Rule(NEVER, True, "the same run configuration fails the same way"),
+    ExitCode.INPUT: Rule(NEVER, True, "the same inputs fail the same way"),
+    ExitCode.ANCILLARY: Rule(NEVER, True, "the same ancillary files fail the same way"),
+    ExitCode.PROCESSING: Rule(ALL, False, "device unavailable or out of memory may pass"),
+    ExitCode.OUTPUT: Rule(NEVER, False, "disk full or a lock held: the next campaign run tries"),
+    ExitCode.INTERRUPTED: Rule(NEVER, False, "stopped on purpose: the next campaign run tries"),
+}
+LOST = Rule(ONCE, False, "killed, timed out or lost with its worker: retried once")
+
+REMEMBERED = frozenset(code for code, rule in RULES.items() if rule.remembered)
+
+
+def rule_for(exit_code: int | None, timed_out: bool = False) -> Rule:
+    """The row of `exit_code` (None: no exit status, the attempt was lost; negative: killed by
+    that signal; a code outside the table counts as unexpected)."""
+    if timed_out or exit_code is None or exit_code < 0:
+        return LOST
+    try:
+        return RULES[ExitCode(exit_code)]
+    except ValueError:
+        return RULES[ExitCode.UNEXPECTED]
+
+
+def retries_allowed(exit_code: int | None, timed_out: bool, retries: int) -> int:
+    """How many retries in all an acquisition failing this way may have."""
+    kind = rule_for(exit_code, timed_out).retry
+    return retries if kind == ALL else min(1, retries) if kind == ONCE else 0
 
 
 def decide(exit_code: int | None, timed_out: bool, retries_used: int, retries: int) -> Action:

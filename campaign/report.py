@@ -16,15 +16,19 @@ earlier campaign run, or the inventory could not pair the radiance), `pending` (
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from campaign.files import write_atomically
+from campaign.html_report import write_views
+from campaign.stac import FootprintReader
 from pge.sds.files import FILE_KEYS
 
 DONE, SKIPPED, FAILED, PENDING = "done", "skipped", "failed", "pending"
@@ -79,6 +83,8 @@ class Report:
         self.started = time.time()
         self._last_write = 0.0
         self._write_s = 0.0
+        self._footprints = FootprintReader()  # records read once per version
+        self.writers: list[Callable[[Report], None]] = []  # called by write(), after the files
 
     @property
     def json_path(self) -> Path:
@@ -124,29 +130,31 @@ class Report:
         return {"campaign": self.campaign, "totals": self.totals(),
                 "acquisitions": [asdict(e) for e in self.entries.values()]}
 
+    def csv_text(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for e in self.entries.values():
+            writer.writerow(e.csv_row())
+        return out.getvalue()
+
     def write(self, *, force: bool = True) -> None:
-        """Rewrite both files; unless `force`, only when `REWRITE_EVERY_S` have passed and at
-        most 5 % of the time (a report of a whole archive takes a while to write)."""
+        """Rewrite the report files; unless `force`, only when `REWRITE_EVERY_S` have passed
+        and at most 5 % of the time (a report of a whole archive takes a while to write).
+        Each file is replaced atomically, never written through a link (`campaign.files`);
+        `writers` (more views of the report: a page, a catalogue) run after the two files."""
         now = time.monotonic()
         if not force and now - self._last_write < max(REWRITE_EVERY_S, 20 * self._write_s):
             return
         self._last_write = now
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.json_path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for e in self.entries.values():
-                writer.writerow(e.csv_row())
-        tmp.replace(self.csv_path)
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        write_atomically(self.json_path, text)
+        write_atomically(self.csv_path, self.csv_text())
+        write_views(self.root, json.loads(text), self._footprints)  # HTML page, STAC collection
+        for writer in self.writers:
+            writer(self)
         self._write_s = time.monotonic() - now
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def format_seconds(seconds: float | None) -> str:

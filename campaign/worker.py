@@ -25,6 +25,7 @@ import ctypes.util
 import functools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,11 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from campaign import policy, products
+from campaign import journal, policy, products
+from campaign.files import real_folder, write_atomically
 from pge.errors import ExitCode, signal_name
 
 TERMINATE_GRACE_S = 30.0
 LINE_MAX = 500
+RUNCONFIG_FIELD = "{runconfig}"  # in a --pge-command template
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -80,9 +83,12 @@ class Job:
     fingerprint: dict[str, Any]  # what a valid product must have been made with
     log_dir: str
     failure_record: str  # where a failure that would repeat is remembered
+    journal: str  # its attempt journal (`campaign.journal`)
     env_by_worker: dict[str, dict[str, str]] = field(default_factory=dict)
     threads: int | None = None  # None: cores of the worker's machine / threads of the worker
     timeout_s: float | None = None
+    retries: int = 2  # the campaign's --retries: bounds Dask's own reruns of a lost attempt
+    pge_command: tuple[str, ...] | None = None  # a template with {runconfig}; None: this PGE
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class CheckResult:
 @dataclass(frozen=True)
 class AttemptResult:
     stem: str
-    attempt: int
+    attempt: int  # its number among the acquisition's attempts of this campaign run
     exit_code: int | None  # the PGE's; < 0 killed by that signal; None: the task failed
     error: str | None
     summary: dict[str, Any] | None
@@ -104,7 +110,12 @@ class AttemptResult:
     worker: str | None = None
     gpu: str | None = None
     log: str | None = None
-    ran: bool = True  # False: the campaign stopped before this attempt started its PGE
+    ran: bool = True  # False: no PGE was started (campaign stopped, or `refused`)
+    attempt_id: str | None = None  # its id in the attempt journal
+    cause: str | None = None  # why it ended other than by the PGE's own decision
+    lost: bool = False  # ended by its surroundings (job cancelled, worker gone): retried once
+    refused: bool = False  # a rerun by Dask after lost attempts beyond the retry policy
+    slurm_job_id: str | None = None  # the batch job its worker ran in
 
 
 def _worker() -> Any:
@@ -175,10 +186,8 @@ def _environment(job: Job, worker: Any, host_threads: dict[str, int] | None = No
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    real_folder(path.parent)
+    write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_runconfig(job: Job, *, only_if_absent: bool) -> bool:
@@ -217,17 +226,34 @@ def _summary(stdout: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "exit_code" in data else None
 
 
-def run_attempt(job: Job, attempt: int, token: str, delay_s: float = 0.0,
-                host_threads: dict[str, int] | None = None) -> AttemptResult:
-    """Write the run configuration and run the PGE once; never raises for a PGE failure.
+def pge_command(template: tuple[str, ...] | None, runconfig: Path) -> list[str]:
+    """The command of one attempt: the template with `{runconfig}` filled in (a container,
+    `podman run ... l2b-mask-pge {runconfig}`), or this environment's PGE."""
+    if template is None:
+        return [sys.executable, "-m", "pge.cli", str(runconfig)]
+    return [part.replace(RUNCONFIG_FIELD, str(runconfig)) for part in template]
 
-    `token`: the campaign run's (see `terminate_running`); `host_threads`: worker threads per
-    machine of a cluster the campaign did not size, so that a PGE gets its machine's cores
-    divided among the PGEs that run there.
-    """
-    if delay_s > 0:
-        time.sleep(delay_s)
-    worker = _worker()
+
+def _rerun_refused(job: Job, prior: list[journal.Attempt], submission: int) -> str | None:
+    """Dask reruns a task whose worker died, unasked and as often as its own limit allows:
+    the retry policy is applied here too, from the journal, so that a worker killed at every
+    PGE start does not start the PGE more often than the policy says. None: go ahead."""
+    if not any(a.start.get("submission") == submission for a in prior):
+        return None  # the driver submitted this attempt: it has decided already
+    last = prior[-1]
+    code = None if last.end is None else last.end.get("exit_code")
+    timed_out = bool(last.end and last.end.get("timed_out"))
+    lost = last.end is None or bool(last.end.get("cause"))
+    allowed = policy.retries_allowed(None if lost else code, timed_out, job.retries)
+    if len(prior) <= allowed:
+        return None
+    return (f"not started: {len(prior)} attempt(s) already lost or failed and the retry policy "
+            f"allows {allowed} retr{'y' if allowed == 1 else 'ies'}")
+
+
+def _prepare(job: Job, worker: Any, host_threads: dict[str, int] | None
+             ) -> tuple[dict[str, str], Path]:
+    """The PGE's environment, and its run configuration written with the threads it gets."""
     env, threads = _environment(job, worker, host_threads)
     config = json.loads(json.dumps(job.runconfig))
     if threads is not None and config["processing"].get("threads") is None:
@@ -235,59 +261,133 @@ def run_attempt(job: Job, attempt: int, token: str, delay_s: float = 0.0,
     runconfig = Path(job.runconfig_path)
     _write_json(runconfig, config)
     Path(job.failure_record).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pge.cli", str(runconfig)]
+    return env, runconfig
+
+
+@dataclass
+class _Started:
+    """One PGE subprocess under way."""
+
+    proc: subprocess.Popen[str]
+    command: list[str]
+    attempt: int
+    attempt_id: str
+    started_utc: str
+    t0: float
+
+
+def _start(job: Job, run_id: str, submission: int, attempt: int, command: list[str],
+           env: dict[str, str], worker: Any) -> _Started | None:
+    """Journal the start and start the PGE; None when the campaign is stopping."""
+    attempt_id = journal.new_attempt_id()
     started = datetime.now(UTC).isoformat()
-    t0 = time.perf_counter()
-    timed_out = False
     with _running_lock:
-        if token in _stopped:
-            return AttemptResult(stem=job.stem, attempt=attempt, exit_code=ExitCode.INTERRUPTED,
-                                 error="not started: campaign interrupted", summary=None,
-                                 duration_s=0.0, started_utc=started, ran=False)
+        if run_id in _stopped:
+            return None
+        journal.write_start(Path(job.journal), attempt_id, run_id, submission, started,
+                            str(worker.name) if worker is not None else None, command)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=runconfig.parent,
+                                text=True, env=env, cwd=Path(job.runconfig_path).parent,
                                 stdin=subprocess.DEVNULL, preexec_fn=_child_setup())
-        _running[proc] = token
+        _running[proc] = run_id
+    return _Started(proc, command, attempt, attempt_id, started, time.perf_counter())
+
+
+def _wait(started: _Started, timeout_s: float | None) -> tuple[str, str, bool]:
+    """stdout, stderr, and whether the PGE was stopped for running past `timeout_s`."""
+    proc, timed_out = started.proc, False
     try:
         try:
-            stdout, stderr = proc.communicate(timeout=job.timeout_s)
+            stdout, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             stdout, stderr = _stop(proc)
     finally:
         with _running_lock:
             _running.pop(proc, None)
-    duration = round(time.perf_counter() - t0, 3)
-    code: int | None = proc.returncode
+    return stdout, stderr, timed_out
+
+
+def _outcome(job: Job, run_id: str, code: int | None, stdout: str, stderr: str,
+             timed_out: bool) -> tuple[int | None, str | None, str | None]:
+    """Exit code, error and cause of an ended attempt. A PGE that exits 8 (SIGTERM) without
+    its campaign stopping it was stopped by its surroundings: its Slurm job cancelled or out
+    of walltime, its worker gone (the parent-death signal): a `cause`, and the policy treats
+    it as lost rather than as an operator's stop."""
     summary = _summary(stdout)
-    stderr_line = _last_line(stderr)
-    error = (summary or {}).get("error") or stderr_line
+    error = (summary or {}).get("error") or _last_line(stderr)
+    cause = None
+    job_id = os.environ.get("SLURM_JOB_ID")
     if timed_out:
         error = f"timed out after {job.timeout_s:g} s and stopped" + (f" ({error})" if error else "")
     elif code is not None and code < 0:
         error = error or f"killed by {signal_name(-code)}"
+        cause = f"PGE killed by {signal_name(-code)}" + (f" (in Slurm job {job_id})"
+                                                          if job_id else "")
+    elif code == ExitCode.INTERRUPTED and run_id not in _stopped:
+        cause = ("PGE stopped by SIGTERM from outside the campaign (" +
+                 (f"Slurm job {job_id} ending: scancel, walltime or node drain)" if job_id else
+                  "its worker ending, or an operator)"))
     if code == 0 and not timed_out:  # "done" must mean that the next campaign run skips it
         state = products.product_state(job.stem, job.product_dir, job.product_keys,
                                        job.fingerprint)
         if state.status != products.VALID:
             code, error = 7, f"product does not validate after a successful run: {state.reason}"
-    log = None
-    if code != 0 or timed_out:
-        log = str(Path(job.log_dir) / f"{job.stem}.attempt{attempt}.log")
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        Path(log).write_text(f"# command: {' '.join(command)}\n# exit: {proc.returncode}\n"
-                             f"# started: {started}\n# duration_s: {duration}\n"
-                             f"--- stdout\n{stdout}--- stderr\n{stderr}")
+    return code, error, cause
+
+
+def _keep_log(job: Job, started: _Started, stdout: str, stderr: str, duration: float) -> str:
+    """A failed attempt's whole output (the PGE removed its scratch, and its log with it)."""
+    log = Path(job.log_dir) / f"{job.stem}.attempt{started.attempt}.log"
+    real_folder(log.parent)
+    write_atomically(log, f"# command: {shlex.join(started.command)}\n"
+                          f"# exit: {started.proc.returncode}\n# started: {started.started_utc}\n"
+                          f"# duration_s: {duration}\n--- stdout\n{stdout}--- stderr\n{stderr}")
+    return str(log)
+
+
+def run_attempt(job: Job, submission: int, run_id: str, delay_s: float = 0.0,
+                host_threads: dict[str, int] | None = None) -> AttemptResult:
+    """Write the run configuration and run the PGE once, journaled; never raises for a PGE
+    failure. `submission`: the driver's count of attempts it submitted for this acquisition
+    (Dask may run one submission several times); `run_id`: the campaign run's (see
+    `terminate_running`); `host_threads`: worker threads per machine of a cluster the
+    campaign did not size, so that a PGE gets its machine's cores divided among its PGEs."""
+    if delay_s > 0:
+        time.sleep(delay_s)
+    worker = _worker()
+    prior = journal.read(Path(job.journal), run_id)
+    refused = _rerun_refused(job, prior, submission)
+    if refused is not None:
+        return AttemptResult(stem=job.stem, attempt=len(prior), exit_code=None, error=refused,
+                             summary=None, duration_s=0.0, ran=False, refused=True,
+                             started_utc=datetime.now(UTC).isoformat())
+    env, runconfig = _prepare(job, worker, host_threads)
+    started = _start(job, run_id, submission, len(prior) + 1,
+                     pge_command(job.pge_command, runconfig), env, worker)
+    if started is None:
+        return AttemptResult(stem=job.stem, attempt=len(prior) + 1,
+                             exit_code=ExitCode.INTERRUPTED, summary=None, duration_s=0.0,
+                             error="not started: campaign interrupted", ran=False,
+                             started_utc=datetime.now(UTC).isoformat())
+    stdout, stderr, timed_out = _wait(started, job.timeout_s)
+    duration = round(time.perf_counter() - started.t0, 3)
+    code, error, cause = _outcome(job, run_id, started.proc.returncode, stdout, stderr,
+                                  timed_out)
+    log = _keep_log(job, started, stdout, stderr, duration) if code != 0 or timed_out else None
     if code in policy.REMEMBERED and not timed_out:
         _write_json(Path(job.failure_record), {
-            "exit_code": code, "error": error, "started_utc": started, "log": log,
+            "exit_code": code, "error": error, "started_utc": started.started_utc, "log": log,
             "signature": _signature(job)})
+    journal.write_end(Path(job.journal), started.attempt_id, code, error, duration, timed_out,
+                      cause, log)
     visible = env.get("CUDA_VISIBLE_DEVICES")
     return AttemptResult(
-        stem=job.stem, attempt=attempt, exit_code=code, error=error,
-        summary=summary, duration_s=duration, started_utc=started, timed_out=timed_out,
-        worker=str(worker.name) if worker is not None else None,
-        gpu=visible if visible else None, log=log)
+        stem=job.stem, attempt=started.attempt, exit_code=code, error=error,
+        summary=_summary(stdout), duration_s=duration, started_utc=started.started_utc,
+        timed_out=timed_out, worker=str(worker.name) if worker is not None else None,
+        gpu=visible if visible else None, log=log, attempt_id=started.attempt_id, cause=cause,
+        lost=cause is not None, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
 
 
 def _die_with_parent(parent: int) -> None:

@@ -21,12 +21,11 @@ from l2b_mask.algorithm.inference import (
     CloudModel,
     InferenceSettings,
     SceneInference,
-    cloud_flag,
 )
 from l2b_mask.errors import ExitCode, L2BMaskError, exit_code_for, text_table
 from l2b_mask.inputs.scene import EMIT_RADIANCE_BANDS, Scene
 from l2b_mask.products.geotiff import write_flag_and_probability
-from l2b_mask.spec import ModelSpec
+from l2b_mask.spec import COMPARISONS, ModelSpec
 
 # The exit codes this command can end with: the PGE's table (`l2b_mask.errors.ExitCode`), less
 # the run configuration's code (this command has none).
@@ -56,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="cloud-flag GeoTIFF to write")
     p.add_argument("--proba", action="store_true", help="also write <output stem>_prob.tif")
     p.add_argument("--threshold", type=float, help="cloud threshold (default: the model spec's)")
-    p.add_argument("--comparison", choices=(">", ">="), default=">",
-                   help="cloud where P > threshold (ATBD, default) or P >= threshold")
+    p.add_argument("--comparison", choices=COMPARISONS,
+                   help="cloud where P > threshold or P >= threshold (default: the model "
+                        "spec's)")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:N, or a number: -1 the CPU, N cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         inference = SceneInference(scene, model, args.irradiance, keep_all_bands=args.keep_bands,
                                    verify_checksum=not args.no_checksum)
         probability = inference.run(settings.lines_per_block)
-        threshold = spec.threshold if args.threshold is None else args.threshold
-        flag = cloud_flag(probability, threshold, args.comparison)
+        decision = spec.decision(args.threshold, args.comparison, "command line")
+        flag = decision.flag(probability)
         written = write_flag_and_probability(args.output, flag, probability if args.proba else None)
     except L2BMaskError as exc:
         return _fail(str(exc), exit_code(exc))

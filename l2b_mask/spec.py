@@ -1,8 +1,9 @@
 """The model specification: one small TOML file per model version, kept in `ancillary/`.
 
 It is the single place for the facts that vary with the weights (dimensions, dropped band
-ranges, default threshold, expected checksums), so neither code nor run configurations repeat
-them.
+ranges, decision rule, expected checksums), so neither code nor run configurations repeat
+them. `ModelSpec.decision` resolves the decision rule in force once, the model's unless a
+caller overrides it, into one `DecisionRule` that every step and record then uses.
 """
 
 from __future__ import annotations
@@ -13,10 +14,49 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from l2b_mask.errors import AncillaryError
+from l2b_mask.nodata import FLAG_NO_VALUE
 
 COMPARISONS = (">", ">=")
 DEFAULT_VERSION = "0.1.0"
+
+
+MODEL_SOURCE = "model specification"
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """The cloud decision in force: cloud where P(cloud) `comparison` `threshold`.
+
+    `source` says where the two came from (the model specification, or what overrode it), so
+    the records can say it too. Resolved once per run (`ModelSpec.decision`), never re-read.
+    """
+
+    threshold: float
+    comparison: str
+    source: str = MODEL_SOURCE
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold {self.threshold} outside (0, 1)")
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"comparison must be one of {COMPARISONS}, not {self.comparison!r}")
+
+    def flag(self, probability: np.ndarray) -> np.ndarray:
+        """uint8 flag: 1 cloud, 0 clear, 255 where the probability is NaN (no value)."""
+        probability = np.asarray(probability)
+        if self.comparison == ">":
+            cloudy = probability > self.threshold
+        else:
+            cloudy = probability >= self.threshold
+        flag = cloudy.astype(np.uint8)
+        flag[np.isnan(probability)] = FLAG_NO_VALUE
+        return flag
+
+    def __str__(self) -> str:
+        return f"P(cloud) {self.comparison} {self.threshold} ({self.source})"
 
 
 def ancillary_dir() -> Path:
@@ -107,6 +147,21 @@ class ModelSpec:
             problems.append("a drop range has its lower bound above its upper bound")
         if problems:
             raise AncillaryError(self.path, "; ".join(problems))
+
+    def decision(self, threshold: float | None = None, comparison: str | None = None,
+                 override: str = "run configuration") -> DecisionRule:
+        """The decision rule in force: the model's threshold and comparison, each unless the
+        caller gives its own (`override` names where an override came from)."""
+        mine = [name for name, value in (("threshold", threshold), ("comparison", comparison))
+                if value is not None]
+        if not mine:
+            source = f"{MODEL_SOURCE} v{self.version}"
+        elif len(mine) == 2:
+            source = override
+        else:
+            source = f"{mine[0]} from the {override}, the rest from the {MODEL_SOURCE} v{self.version}"
+        return DecisionRule(self.threshold if threshold is None else float(threshold),
+                            self.comparison if comparison is None else comparison, source)
 
 
 def file_digest(path: Path | str, algorithm: str = "sha256") -> str:

@@ -10,7 +10,7 @@ import torch
 
 from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference
 from l2b_mask.inputs.scene import Scene
-from l2b_mask.spec import ModelSpec, verify_sha256
+from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 from pge.runconfig import RunConfig
 
 
@@ -20,7 +20,7 @@ class Model:
 
     spec: ModelSpec
     inference: SceneInference
-    threshold: float
+    decision: DecisionRule  # resolved once: every step and record of the run uses this one
 
     @property
     def processing(self) -> dict[str, object]:
@@ -49,4 +49,4 @@ def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float
     cloud = CloudModel.load(spec, settings, anc.model_weights, verify_checksum=False)
     inference = SceneInference(scene, cloud, anc.irradiance, verify_checksum=False,
                                keep_reflectance_nm=keep_reflectance_nm)
-    return Model(spec, inference, cfg.algorithm.threshold_for(spec))
+    return Model(spec, inference, cfg.algorithm.decision(spec))

@@ -12,20 +12,19 @@ import json
 import shlex
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pge import logging as pge_logging
 from pge.errors import (
     ExitCode,
-    InterruptedRun,
     RunConfigError,
     UsageError,
     exit_code_for,
     one_line,
     text_table,
 )
+from pge.signals import StopSignals
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,74 +61,40 @@ def _summary(products: dict[str, str] | None, code: ExitCode, error: str | None,
 
 
 class _Stop:
-    """What the signal handler needs: the run in progress and whether it was already told."""
+    """What the signal handler needs: the run in progress (its `interruptible` says whether a
+    signal may still stop it) and the process's `StopSignals`."""
 
     run: Any = None
-    raised: bool = False
+    signals: StopSignals | None = None
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
-    """SIGTERM (the scheduler's stop) and SIGINT unwind the run: cleanup runs, exit code 8.
-
-    Raised once: a second signal while the run is already unwinding (rolling back, removing
-    scratch) is ignored, so clean-up is never cut short. After the publication has committed
-    (`run.interruptible` false) the product is complete and a signal no longer stops the run.
-    """
-    run = _Stop.run
-    if _Stop.raised or (run is not None and not run.interruptible):
-        try:
-            pge_logging.get_logger().warning("signal_ignored", signal=signal.Signals(signum).name,
-                                             reason="run already stopping or product committed")
-        except Exception:  # noqa: BLE001 - never fail inside a signal handler
-            pass
-        return
-    _Stop.raised = True
-    raise InterruptedRun(signum)
+def _may_stop() -> bool:
+    """After the publication has committed (`run.interruptible` false) the product is complete
+    and a signal no longer stops the run."""
+    return _Stop.run is None or _Stop.run.interruptible
 
 
-def _install_handlers() -> dict[int, Any]:
-    """Our handlers, returning the previous ones (in-process callers get them back).
-
-    SIGXFSZ is ignored so that exceeding a file-size limit makes the write fail with EFBIG (an
-    output failure, exit 7, scratch removed) instead of killing the process. An inherited
-    SIG_IGN for SIGINT (a background job) is respected.
-    """
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGXFSZ):
-        current = signal.getsignal(sig)
-        if sig == signal.SIGINT and current is signal.SIG_IGN:
-            continue
-        previous[sig] = current
-        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGXFSZ else _raise_interrupted)
-    return previous
-
-
-def _restore_handlers(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        try:
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        except (TypeError, ValueError):
-            pass
+def _signal_ignored(signum: int) -> None:
+    pge_logging.get_logger().warning("signal_ignored", signal=signal.Signals(signum).name,
+                                     reason="run already stopping or product committed")
 
 
 def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
-    """Run the PGE and return its exit code. `exiting`: the process ends right after (the
+    """Run the PGE and return its exit code. SIGTERM (the scheduler's stop) and SIGINT unwind
+    the run: clean-up runs, exit code 8 (`pge.signals`). SIGXFSZ is ignored so that exceeding a
+    file-size limit makes the write fail with EFBIG (an output failure, exit 7, scratch
+    removed) instead of killing the process. `exiting`: the process ends right after (the
     console script), so SIGTERM and SIGINT stay ignored instead of restored: a signal in the
     last moments must not turn a finished run into one killed by the signal."""
     args_list = sys.argv[1:] if argv is None else argv
-    _Stop.run, _Stop.raised = None, False
-    previous = _install_handlers()
+    _Stop.run = None
+    _Stop.signals = StopSignals(ignore=(signal.SIGXFSZ,), may_stop=_may_stop,
+                                on_ignored=_signal_ignored).install()
     try:
         return _main(args_list)
     finally:
         _Stop.run = None
-        if exiting:
-            for sig in previous:
-                signal.signal(sig, signal.SIG_IGN)
-        else:
-            _restore_handlers(previous)
+        _Stop.signals.restore(ignore_stops=exiting)
 
 
 def entry() -> None:
@@ -179,7 +144,8 @@ def _main(args_list: list[str]) -> int:
 
 
 def _fail(log: Any, exc: BaseException) -> int:
-    _Stop.raised = True  # the run is over: a signal now must not cut the report short
+    if _Stop.signals is not None:
+        _Stop.signals.finished()  # the run is over: a signal now must not cut the report short
     code = exit_code_for(exc)
     line = one_line(exc)  # stderr: one line, cut only when absurdly long
     whole = one_line(exc, cut=False)  # the summary and the log: never cut

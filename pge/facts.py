@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from l2b_mask.algorithm.beyond_cloud import BUFFERED_DEFINITION, BeyondCloud
-from l2b_mask.algorithm.inference import KeptReflectance, cloud_flag
+from l2b_mask.algorithm.inference import KeptReflectance
 from l2b_mask.inputs.scene import parse_emit_time
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
+from l2b_mask.spec import DecisionRule
 from pge.ancillary import Model
 from pge.inputs import EMIT_TIME, Inputs
 from pge.provenance import package_version
@@ -33,9 +34,9 @@ class Masks:
     reflectance: KeptReflectance | None = None  # bands kept while streaming, for the shadow
 
     @classmethod
-    def of(cls, probability: np.ndarray, threshold: float, comparison: str,
+    def of(cls, probability: np.ndarray, decision: DecisionRule,
            reflectance: KeptReflectance | None = None) -> Masks:
-        flag = cloud_flag(probability, threshold, comparison)
+        flag = decision.flag(probability)
         return cls(probability, flag, cloud_fraction(flag), reflectance)
 
 
@@ -84,8 +85,8 @@ def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, m
         "software_delivery_version": emit["emit pge version"],
         "history": f"PGE Run Command: {{{run_command}}}, "
                    f"PGE Input Files: {{{', '.join(emit['emit pge input files'])}}}",
-        "cloud_threshold": model.threshold,
-        "cloud_threshold_comparison": emit["cloud threshold comparison"],
+        "cloud_threshold": model.decision.threshold,
+        "cloud_threshold_comparison": model.decision.comparison,
         "cloud_model": emit["cloud model"],
         "cloud_model_version": emit["cloud model version"],
         "cloud_fraction_percent_of_valid": masks.fraction.percent_of_valid,
@@ -162,8 +163,8 @@ def _emit_header(cfg: RunConfig, run_command: str, inputs: Inputs, model: Model,
         "emit data product creation time": _stamp(created),
         "emit data product version": cfg.output.product_version,
         "emit acquisition cloud fraction": f"{masks.fraction.percent_of_valid:.4f}",
-        "cloud threshold": model.threshold,
-        "cloud threshold comparison": cfg.algorithm.comparison,
+        "cloud threshold": model.decision.threshold,
+        "cloud threshold comparison": model.decision.comparison,
         "cloud model": f"SpecTf cloud {model.spec.version}",
         "cloud model version": model.spec.version,
     }
@@ -181,13 +182,7 @@ def _metadata(cfg: RunConfig, stem: str, inputs: Inputs, model: Model, masks: Ma
         "lines": inputs.scene.lines,
         "samples": inputs.scene.samples,
         "model": {"name": model.spec.name, "version": model.spec.version},
-        "threshold": model.threshold,
-        "threshold_comparison": cfg.algorithm.comparison,
-        "cloud_fraction": {
-            "percent_of_valid_pixels": fraction.percent_of_valid,
-            "percent_of_all_pixels": fraction.percent_of_all,
-            "cloudy_pixels": fraction.cloudy_pixels,
-            "pixels_with_value": fraction.valid_pixels,
-            "pixels": fraction.total_pixels,
-        },
+        "threshold": model.decision.threshold,
+        "threshold_comparison": model.decision.comparison,
+        "cloud_fraction": fraction.metadata(),  # with the granule's CloudCover and why
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -90,7 +91,10 @@ def open_file(path: Path) -> None:
     assert _sinks is not None
     close_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sinks.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close_file
+    # never through a link, whatever folder it is asked to write in
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    _sinks.file = os.fdopen(fd, "a", encoding="utf-8")
     _sinks.file_path = path
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from l2b_mask.algorithm.beyond_cloud import BeyondCloud
 from l2b_mask.inputs.location import location_bounds
+from l2b_mask.products.layers import layer, prepare
 from l2b_mask.products.table import DATA_PRODUCTS, ProductContent
 from pge import provenance
 from pge.ancillary import Model
@@ -35,33 +36,39 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-SHADOW_LAYER = "cloud_shadow"  # the skipped-outputs key of the shadow layer itself
-
-
 def plan_outputs(cfg: RunConfig, facts: ProductFacts, beyond: BeyondCloud | None = None) -> Plan:
     """The configured product files, less a granule record without an acquisition time, and
-    less the files of the shadow when it was not made (the layer itself is then skipped too:
-    the data files hold it as no value throughout)."""
+    less the files that need a layer that was not made (the layer itself is then skipped too,
+    under its netCDF variable's name: the data files hold it as no value throughout)."""
     skipped: dict[str, str] = {}
     if cfg.output.write_ummg and facts.start_time is None:
         skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
                            "start time': a granule record needs the acquisition time")
-    if beyond is not None and beyond.shadow_missing is not None:
-        skipped[SHADOW_LAYER] = beyond.shadow_missing
+    for name, reason in layers_not_made(beyond).items():
+        skipped[layer(name).variable] = reason
         for row in DATA_PRODUCTS:
-            if row.needs_shadow and cfg.output.model_dump().get(row.switch):
-                skipped.update({key: beyond.shadow_missing for key, _ in row.files})
+            if row.needs_layer == name and cfg.output.switched_on(row.switch):
+                skipped.update({key: reason for key, _ in row.files})
     return Plan([k for k in cfg.output.product_keys() if k not in skipped], skipped)
+
+
+def layers_not_made(beyond: BeyondCloud | None) -> dict[str, str]:
+    """The layers the science did not make this run, with why."""
+    if beyond is not None and beyond.shadow_missing is not None:
+        return {"shadow": beyond.shadow_missing}
+    return {}
 
 
 def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks,
             beyond: BeyondCloud | None = None) -> ProductContent:
+    """What every data product is written from: the layers by their table names, checked once."""
+    arrays = {"flag": masks.flag, "probability": masks.probability,
+              "buffer_distance": beyond.buffer_distance if beyond else None,
+              "shadow": beyond.shadow if beyond else None}
     return ProductContent(
-        probability=masks.probability, flag=masks.flag, envi_header=facts.emit_header,
+        layers=prepare(arrays), envi_header=facts.emit_header,
         netcdf_base_attrs=facts.netcdf_base, netcdf_attrs=facts.netcdf_attrs,
-        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt,
-        buffer_distance=beyond.buffer_distance if beyond else None,
-        shadow=beyond.shadow if beyond else None)
+        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt)
 
 
 def _rows(plan: Plan) -> list:
@@ -130,7 +137,8 @@ def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Mod
     """Checksums are taken in scratch; the record names the files where they will live."""
     processing = {**model.processing, "batch_size": cfg.processing.batch_size,
                   "lines_per_block": cfg.processing.lines_per_block,
-                  "threshold": model.threshold, "threshold_comparison": cfg.algorithm.comparison}
+                  "threshold": model.decision.threshold,
+                  "threshold_comparison": model.decision.comparison}
     anc = cfg.ancillary_files
     record = provenance.build_record(
         runconfig_path=run.runconfig_path, runconfig_bytes=run.runconfig_bytes,
@@ -141,9 +149,10 @@ def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Mod
         timings_s=run.timings_s, started=run.started.isoformat(),
         finished=datetime.now(UTC).isoformat())
     record["product_generation"]["creation_time"] = facts.created.isoformat()
+    folder = final.folder.resolve()  # the folder, never a link where a product goes
     for key in plan.keys:
-        record["outputs"][key]["path"] = str(final[key].resolve())
-    record["outputs"]["log"] = {"path": str(final.log.resolve())}
+        record["outputs"][key]["path"] = str(folder / final[key].name)
+    record["outputs"]["log"] = {"path": str(folder / final.log.name)}
     if plan.skipped:
         record["skipped_outputs"] = dict(plan.skipped)
     staged.provenance.write_text(json.dumps(record, indent=2) + "\n")

@@ -4,27 +4,43 @@ validated product so a reader sees the old product or the new one, never a mix.
 
 `Workspace` holds what must be undone whatever happens (locks, scratch, an unfinished swap):
 `Workspace.close` undoes it.
+
+The output folder may be writable by others: the PGE creates there only its lock file (never
+through a link, `pge.locking`) and private folders (`tempfile.mkdtemp`: unpredictable names,
+mode 0700) in which everything else is made; it refuses a link or other non-file where a
+product file goes; and it deletes only what its own runs made (`pge.journal`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from l2b_mask.errors import OutputError
 from pge import logging as pge_logging
+from pge.journal import (
+    BACKUP,
+    JOURNAL,
+    Journal,
+    JournalRefused,
+    fsync_dir,
+    is_private_folder,
+    read_journal,
+    roll_back,
+    write_journal,
+)
 from pge.locking import OWNER_LOCK, FileLock, acquire_acquisition_lock, scratch_is_live
 from pge.manifest import product_problem
 from pge.sds.files import TRAILING, ProductFiles, product_files
 
-JOURNAL = "publish_journal.json"
-BACKUP = "backup"
+__all__ = ["BACKUP", "JOURNAL", "Workspace", "open_workspace", "publish", "recover_leftovers",
+           "verify_staged"]
 
 
 @dataclass
@@ -51,7 +67,7 @@ class Workspace:
         pub, keep = self.publish_dir, None
         try:
             if pub is not None and not self.committed:
-                journal = read_journal(pub)
+                journal = read_journal(pub, self.stem, self.final)
                 if journal is not None:
                     roll_back(pub, self.final, journal)
         except Exception as exc:  # noqa: BLE001 - keep the backup; the next run rolls back again
@@ -86,11 +102,13 @@ def open_workspace(stem: str, out: Path, scratch_parent: Path | None, *, overwri
     product in the way (unless `overwrite`), scratch ready."""
     check_output_folder(out)
     final = product_files(stem, out)
+    refuse_foreign_entries(final)
     resolved = {p.resolve() for p in inputs}
     clash = [p for p in final.all() if p.resolve() in resolved]
     if clash:
         raise OutputError(clash[0], "product name collides with an input file")
     lock = acquire_acquisition_lock(out, stem)
+    scratch: Path | None = None
     try:
         parent = scratch_parent or out
         for folder in dict.fromkeys((out, parent)):
@@ -104,13 +122,34 @@ def open_workspace(stem: str, out: Path, scratch_parent: Path | None, *, overwri
         except OSError as exc:
             raise OutputError(parent, f"cannot create scratch folder ({exc.strerror})") from None
     except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         lock.release()
         raise
     return Workspace(stem, final, scratch, product_files(stem, scratch), locks=[lock, owner])
 
 
+def refuse_foreign_entries(final: ProductFiles) -> None:
+    """Where a product file goes there is nothing, or a regular file: a link (to anywhere) or
+    a folder, FIFO or device is not something this PGE made; it is neither followed (for a
+    checksum, a provenance record) nor replaced, whatever `overwrite` says."""
+    for path in final.all():
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OutputError(path, f"cannot inspect ({exc.strerror})") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise OutputError(path, "is a symbolic link where a product file goes; the PGE "
+                                    "neither follows nor replaces a link (remove it)")
+        if not stat.S_ISREG(info.st_mode):
+            raise OutputError(path, "is not a regular file where a product file goes; the PGE "
+                                    "does not replace it (remove it)")
+
+
 def _nothing_in_the_way(final: ProductFiles, overwrite: bool) -> None:
-    existing = [p for p in final.all() if p.exists()]
+    existing = [p for p in final.all() if os.path.lexists(p)]
     if not existing or overwrite:
         return
     problem = product_problem(final)
@@ -124,20 +163,30 @@ def _nothing_in_the_way(final: ProductFiles, overwrite: bool) -> None:
 def recover_leftovers(stem: str, final: ProductFiles, folder: Path) -> None:
     """Finish what killed runs of this acquisition left in `folder`.
 
-    Called with the acquisition lock held. A scratch folder `.<stem>.*.scratch` whose owner
-    lock is free belongs to a dead run: if it holds a publish journal, the publication is
-    rolled back (old product restored) or, when it was committed, left as it is; then the
-    folder is removed. Live scratch folders (another output folder sharing the scratch
-    directory) are left alone.
+    Called with the acquisition lock held. A scratch folder `.<stem>.*.scratch` is considered
+    only when it is a private folder of the PGE's user (`pge.journal.is_private_folder`): any
+    other is not ours, and is left alone. One whose owner lock is free belongs to a dead run:
+    if it holds a publish journal, the publication is rolled back (old product restored) or,
+    when it was committed, left as it is; then the folder is removed. A journal that is not
+    this PGE's record of this product is refused (exit 7), and nothing is touched. Live scratch
+    folders (another output folder sharing the scratch directory) are left alone.
     """
     log = pge_logging.get_logger()
     for scratch in sorted(folder.glob(f".{glob_escape(stem)}.*.scratch")):
-        if not scratch.is_dir() or scratch_is_live(scratch):
+        if not is_private_folder(scratch):
+            log.warning("foreign_scratch_left_alone", folder=str(scratch),
+                        detail="not a private folder of the PGE's user: not made by this PGE")
             continue
-        journal = read_journal(scratch)
-        if journal is not None and Path(journal.get("output", "")) == final.folder:
-            committed = journal.get("state") == "committed"
-            if not committed:
+        if scratch_is_live(scratch):
+            continue
+        try:
+            journal = read_journal(scratch, stem, final)
+        except JournalRefused as exc:
+            raise OutputError(scratch / JOURNAL, f"journal of a killed run {exc}; not followed, "
+                                                 "nothing changed (inspect and remove "
+                                                 f"{scratch.name})") from None
+        if journal is not None:
+            if not journal.committed:
                 try:
                     roll_back(scratch, final, journal)
                 except OSError as exc:
@@ -145,7 +194,7 @@ def recover_leftovers(stem: str, final: ProductFiles, folder: Path) -> None:
                         scratch, f"cannot restore the product of a killed run ({exc.strerror}); "
                                  "its backup is kept there") from None
             log.warning("recovered_killed_run", scratch=str(scratch),
-                        action="kept the committed product" if committed else
+                        action="kept the committed product" if journal.committed else
                         "rolled back the interrupted publication")
         else:
             log.warning("removed_killed_run_scratch", scratch=str(scratch))
@@ -198,10 +247,11 @@ def publish(ws: Workspace, keys: list[str]) -> list[Path]:
         fsync(pub / name)
     # Files of an earlier product that this run does not write (an optional product switched
     # off) leave with the old product, or they would sit beside it unaccounted for.
-    stale = [p.name for p in final.all() if p.name not in names and p.exists()]
-    old = [name for name in names if (out / name).exists()] + stale
-    journal = {"output": str(out), "stem": ws.stem, "names": names + stale, "old": old}
-    write_journal(pub, {**journal, "state": "swapping"})
+    stale = [p.name for p in final.all() if p.name not in names and os.path.lexists(p)]
+    old = [name for name in names if os.path.lexists(out / name)] + stale
+    staged = {name: os.lstat(pub / name).st_ino for name in names}
+    journal = Journal(str(out), ws.stem, (*names, *stale), frozenset(old), staged)
+    write_journal(pub, journal)
     (pub / BACKUP).mkdir(exist_ok=True)
     for name in old:
         rename(out / name, pub / BACKUP / name)
@@ -212,7 +262,7 @@ def publish(ws: Workspace, keys: list[str]) -> list[Path]:
     if problem is not None:
         raise OutputError(out, f"published product fails its provenance check ({problem})")
     ws.interruptible = False
-    write_journal(pub, {**journal, "state": "committed"})
+    write_journal(pub, dataclasses.replace(journal, state="committed"))
     ws.committed = True
     return [final[k] for k in order]
 
@@ -241,52 +291,8 @@ def move(src: Path, dst: Path) -> None:
 
 
 def fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fsync(path)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the renames are still atomic
-
-
-def write_journal(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / (JOURNAL + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(folder / JOURNAL)
-    fsync_dir(folder)
-
-
-def read_journal(folder: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def roll_back(pub: Path, final: ProductFiles, journal: dict[str, Any]) -> None:
-    """Put the output folder back as the journal found it, from the filesystem's state alone
-    (so it works in-process after any interruption, and in a later run after a kill).
-
-    Every old file moved into backup/ before any new file moved in, so: a name in backup/ is
-    restored over whatever is in its place; a name that was not there before and is there now
-    is a new file and is removed; an old name not in backup/ never moved.
-    """
-    out = final.folder
-    old = set(journal.get("old", []))
-    for name in journal.get("names", []):
-        name = Path(str(name)).name
-        saved, target = pub / BACKUP / name, out / name
-        if saved.exists():
-            saved.replace(target)
-        elif name not in old:
-            target.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from l2b_mask.algorithm.beyond_cloud import (
     reflectance_bands_needed,
 )
 from l2b_mask.algorithm.inference import ProbabilityBlock, no_value_error
+from l2b_mask.products.summary import layer_summary
 from pge import logging as pge_logging
 from pge.ancillary import Model, load_model
 from pge.diagnosis import largest_file_bound, output_failure
@@ -108,15 +109,20 @@ def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
     stem = product_stem(files.radiance, cfg.output.product_version)
     ws = open_workspace(stem, out, cfg.output.scratch_directory,
                         overwrite=cfg.output.overwrite, inputs=inputs)
-    pge_logging.open_file(ws.staged.log)
-    pge_logging.get_logger().info(
-        "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
-        scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    try:  # the workspace is not the caller's yet: a failure here (a full disk) undoes it
+        pge_logging.open_file(ws.staged.log)
+        pge_logging.get_logger().info(
+            "run_configuration", path=str(runconfig_path), product=stem, output=str(out),
+            scratch=str(ws.scratch), overwrite=cfg.output.overwrite)
+    except BaseException:
+        pge_logging.close_file()
+        ws.close()
+        raise
     return ws
 
 
 def validate_inputs(cfg: RunConfig) -> Inputs:
-    inputs = open_inputs(cfg.input_files, need_glt=cfg.output.write_ortho)
+    inputs = open_inputs(cfg.input_files, need_glt=bool(cfg.output.glt_switches()))
     scene = inputs.scene
     pge_logging.get_logger().info(
         "inputs_valid", lines=scene.lines, samples=scene.samples,
@@ -131,7 +137,8 @@ def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
     pge_logging.get_logger().info(
         "ancillary_valid", model_version=p["model_version"], device=p["device"],
         precision=p["precision"], implementation=p["implementation"], threads=p["torch_threads"],
-        threshold=model.threshold, comparison=cfg.algorithm.comparison,
+        threshold=model.decision.threshold, comparison=model.decision.comparison,
+        decision_source=model.decision.source,
         model_bands=p["model_bands"], earth_sun_distance_au=p["earth_sun_distance_au"])
     return model
 
@@ -163,7 +170,7 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
                     detail="pixels with NaN or Inf radiance in a model band have no value")
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
-    return Masks.of(probability, model.threshold, cfg.algorithm.comparison, kept)
+    return Masks.of(probability, model.decision, kept)
 
 
 def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondCloud:
@@ -189,8 +196,9 @@ def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
                ) -> tuple[RunConfig, bytes, Workspace, Inputs, Model]:
     cfg, raw = steps.run("load_config", load_config, runconfig_path)
     steps.where = cfg.output.directory
-    ws = steps.run("prepare_output", prepare_output, cfg, runconfig_path)
-    guard.workspace = ws
+    with steps.step("prepare_output"):
+        # handed to the clean-up inside the step: its own last log line may fail (full disk)
+        ws = guard.workspace = prepare_output(cfg, runconfig_path)
     steps.where = ws.scratch
     inputs = steps.run("validate_inputs", validate_inputs, cfg)
     steps.pixels = inputs.scene.lines * inputs.scene.samples
@@ -210,7 +218,8 @@ def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts
     f = masks.fraction
     steps.run("write_products", write_products, plan, product, ws.staged, writes=True)
     log.info("products_written", cloud_fraction_percent=round(f.percent_of_valid, 4),
-             pixels_with_value=f.valid_pixels, pixels=f.total_pixels)
+             pixels_with_value=f.valid_pixels, pixels=f.total_pixels,
+             layers=layer_summary(product.layers))
     checked = steps.run("validate_products", validate_products, plan, product, ws.staged,
                         writes=True)
     log.info("products_valid", files=checked)

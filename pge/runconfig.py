@@ -40,7 +40,8 @@ from pydantic_core import PydanticCustomError
 from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings
 from l2b_mask.algorithm.cloud_buffer import DEFAULT_CLOUD_HEIGHT_M
 from l2b_mask.algorithm.cloud_shadow import DEFAULT_CLOUD_HEIGHTS_M, MAX_CLOUD_HEIGHT_M, validate_height_range
-from l2b_mask.spec import ModelSpec, default_spec_path
+from l2b_mask.products.table import DATA_PRODUCTS
+from l2b_mask.spec import DecisionRule, ModelSpec, default_spec_path
 from pge.errors import RunConfigError, one_line
 from pge.sds.files import enabled_keys
 
@@ -177,14 +178,29 @@ class Output(_Model):
         table: one list, so the PGE and the campaign agree on what a complete product is."""
         return enabled_keys(self.model_dump())
 
+    def switched_on(self, switch: str) -> bool:
+        """Whether the output switch a product table row names is on; a name that is no field
+        here is an error, never a product silently left out."""
+        if switch not in type(self).model_fields:
+            raise KeyError(f"the product table names output switch {switch!r}, which is not a "
+                           "field of the run configuration's output settings")
+        return bool(getattr(self, switch))
+
+    def glt_switches(self) -> list[str]:
+        """The switches on whose products are made from a GLT (the product table's
+        `needs_glt`): with any, the run needs one."""
+        return list(dict.fromkeys(row.switch for row in DATA_PRODUCTS
+                                  if row.needs_glt and self.switched_on(row.switch)))
+
 
 class Algorithm(_Model):
     threshold: Threshold | None = Field(
         None, description="Cloud probability threshold, strictly between 0 and 1; omitted or null "
-                    "means the model specification's default.")
-    comparison: Literal[">", ">="] = Field(
-        ">", description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
-                         "ATBD rule); '>=' where P(cloud) >= threshold.")
+                    "means the model specification's ([decision] threshold).")
+    comparison: Literal[">", ">="] | None = Field(
+        None, description="Decision rule: '>' flags cloud where P(cloud) > threshold (the "
+                          "ATBD rule); '>=' where P(cloud) >= threshold; omitted or null means "
+                          "the model specification's ([decision] comparison).")
     buffer_cloud_height_m: Annotated[float, Field(gt=0.0, le=MAX_CLOUD_HEIGHT_M,
                                                   allow_inf_nan=False), Number] = Field(
         DEFAULT_CLOUD_HEIGHT_M,
@@ -215,9 +231,10 @@ class Algorithm(_Model):
                                    tuple(self.shadow_cloud_heights_m),  # type: ignore[arg-type]
                                    self.shadow_darkness_test)
 
-    def threshold_for(self, spec: ModelSpec) -> float:
-        """The threshold in force: the configured one, else the model's tuned default."""
-        return self.threshold if self.threshold is not None else spec.threshold
+    def decision(self, spec: ModelSpec) -> DecisionRule:
+        """The decision rule in force, resolved once: the model specification's threshold and
+        comparison, each unless this configuration sets its own."""
+        return spec.decision(self.threshold, self.comparison, "run configuration")
 
 
 class Processing(_Model):
@@ -280,10 +297,12 @@ class RunConfig(_Model):
     def _ortho_needs_glt(self) -> RunConfig:
         # A radiance granule (.nc) carries its GLT: `pge.inputs` checks that it has one.
         granule = self.input_files.radiance.suffix.lower() == ".nc"
-        if self.output.write_ortho and self.input_files.glt is None and not granule:
+        switches = self.output.glt_switches()
+        if switches and self.input_files.glt is None and not granule:
             raise PydanticCustomError(
-                "ortho_needs_glt", "output.write_ortho is true but input_files.glt is not given "
-                                   "(the orthorectified grid is the GLT's)")
+                "ortho_needs_glt", "output.{switch} is true but input_files.glt is not given "
+                                   "(the orthorectified grid is the GLT's)",
+                {"switch": switches[0]})
         return self
 
     @classmethod

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command that sets up a fresh Debian machine (Python 3.11) for development and tests:
-# system GDAL, a virtual environment in .venv with every dependency, the package itself,
+# system GDAL, Slurm and munge (the campaign's --cluster slurm tests start a one-node Slurm
+# of their own), a virtual environment in .venv with every dependency, the package itself,
 # and the ancillary files copied (after their sha256 is checked) into ancillary/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,17 @@ if ! command -v gdal-config >/dev/null 2>&1; then
   else
     echo "setup: gdal-config not found; install Debian's libgdal-dev and gdal-bin (as root)" >&2
     exit 1
+  fi
+fi
+
+# Slurm (slurmctld, slurmd, sbatch ...) and munge for tests/campaign/test_slurm.py, which
+# starts and stops its own one-node cluster (no system service is enabled or started here).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+  else
+    echo "setup: Slurm not installed and not root (or not Debian): the --cluster slurm tests will be skipped" >&2
   fi
 fi
 

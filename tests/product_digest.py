@@ -115,7 +115,8 @@ def _gdal(path: Path) -> dict[str, Any]:
            "geotransform": list(ds.GetGeoTransform()), "projection": ds.GetProjection()[:60],
            "bands": [_digest(ds.GetRasterBand(i + 1).ReadAsArray()) for i in range(ds.RasterCount)],
            "descriptions": [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)],
-           "nodata": [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(ds.RasterCount)]}
+           "nodata": [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(ds.RasterCount)],
+           "metadata": dict(sorted((ds.GetMetadata() or {}).items()))}
     ds = None
     return out
 

@@ -12,12 +12,19 @@ north-up). The sweep flags far more ground than the real shadow (which lies at t
 height); the darkness test keeps only the swept pixels that are also clearly darker than the
 clear ground of their own kind (water or land) around them: open water is as dark in the NIR
 and SWIR as shaded land, so comparing it with land would call every lake a shadow.
+
+The sweep is bounded by the scene whatever the angles (ATBD 4.2.3): a pixel whose sun or view
+is at or below the horizon, or so near it that its shadow at the lowest height already lies
+farther than the scene's diagonal, has no shadow value (its shading cloud could only be outside
+the scene); a cloud pixel whose swept line is longer than `SWEEP_BUDGET_PX` (or the scene's
+diagonal, if longer) is swept only up to the height where its shadow leaves the scene. The
+steps are then at most about the budget plus the diagonal, however near the horizon.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,16 +40,23 @@ MAX_CLOUD_HEIGHT_M = 20_000.0  # above the tropopause anywhere: a larger value i
 # NIR and SWIR. Brightness is the mean of the NIR and SWIR bands, where diffuse skylight is
 # small (deep shadows) and haze adds little; green and NIR give the water index.
 DARKNESS_BANDS_NM = (560.0, 860.0, 1250.0, 1650.0)
+# Pixels of swept shadow line that one common height grid may take (at least the diagonal):
+# above it a cloud pixel's sweep is clipped to the part that can land in the scene. Normal
+# angles stay far below it (3 km at 80 degrees: 280 pixels of 60 m).
+SWEEP_BUDGET_PX = 1024
 
 __all__ = [
     "DARKNESS_BANDS_NM",
     "DEFAULT_CLOUD_HEIGHTS_M",
     "DarknessTest",
     "SunViewAngles",
+    "SweepWork",
     "cloud_shadow_flag",
     "darker_than_surroundings",
     "geometric_shadow",
     "shadow_displacement_per_m",
+    "sweep_shadow",
+    "unusable_geometry",
     "validate_height_range",
 ]
 
@@ -138,31 +152,108 @@ def shadow_displacement_per_m(
     return -tan_s * np.sin(saa) + tan_v * np.sin(vaa), -tan_s * np.cos(saa) + tan_v * np.cos(vaa)
 
 
-def geometric_shadow(
-    flag: np.ndarray, angles: SunViewAngles, axes: LocalAxes,
-    cloud_heights_m: Sequence[float] = DEFAULT_CLOUD_HEIGHTS_M,
-) -> np.ndarray:
-    """Bool (lines, samples): clear pixels (flag 0) under the shadow of some cloud pixel swept
-    over the height range. Cloud pixels with invalid angles cast nothing."""
-    lo, hi = validate_height_range(cloud_heights_m)
-    cloud = (flag == FLAG_CLOUD) & angles.valid()
-    cl, cs = np.nonzero(cloud)
-    swept = np.zeros(flag.shape, bool)
-    if cl.size == 0:
-        return swept
-    de, dn = shadow_displacement_per_m(angles, (cl, cs))
-    dl, ds = axes.to_grid(de, dn, (cl, cs))
-    px_per_m = float(np.max(np.hypot(dl, ds)))
-    steps = max(1, int(np.ceil((hi - lo) * px_per_m)))  # <= 1 pixel of displacement per step
-    dl, ds = dl.astype(np.float32), ds.astype(np.float32)
+@dataclass(frozen=True)
+class SweepWork:
+    """What a sweep cost: the steps of the common height grid (cloud pixels whose whole line
+    fits the budget), of the clipped grid (the others), and the cloud pixels in each."""
+
+    uniform_steps: int
+    clipped_steps: int
+    uniform_pixels: int
+    clipped_pixels: int
+
+    @property
+    def steps(self) -> int:
+        return self.uniform_steps + self.clipped_steps
+
+
+def scene_reach_px(shape: tuple[int, ...]) -> float:
+    """The farthest two pixels of the scene are apart (its diagonal), in pixels."""
+    return float(np.hypot(shape[0], shape[1]))
+
+
+def _px_per_m(angles: SunViewAngles, axes: LocalAxes, index: tuple[np.ndarray, ...] | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(d_line, d_sample) of the shadow per metre of cloud height."""
+    de, dn = shadow_displacement_per_m(angles, index)
+    return axes.to_grid(de, dn, index)
+
+
+def unusable_geometry(angles: SunViewAngles, axes: LocalAxes, lowest_height_m: float
+                      ) -> np.ndarray:
+    """Bool (lines, samples): pixels whose angles the shadow cannot use: not finite, sun or
+    view at or beyond the horizon, or so near it that the shadow at the lowest cloud height
+    lies farther away than the scene's diagonal."""
+    valid = angles.valid()
+    shape = np.shape(angles.solar_zenith)
+    far = np.zeros(shape, bool)
+    if lowest_height_m > 0.0 and valid.any():
+        index = np.nonzero(valid)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dl, ds = _px_per_m(angles, axes, index)
+            far[index] = ~(np.hypot(dl, ds) * lowest_height_m <= scene_reach_px(shape))
+    return ~valid | far
+
+
+def _sweep(swept: np.ndarray, cl: np.ndarray, cs: np.ndarray, dl: np.ndarray, ds: np.ndarray,
+           heights: Iterable[np.ndarray | np.floating]) -> None:
+    """Mark the landing pixel of every cloud pixel at every height (per pixel or common)."""
+    lines, samples = swept.shape
     fl, fs = cl.astype(np.float32), cs.astype(np.float32)
-    lines, samples = flag.shape
-    for h in np.linspace(lo, hi, steps + 1, dtype=np.float32):
+    dl, ds = dl.astype(np.float32), ds.astype(np.float32)
+    for h in heights:
         tl = np.rint(fl + h * dl).astype(np.int32)
         ts = np.rint(fs + h * ds).astype(np.int32)
         inside = (tl >= 0) & (tl < lines) & (ts >= 0) & (ts < samples)
         swept[tl[inside], ts[inside]] = True
-    return swept & (flag == FLAG_CLEAR)
+
+
+def sweep_shadow(
+    flag: np.ndarray, angles: SunViewAngles, axes: LocalAxes,
+    cloud_heights_m: Sequence[float] = DEFAULT_CLOUD_HEIGHTS_M,
+    unusable: np.ndarray | None = None,
+) -> tuple[np.ndarray, SweepWork]:
+    """`geometric_shadow`, and what its sweep cost. `unusable`: `unusable_geometry` when the
+    caller has it already."""
+    lo, hi = validate_height_range(cloud_heights_m)
+    if unusable is None:
+        unusable = unusable_geometry(angles, axes, lo)
+    cloud = (flag == FLAG_CLOUD) & ~unusable
+    cl, cs = np.nonzero(cloud)
+    swept = np.zeros(flag.shape, bool)
+    if cl.size == 0:
+        return swept, SweepWork(0, 0, 0, 0)
+    dl, ds = _px_per_m(angles, axes, (cl, cs))
+    rate = np.hypot(dl, ds)  # pixels of displacement per metre of height
+    reach = scene_reach_px(flag.shape)
+    whole = rate * (hi - lo) <= max(float(SWEEP_BUDGET_PX), reach)
+    uniform = clipped = 0
+    if whole.any():
+        # <= 1 pixel of displacement per step, on one grid of heights for all these pixels
+        uniform = max(1, int(np.ceil((hi - lo) * float(np.max(rate[whole])))))
+        _sweep(swept, cl[whole], cs[whole], dl[whole], ds[whole],
+               np.linspace(lo, hi, uniform + 1, dtype=np.float32))
+    steep = ~whole
+    if steep.any():
+        # each from the lowest height to where its shadow has left the scene, <= 1 px a step
+        span = np.minimum(hi, (reach + 1.0) / rate[steep]) - lo
+        clipped = max(1, int(np.ceil(float(np.max(span * rate[steep])))))
+        span32, lo32 = span.astype(np.float32), np.float32(lo)
+        _sweep(swept, cl[steep], cs[steep], dl[steep], ds[steep],
+               (lo32 + t * span32 for t in np.linspace(0.0, 1.0, clipped + 1, dtype=np.float32)))
+    work = SweepWork(uniform, clipped, int(np.count_nonzero(whole)), int(np.count_nonzero(steep)))
+    return swept & (flag == FLAG_CLEAR), work
+
+
+def geometric_shadow(
+    flag: np.ndarray, angles: SunViewAngles, axes: LocalAxes,
+    cloud_heights_m: Sequence[float] = DEFAULT_CLOUD_HEIGHTS_M,
+    unusable: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bool (lines, samples): clear pixels (flag 0) under the shadow of some cloud pixel swept
+    over the height range. Cloud pixels whose angles are unusable (`unusable_geometry`) cast
+    nothing."""
+    return sweep_shadow(flag, angles, axes, cloud_heights_m, unusable)[0]
 
 
 def _tile_medians(brightness: np.ndarray, reference: np.ndarray, test: DarknessTest) -> np.ndarray:
@@ -237,7 +328,8 @@ def cloud_shadow_flag(
     reflectance: Sequence[np.ndarray] | np.ndarray | None = None,
     darkness: DarknessTest = DarknessTest(),
 ) -> np.ndarray:
-    """Uint8 (lines, samples) cloud shadow flag: 1 shadow, 0 not, 255 where `flag` is 255.
+    """Uint8 (lines, samples) cloud shadow flag: 1 shadow, 0 not, 255 where `flag` is 255 or
+    the pixel's angles are unusable (`unusable_geometry`: at or near the horizon).
 
     `flag`: the cloud flag (1 cloud, 0 clear, 255 no value). `reflectance`: TOA reflectance
     bands nearest DARKNESS_BANDS_NM, in that order, each (lines, samples); required when
@@ -253,12 +345,13 @@ def cloud_shadow_flag(
             raise ValueError(f"angle shape {np.shape(a)} differs from the flag's {flag.shape}")
     if darkness_test and reflectance is None:
         raise ValueError("the darkness test needs reflectance bands (or darkness_test=False)")
-    shadow = geometric_shadow(flag, angles, axes, cloud_heights_m)
+    unusable = unusable_geometry(angles, axes, validate_height_range(cloud_heights_m)[0])
+    shadow = geometric_shadow(flag, angles, axes, cloud_heights_m, unusable)
     if darkness_test and shadow.any():
         assert reflectance is not None
         darker = darker_than_surroundings(reflectance, (flag == FLAG_CLEAR) & ~shadow, darkness)
         if darker is not None:
             shadow &= darker
     out = np.where(shadow, SHADOW, NOT_SHADOW).astype(np.uint8)
-    out[flag == FLAG_NO_VALUE] = SHADOW_NO_VALUE
+    out[(flag == FLAG_NO_VALUE) | unusable] = SHADOW_NO_VALUE
     return out

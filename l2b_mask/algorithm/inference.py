@@ -21,8 +21,7 @@ from l2b_mask.algorithm.model import PRECISIONS, SpecTf, load_model
 from l2b_mask.algorithm.reflectance import band_irradiance, load_irradiance, toa_reflectance
 from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
 from l2b_mask.inputs.scene import Scene
-from l2b_mask.nodata import FLAG_NO_VALUE
-from l2b_mask.spec import ModelSpec, verify_sha256
+from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 
 # What an allocation failure of the device raises. torch.OutOfMemoryError only exists from torch
 # 2.5 (pyproject allows 2.3); torch.cuda.OutOfMemoryError exists since 1.13, and from 2.5 on it
@@ -307,16 +306,13 @@ class SceneInference:
 
 
 def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:
-    """uint8 flag: 1 cloud, 0 clear, 255 where the probability is NaN (no value)."""
-    if comparison == ">":
-        cloudy = probability > threshold
-    elif comparison == ">=":
-        cloudy = probability >= threshold
-    else:
-        raise ValueError(f"comparison must be '>' or '>=', not {comparison!r}")
-    flag = cloudy.astype(np.uint8)
-    flag[np.isnan(probability)] = FLAG_NO_VALUE
-    return flag
+    """uint8 flag: 1 cloud, 0 clear, 255 where the probability is NaN (no value); the rule is
+    `DecisionRule`'s (a run resolves one from its model specification and uses it throughout)."""
+    try:
+        rule = DecisionRule(threshold, comparison, "caller")
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return rule.flag(probability)
 
 
 def cloud_probability(radiance: Path | str, observation: Path | str,

@@ -108,10 +108,17 @@ def _check_float(header: EnviHeader, what: str) -> None:
         )
 
 
+# EMIT measures 381-2493 nm: band centres (in nm, after the header's units) outside this are
+# another instrument's, or micrometres labelled as nanometres (which would otherwise surface
+# later as the model's bands missing, blamed on the model specification).
+PLAUSIBLE_WAVELENGTHS_NM = (200.0, 3000.0)
+
+
 def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
     """The one check of a radiance's spectral axis, whichever format it came from (ENVI header
     text or the granule's float32 `sensor_band_parameters`): one value per band, wavelengths
-    finite and strictly increasing, FWHM finite and positive."""
+    finite and strictly increasing and within `PLAUSIBLE_WAVELENGTHS_NM`, FWHM finite and
+    positive."""
     if wl.size != bands:
         raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
     if fwhm.size != bands:
@@ -120,6 +127,11 @@ def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Pat
         raise InputProductError(where, "wavelengths are not finite and strictly increasing")
     if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
         raise InputProductError(where, "fwhm values must be finite and positive")
+    lo, hi = PLAUSIBLE_WAVELENGTHS_NM
+    if wl[0] < lo or wl[-1] > hi:
+        raise InputProductError(where, f"wavelengths {wl[0]:.6g}-{wl[-1]:.6g} nm are outside "
+                                       f"{lo:g}-{hi:g} nm, not an EMIT radiance's spectral axis "
+                                       "(micrometres labelled as nanometres?)")
 
 
 def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,10 @@
 """The netCDF-4 delivery product, laid out the way EMIT's netCDF products are.
 
-Root: dimensions `downtrack` (lines) x `crosstrack` (samples), `cloud_mask` (uint8 flag),
-`cloud_probability` (float32), `cloud_buffer_distance` (float32, pixels) and `cloud_shadow`
-(uint8 flag). Group `sensor_band_parameters` with `mask_bands`, the names of the four layers
-(the ENVI product's band names): NASA's EMIT tools open every EMIT netCDF with that group.
+Root: dimensions `downtrack` (lines) x `crosstrack` (samples) and one variable per layer of the
+layer table (`layers.LAYERS`: `cloud_mask` (uint8 flag), `cloud_probability` (float32),
+`cloud_buffer_distance` (float32, pixels) and `cloud_shadow` (uint8 flag)), with the table's
+attributes. Group `sensor_band_parameters` with `mask_bands`, the names of the layers (the
+ENVI product's band names): NASA's EMIT tools open every EMIT netCDF with that group.
 Optional group `location` with `lon`, `lat`, `elev` on the
 root dimensions, under EMIT's names so GDAL's EMIT support and EMIT users' code find them.
 Optional GLT: root dimensions `ortho_y` x `ortho_x` and `location/glt_x`, `location/glt_y`
@@ -18,7 +19,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,32 +29,14 @@ import numpy as np
 from l2b_mask.errors import OutputError
 from l2b_mask.inputs.glt import GLT_FILL, Bounds, Glt
 from l2b_mask.inputs.location import LOC_FILL, LOCATION_BANDS, LocationArrays, location_bounds
-from l2b_mask.nodata import FLAG_NO_VALUE, FLOAT_NO_VALUE
-from l2b_mask.products.envi import BAND_NAMES, Layers, check_beyond, check_pair
+from l2b_mask.nodata import FLOAT_NO_VALUE
+from l2b_mask.products.layers import LAYERS, Layer, Layers, prepare
 
 DIMS = ("downtrack", "crosstrack")
 ORTHO_DIMS = ("ortho_y", "ortho_x")
-MASK_VARIABLE = "cloud_mask"
-PROBABILITY_VARIABLE = "cloud_probability"
-BUFFER_VARIABLE = "cloud_buffer_distance"
-SHADOW_VARIABLE = "cloud_shadow"
-LAYER_VARIABLES = (MASK_VARIABLE, PROBABILITY_VARIABLE, BUFFER_VARIABLE, SHADOW_VARIABLE)
 BAND_GROUP = "sensor_band_parameters"
 BAND_VARIABLE = "mask_bands"
 BAND_DIM = "bands"
-BUFFER_COMMENT = (
-    "Euclidean distance, in pixels of the instrument grid, from the pixel to the nearest "
-    "cloud-flag pixel (pixels without a value count as not cloud): 0 on cloud; -1 where that "
-    "distance is at least the reach tan(solar zenith) x H / pixel size, beyond which a cloud "
-    "top at height H cannot shade the pixel whatever the sun azimuth (solar zenith of the "
-    "pixel; H and the pixel size in the global attributes cloud_buffer_cloud_height_m and "
-    "cloud_buffer_pixel_size_m); -9999 where the pixel has no value.")
-SHADOW_COMMENT = (
-    "Geometric cloud shadow: clear pixels under the shadow of a cloud-flag pixel whose top is "
-    "swept over the heights of the global attribute cloud_shadow_cloud_heights_m, with the "
-    "darkness test when cloud_shadow_darkness_test is 1 (ATBD 8.2).")
-SHADOW_NOT_MADE = ("Not computed for this acquisition (fill throughout): the global attribute "
-                   "cloud_shadow_not_made says why.")
 LOCATION_GROUP = "location"
 GLT_VARIABLES = ("glt_x", "glt_y")
 COORDINATES = f"/{LOCATION_GROUP}/lon /{LOCATION_GROUP}/lat"
@@ -192,47 +175,6 @@ def _checked_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
 # Writing
 
 
-def _mask_attrs() -> dict[str, Any]:
-    # CF flags carry no units; ACDD's content type for a class map is thematicClassification.
-    return {
-        "long_name": "Cloud mask (SpecTf)",
-        "standard_name": "cloud_binary_mask",  # CF: 1 where cloud, 0 elsewhere
-        "flag_values": np.array([0, 1], np.uint8),
-        "flag_meanings": "clear cloud",
-        "coverage_content_type": "thematicClassification",
-    }
-
-
-def _probability_attrs() -> dict[str, Any]:
-    return {
-        "long_name": "Cloud probability (SpecTf)",
-        "units": "1",
-        "valid_range": np.array([0.0, 1.0], np.float32),
-        "coverage_content_type": "modelResult",
-    }
-
-
-def _buffer_attrs() -> dict[str, Any]:
-    return {
-        # UDUNITS has no pixel: the distance is a count of pixel widths, dimensionless ("1"),
-        # and says so in its long name and comment.
-        "long_name": "Cloud buffer distance in pixels of the instrument grid",
-        "units": "1",
-        "coverage_content_type": "auxiliaryInformation",
-        "comment": BUFFER_COMMENT,
-    }
-
-
-def _shadow_attrs(made: bool) -> dict[str, Any]:
-    return {
-        "long_name": "Cloud shadow flag",
-        "flag_values": np.array([0, 1], np.uint8),
-        "flag_meanings": "not_shadow shadow",
-        "coverage_content_type": "thematicClassification",
-        "comment": SHADOW_COMMENT if made else SHADOW_NOT_MADE,
-    }
-
-
 @dataclass(frozen=True)
 class _Storage:
     """How every 2-D variable is stored: compressed, in chunks of whole lines."""
@@ -253,14 +195,14 @@ def _add_variable(group: Any, name: str, dtype: str, fill: Any, data: np.ndarray
     var[:] = data
 
 
-def _add_band_names(ds: Any) -> None:
+def _add_band_names(ds: Any, table: tuple[Layer, ...]) -> None:
     """`sensor_band_parameters/mask_bands`: the layers' names, as the ENVI product's bands."""
-    ds.createDimension(BAND_DIM, len(BAND_NAMES))  # on the root, as EMIT's products have it
+    ds.createDimension(BAND_DIM, len(table))  # on the root, as EMIT's products have it
     group = ds.createGroup(BAND_GROUP)
     var = group.createVariable(BAND_VARIABLE, str, (BAND_DIM,))
     var.setncatts({"long_name": "Names of the product's layers (the ENVI product's band names)",
                    "coverage_content_type": "referenceInformation"})
-    var[:] = np.array(BAND_NAMES, dtype=object)
+    var[:] = np.array([row.band_name for row in table], dtype=object)
 
 
 def _location_group(ds: Any) -> Any:
@@ -311,50 +253,52 @@ def write_netcdf_product(
     base_attrs: Mapping[str, Any] | None = None,
     complevel: int = 4,
     glt: Glt | None = None,
-    buffer_distance: np.ndarray | None = None,
-    shadow: np.ndarray | None = None,
+    table: tuple[Layer, ...] = LAYERS,
+    **layers: np.ndarray | None,
 ) -> None:
-    """Write the netCDF-4 product.
+    """Write the netCDF-4 product of a probability, a flag and the other layers of `table` by
+    name (`buffer_distance=`, `shadow=`; a layer not given is fill throughout).
 
     Global attributes: `base_attrs` (the caller's conventions: EMIT's for the PGE), then the
     georeferencing ones of `geospatial_attributes(glt=, location=)`, then `global_attrs`
     merged over them; a None value drops the key. `variable_attrs` adds attributes per
-    variable, keyed by a layer's name or `location/<lon|lat|elev|glt_x|glt_y>`. A layer of
-    `buffer_distance` (-9999 no value) or `shadow` (255) not given is fill throughout.
+    variable, keyed by a layer's variable or `location/<lon|lat|elev|glt_x|glt_y>`.
     `glt` adds the lookup table (checked against the swath: it must point inside it).
     A failed write leaves no file behind. zlib level 4 by default: on a full scene of model
     probabilities level 9 (EMIT's choice) took 20x longer (5 s) for a file under 2% smaller.
     """
-    prob, mask = check_pair(probability, flag)
-    buffer, shadow_out = check_beyond(mask, buffer_distance, shadow)
-    lines, samples = prob.shape
-    if location is not None and location.shape != prob.shape:
-        raise ValueError(f"location is {location.shape}, the mask {prob.shape}")
-    if not 1 <= complevel <= 9:
-        raise ValueError(f"complevel must be 1..9, not {complevel}")
-    if glt is not None:
-        glt.check_swath(prob.shape)
-    merged = dict(base_attrs or {})
-    merged.update(geospatial_attributes(glt=glt, location=location))
-    merged.update(global_attrs)
-    attrs = _checked_attrs(merged, "global attributes")
-    known = set(LAYER_VARIABLES)
-    known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in LOCATION_BANDS}
-    known |= {f"{LOCATION_GROUP}/{name}" for name in GLT_VARIABLES}
-    per_var: dict[str, dict[str, Any]] = {}
-    for var_name, var_attrs in (variable_attrs or {}).items():
-        if var_name not in known:
-            raise ValueError(f"variable_attrs names unknown variable {var_name!r} "
-                             f"(one of {sorted(known)})")
-        per_var[var_name] = _checked_attrs(var_attrs, var_name)
-    if location is not None:
-        # CF 1.8 group reference by absolute path: GDAL (3.5 on) then reports the lon/lat
-        # arrays as the variables' GEOLOCATION and warps them without any other help.
-        for name in LAYER_VARIABLES:
-            per_var[name] = {"coordinates": COORDINATES, **per_var.get(name, {})}
+    checked = prepare({"probability": probability, "flag": flag, **layers}, table)
+    write_netcdf_layers(path, checked, NetcdfExtras(
+        global_attrs, variable_attrs or {}, location, base_attrs or {}, complevel, glt))
 
-    probability_out = np.where(np.isnan(prob), np.float32(FLOAT_FILL), prob).astype(np.float32)
-    storage = _Storage(complevel, (min(lines, _LINES_PER_CHUNK), samples))
+
+@dataclass(frozen=True)
+class NetcdfExtras:
+    """What the netCDF holds besides the layers: attributes, geolocation, GLT, compression."""
+
+    global_attrs: Mapping[str, Any]
+    variable_attrs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    location: LocationArrays | None = None
+    base_attrs: Mapping[str, Any] = field(default_factory=dict)
+    complevel: int = 4
+    glt: Glt | None = None
+
+
+def write_netcdf_layers(path: Path | str, layers: Layers, extras: NetcdfExtras) -> None:
+    """Write checked layers (`layers.prepare`) and `extras` as the netCDF-4 product."""
+    lines, samples = layers.shape
+    if extras.location is not None and extras.location.shape != layers.shape:
+        raise ValueError(f"location is {extras.location.shape}, the mask {layers.shape}")
+    if not 1 <= extras.complevel <= 9:
+        raise ValueError(f"complevel must be 1..9, not {extras.complevel}")
+    if extras.glt is not None:
+        extras.glt.check_swath(layers.shape)
+    merged = dict(extras.base_attrs)
+    merged.update(geospatial_attributes(glt=extras.glt, location=extras.location))
+    merged.update(extras.global_attrs)
+    attrs = _checked_attrs(merged, "global attributes")
+    per_var = _variable_attributes(extras, layers.table)
+    storage = _Storage(extras.complevel, (min(lines, _LINES_PER_CHUNK), samples))
     path = Path(path)
 
     from netCDF4 import Dataset
@@ -364,25 +308,39 @@ def write_netcdf_product(
             ds.setncatts(attrs)
             ds.createDimension(DIMS[0], lines)
             ds.createDimension(DIMS[1], samples)
-            _add_variable(ds, MASK_VARIABLE, "u1", np.uint8(FLAG_NO_VALUE), mask,
-                          {**_mask_attrs(), **per_var.get(MASK_VARIABLE, {})}, storage)
-            _add_variable(ds, PROBABILITY_VARIABLE, "f4", np.float32(FLOAT_FILL),
-                          probability_out,
-                          {**_probability_attrs(), **per_var.get(PROBABILITY_VARIABLE, {})},
-                          storage)
-            _add_variable(ds, BUFFER_VARIABLE, "f4", np.float32(FLOAT_FILL), buffer,
-                          {**_buffer_attrs(), **per_var.get(BUFFER_VARIABLE, {})}, storage)
-            _add_variable(ds, SHADOW_VARIABLE, "u1", np.uint8(FLAG_NO_VALUE), shadow_out,
-                          {**_shadow_attrs(shadow is not None), **per_var.get(SHADOW_VARIABLE, {})},
-                          storage)
-            _add_band_names(ds)
-            if location is not None:
-                _add_location(ds, location, per_var, storage)
-            if glt is not None:
-                _add_glt(ds, glt, per_var, complevel)
+            for row, array in layers.rows():
+                _add_variable(ds, row.variable, row.dtype.str[1:], row.dtype.type(row.fill),
+                              row.stored(array),
+                              {**row.attributes(layers.made(row.name)),
+                               **per_var.get(row.variable, {})}, storage)
+            _add_band_names(ds, layers.table)
+            if extras.location is not None:
+                _add_location(ds, extras.location, per_var, storage)
+            if extras.glt is not None:
+                _add_glt(ds, extras.glt, per_var, extras.complevel)
     except (OSError, RuntimeError) as exc:
         path.unlink(missing_ok=True)
         raise OutputError(path, f"cannot write netCDF product ({exc})") from None
+
+
+def _variable_attributes(extras: NetcdfExtras, table: tuple[Layer, ...]
+                         ) -> dict[str, dict[str, Any]]:
+    """The caller's attributes per variable (checked), and the layers' `coordinates`."""
+    known = {row.variable for row in table}
+    known |= {f"{LOCATION_GROUP}/{name}" for name, *_ in LOCATION_BANDS}
+    known |= {f"{LOCATION_GROUP}/{name}" for name in GLT_VARIABLES}
+    per_var: dict[str, dict[str, Any]] = {}
+    for var_name, var_attrs in extras.variable_attrs.items():
+        if var_name not in known:
+            raise ValueError(f"variable_attrs names unknown variable {var_name!r} "
+                             f"(one of {sorted(known)})")
+        per_var[var_name] = _checked_attrs(var_attrs, var_name)
+    if extras.location is not None:
+        # CF 1.8 group reference by absolute path: GDAL (3.5 on) then reports the lon/lat
+        # arrays as the variables' GEOLOCATION and warps them without any other help.
+        for row in table:
+            per_var[row.variable] = {"coordinates": COORDINATES, **per_var.get(row.variable, {})}
+    return per_var
 
 
 def read_netcdf_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
@@ -391,19 +349,14 @@ def read_netcdf_product(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     return layers.flag, layers.probability
 
 
-def read_netcdf_layers(path: Path | str) -> Layers:
-    """The four layers as stored (fills as written; the probability's fill as NaN)."""
+def read_netcdf_layers(path: Path | str, table: tuple[Layer, ...] = LAYERS) -> Layers:
+    """Every layer as stored, in the in-memory conventions (the probability's fill as NaN)."""
     from netCDF4 import Dataset
 
     try:
         with Dataset(Path(path), "r") as ds:
             ds.set_auto_mask(False)
-            flag = np.asarray(ds[MASK_VARIABLE][:], np.uint8)
-            prob = np.asarray(ds[PROBABILITY_VARIABLE][:], np.float32)
-            fill = ds[PROBABILITY_VARIABLE].getncattr("_FillValue")
-            buffer = np.asarray(ds[BUFFER_VARIABLE][:], np.float32)
-            shadow = np.asarray(ds[SHADOW_VARIABLE][:], np.uint8)
+            arrays = {row.name: row.from_stored(ds[row.variable][:]) for row in table}
     except (OSError, RuntimeError, IndexError, KeyError) as exc:
         raise OutputError(path, f"netCDF product does not read back ({exc})") from None
-    prob[prob == fill] = np.nan
-    return Layers(flag, prob, buffer, shadow)
+    return Layers(arrays, table)

@@ -1,10 +1,12 @@
-"""The data products, one row each: the files a product kind writes, the switch that turns it
-on, its format, how it is written and how it is read back.
+"""The data products, one row each: the files a product kind writes, the output switch that
+turns it on, its format, how it is written and how it is read back.
 
 A new data product is one row here (and its writer and reader in their own module); the file
 names, the run configuration's output switches, the write and read-back steps and the granule
 record's file formats all come from this table. Every row is written from one value,
-`ProductContent`, so the products cannot disagree about what they hold.
+`ProductContent`, whose layers (`layers.LAYERS`) every format walks, so the products cannot
+disagree about what they hold. The orthorectified rows come from the layer table too: one row
+for the layers always written, one per layer whose file needs the layer made (the shadow).
 """
 
 from __future__ import annotations
@@ -16,41 +18,28 @@ from typing import Any
 
 import numpy as np
 
+from l2b_mask.algorithm.geometry import ground_spacing
 from l2b_mask.errors import OutputError
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LocationArrays
-from l2b_mask.products.browse import check_browse, write_browse_png
-from l2b_mask.products.envi import Layers, check_beyond, read_envi_layers, write_envi_product
-from l2b_mask.products.netcdf import read_netcdf_layers, write_netcdf_product
-from l2b_mask.products.ortho import (
-    BUFFER_LAYER,
-    SHADOW_LAYER,
-    check_ortho,
-    check_ortho_layer,
-    write_ortho_geotiff,
-    write_ortho_layer,
-)
+from l2b_mask.products.browse import check_browse, overlays_of, write_browse_png
+from l2b_mask.products.envi import read_envi_layers, write_envi_layers
+from l2b_mask.products.layers import LAYERS, Layer, Layers
+from l2b_mask.products.netcdf import NetcdfExtras, read_netcdf_layers, write_netcdf_layers
+from l2b_mask.products.ortho import check_ortho_layer, write_ortho_layers
 
 
 @dataclass(frozen=True)
 class ProductContent:
     """What every data product of one acquisition is written from."""
 
-    probability: np.ndarray  # (lines, samples) float32, NaN without value
-    flag: np.ndarray  # (lines, samples) uint8: 0 clear, 1 cloud, 255 without value
+    layers: Layers  # checked, `layers.prepare`: the flag, probability, buffer, shadow, ...
     envi_header: Mapping[str, Any]  # extra ENVI header keys (the caller's conventions)
     netcdf_base_attrs: Mapping[str, Any]  # the caller's conventions (EMIT's for the PGE)
     netcdf_attrs: Mapping[str, Any]  # per-run global attributes, merged over the base
     radiance: Path  # the browse image is drawn from it
     location: LocationArrays | None = None
     glt: Glt | None = None
-    buffer_distance: np.ndarray | None = None  # (lines, samples) float32, -9999 without value
-    shadow: np.ndarray | None = None  # (lines, samples) uint8 1/0/255; None: no shadow made
-
-    def beyond(self) -> tuple[np.ndarray, np.ndarray]:
-        """Buffer distance (-9999) and shadow (255) as every format stores them: a layer not
-        given has no value anywhere, nor has a pixel without a flag value."""
-        return check_beyond(self.flag, self.buffer_distance, self.shadow)
 
 
 Paths = Mapping[str, Path]
@@ -62,98 +51,99 @@ class DataProduct:
 
     key: str
     files: tuple[tuple[str, str], ...]  # (file key, suffix after the product stem)
-    switch: str  # the output option that turns it on
+    switch: str  # the output switch (a field of the PGE's `output` settings) that turns it on
     formats: tuple[str, ...]  # the granule record's format of each file
     write: Callable[[ProductContent, Paths], None]
     check: Callable[[ProductContent, Paths], None]  # read back; OutputError when it differs
-    needs_glt: bool = False
-    needs_shadow: bool = False  # nothing to write when the acquisition has no shadow layer
+    needs_glt: bool = False  # written only from a GLT: a run asked for it must have one
+    needs_layer: str | None = None  # nothing to write when that layer was not made
 
 
-def check_arrays(path: Path, layers: Layers, content: ProductContent) -> None:
+def check_arrays(path: Path, got: Layers, want: Layers) -> None:
     """A product read back holds exactly the computed layers (OutputError)."""
-    flag, probability = layers.flag, layers.probability
-    want_flag, want_prob = content.flag, content.probability
-    if flag.shape != want_flag.shape or probability.shape != want_prob.shape:
-        raise OutputError(path, f"read back as {flag.shape}, expected {want_flag.shape}")
-    no_value = np.isnan(want_prob)
-    if not np.array_equal(np.isnan(probability), no_value):
-        raise OutputError(path, "pixels without a value differ from those computed")
-    if not np.array_equal(flag, want_flag):
-        raise OutputError(path, "cloud flag differs from the one computed")
-    values = probability[~no_value]
-    if not np.array_equal(values, want_prob[~no_value]):
-        raise OutputError(path, "cloud probability differs from the one computed")
-    if values.size and (values.min() < 0 or values.max() > 1):
-        raise OutputError(path, "cloud probability outside [0, 1]")
-    want_buffer, want_shadow = content.beyond()
-    if not np.array_equal(layers.buffer_distance, want_buffer):
-        raise OutputError(path, "cloud buffer distance differs from the one computed")
-    if not np.array_equal(layers.shadow, want_shadow):
-        raise OutputError(path, "cloud shadow flag differs from the one computed")
+    for row in want.table:
+        have, expected = got[row.name], want[row.name]
+        if have.shape != expected.shape:
+            raise OutputError(path, f"read back as {have.shape}, expected {expected.shape}")
+        if row.nan_in_memory and not np.array_equal(np.isnan(have), np.isnan(expected)):
+            raise OutputError(path, "pixels without a value differ from those computed")
+        if not np.array_equal(have, expected, equal_nan=row.nan_in_memory):
+            raise OutputError(path, f"{row.what} differs from the one computed")
 
 
-def _read_back(reader: Callable[[Path], Layers], key: str
+def _read_back(reader: Callable[[Path, tuple[Layer, ...]], Layers], key: str
                ) -> Callable[[ProductContent, Paths], None]:
     def check(content: ProductContent, paths: Paths) -> None:
         path = paths[key]
         try:
-            layers = reader(path)
+            layers = reader(path, content.layers.table)
         except Exception as exc:  # noqa: BLE001 - a product that does not read back is an output failure
             raise OutputError(path, f"product does not read back ({exc})") from None
-        check_arrays(path, layers, content)
+        check_arrays(path, layers, content.layers)
     return check
 
 
 def _write_envi(c: ProductContent, p: Paths) -> None:
-    write_envi_product(p["envi_data"], c.probability, c.flag, c.envi_header,
-                       buffer_distance=c.buffer_distance, shadow=c.shadow)
+    write_envi_layers(p["envi_data"], c.layers, c.envi_header)
 
 
 def _write_netcdf(c: ProductContent, p: Paths) -> None:
-    write_netcdf_product(p["netcdf"], c.probability, c.flag, base_attrs=c.netcdf_base_attrs,
-                         global_attrs=c.netcdf_attrs, location=c.location, glt=c.glt,
-                         buffer_distance=c.buffer_distance, shadow=c.shadow)
+    write_netcdf_layers(p["netcdf"], c.layers, NetcdfExtras(
+        c.netcdf_attrs, base_attrs=c.netcdf_base_attrs, location=c.location, glt=c.glt))
 
 
 def _write_browse(c: ProductContent, p: Paths) -> None:
-    write_browse_png(p["browse"], c.radiance, c.flag, shadow=c.shadow)
+    spacing = (None if c.location is None
+               else ground_spacing(c.location.lon, c.location.lat).mean_m)  # as the buffer's
+    write_browse_png(p["browse"], c.radiance, c.layers.flag, overlays=overlays_of(c.layers),
+                     pixel_size_m=spacing)
 
 
-def _write_ortho(c: ProductContent, p: Paths) -> None:
-    assert c.glt is not None  # rows with needs_glt run only with a GLT
-    write_ortho_geotiff(p["ortho_flag"], p["ortho_probability"], c.flag, c.probability, c.glt)
-    write_ortho_layer(p["ortho_buffer"], c.beyond()[0], BUFFER_LAYER, c.glt)
+def _ortho_rows(names: list[str]) -> tuple[Callable[[ProductContent, Paths], None],
+                                           Callable[[ProductContent, Paths], None]]:
+    """(write, check) of the orthorectified files of the named layers."""
+    def write(c: ProductContent, p: Paths) -> None:
+        assert c.glt is not None  # rows that need a GLT run only with one
+        write_ortho_layers(p, c.layers, names, c.glt)
+
+    def check(c: ProductContent, p: Paths) -> None:
+        assert c.glt is not None
+        for row in c.layers.table:
+            if row.name in names and row.ortho is not None:
+                check_ortho_layer(p[row.ortho.key], row, c.layers[row.name], c.glt)
+    return write, check
 
 
-def _check_ortho(c: ProductContent, p: Paths) -> None:
-    assert c.glt is not None
-    check_ortho(p["ortho_flag"], p["ortho_probability"], c.flag, c.probability, c.glt)
-    check_ortho_layer(p["ortho_buffer"], c.beyond()[0], BUFFER_LAYER, c.glt)
+def ortho_products(table: tuple[Layer, ...] = LAYERS) -> tuple[DataProduct, ...]:
+    """The orthorectified rows: "ortho" for every layer whose file is always written, and
+    "ortho_<layer>" for each whose file needs the layer made."""
+    always = [row for row in table if row.ortho is not None and not row.ortho.needs_layer]
+    groups = [("ortho", always, None)] + [
+        (f"ortho_{row.name}", [row], row.name) for row in table
+        if row.ortho is not None and row.ortho.needs_layer]
+    out = []
+    for key, rows, needs in groups:
+        write, check = _ortho_rows([row.name for row in rows])
+        out.append(DataProduct(
+            key, tuple((row.ortho.key, row.ortho.suffix) for row in rows if row.ortho),
+            "write_ortho", ("GeoTIFF",) * len(rows), write, check, needs_glt=True,
+            needs_layer=needs))
+    return tuple(out)
 
 
-def _write_ortho_shadow(c: ProductContent, p: Paths) -> None:
-    assert c.glt is not None and c.shadow is not None  # needs_glt, needs_shadow
-    write_ortho_layer(p["ortho_shadow"], c.beyond()[1], SHADOW_LAYER, c.glt)
+def data_products(table: tuple[Layer, ...] = LAYERS) -> tuple[DataProduct, ...]:
+    """Every data product of a layer table, in file order."""
+    return (
+        DataProduct("envi", (("envi_data", ".img"), ("envi_header", ".hdr")), "write_envi",
+                    ("ENVI", "ASCII"), _write_envi, _read_back(read_envi_layers, "envi_data")),
+        DataProduct("netcdf", (("netcdf", ".nc"),), "write_netcdf", ("NETCDF-4",), _write_netcdf,
+                    _read_back(read_netcdf_layers, "netcdf")),
+        DataProduct("browse", (("browse", ".png"),), "write_browse", ("PNG",), _write_browse,
+                    lambda c, p: check_browse(p["browse"])),
+        *ortho_products(table),
+    )
 
 
-def _check_ortho_shadow(c: ProductContent, p: Paths) -> None:
-    assert c.glt is not None and c.shadow is not None
-    check_ortho_layer(p["ortho_shadow"], c.beyond()[1], SHADOW_LAYER, c.glt)
-
-
-DATA_PRODUCTS: tuple[DataProduct, ...] = (
-    DataProduct("envi", (("envi_data", ".img"), ("envi_header", ".hdr")), "write_envi",
-                ("ENVI", "ASCII"), _write_envi, _read_back(read_envi_layers, "envi_data")),
-    DataProduct("netcdf", (("netcdf", ".nc"),), "write_netcdf", ("NETCDF-4",), _write_netcdf,
-                _read_back(read_netcdf_layers, "netcdf")),
-    DataProduct("browse", (("browse", ".png"),), "write_browse", ("PNG",), _write_browse,
-                lambda c, p: check_browse(p["browse"])),
-    DataProduct("ortho", (("ortho_flag", "_ortho.tif"), ("ortho_probability", "_ortho_prob.tif"),
-                          ("ortho_buffer", "_ortho_buffer.tif")),
-                "write_ortho", ("GeoTIFF", "GeoTIFF", "GeoTIFF"), _write_ortho, _check_ortho,
-                needs_glt=True),
-    DataProduct("ortho_shadow", (("ortho_shadow", "_ortho_shadow.tif"),), "write_ortho",
-                ("GeoTIFF",), _write_ortho_shadow, _check_ortho_shadow, needs_glt=True,
-                needs_shadow=True),
-)
+DATA_PRODUCTS: tuple[DataProduct, ...] = data_products()
+# The output switches of the data products: the PGE's `output` settings have one field each.
+SWITCHES: tuple[str, ...] = tuple(dict.fromkeys(row.switch for row in DATA_PRODUCTS))

@@ -1,10 +1,13 @@
 """Command lines of the model team's loop: l2b-mask-evaluate, l2b-mask-train, l2b-mask-release.
 
-Each prints what it wrote on stdout (train: JSON log lines, or a progress bar on a terminal)
+Each prints what it wrote on stdout (train and evaluate: JSON log lines, or a progress bar on
+stderr on a terminal; release: the specification's path on stdout, its comparison with the L2A
+rule on stderr)
 and, on failure, ONE line on stderr naming the file at fault, ending with the exit code of the
-project's table (`l2b_mask.errors.ExitCode`): 2 usage, 4 a bad data set, scene list or
-evaluation report (inputs), 5 weights or model specification (ancillary), 6 processing
-(device, memory), 7 output folder not writable or release already there, 8 interrupted.
+project's table (`l2b_mask.errors.ExitCode`): 2 usage, 4 a bad data set, scene list,
+evaluation report or `--resume` checkpoint (inputs), 5 weights or model specification
+(ancillary), 6 processing (device, memory), 7 output folder not writable or release already
+there, 8 interrupted.
 """
 
 from __future__ import annotations
@@ -138,9 +141,16 @@ def _release(argv: list[str] | None) -> None:
                    help="decision threshold (default: the evaluation's best-F1 threshold)")
     p.add_argument("--spec", type=Path, help="specification whose architecture, drop ranges and "
                    "irradiance the release keeps (default: v0.1.0's)")
+    p.add_argument("--allow-worse", action="store_true",
+                   help="release even when the best F1 of the evaluation is below the L2A "
+                   "rule's on the same spectra (refused otherwise, exit 5)")
     a = p.parse_args(argv)
-    print(release(ReleaseSettings(a.weights, a.evaluation, a.version, a.out, a.threshold,
-                                  a.spec)))
+    done = release(ReleaseSettings(a.weights, a.evaluation, a.version, a.out, a.threshold,
+                                   a.spec, a.allow_worse))
+    note = " (released with --allow-worse)" if done.comparison.worse else ""
+    print(f"l2b-mask-release: {done.comparison.text()}{note}; model card {done.card}",
+          file=sys.stderr)
+    print(done.spec)
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,10 @@ BLOCK_ROWS = 1024
 SHUFFLE_BLOCKS = 16
 #: band centres of two files agree within this (nm)
 BAND_TOLERANCE_NM = 1e-3
+#: EMIT's first and last band centres (nm): a file's bands reach them but for drop ranges
+EMIT_BAND_SPAN_NM = (381.0, 2493.2)
+#: a stretch without band or drop range longer than this many band spacings lost a band
+MISSING_BAND_SLACK = 1.05
 
 
 def cloud_target(labels: np.ndarray) -> np.ndarray:
@@ -68,10 +72,18 @@ class DatasetFile:
     rows: int
     bands_nm: np.ndarray
 
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of one dataset; a damaged chunk is this file's input error."""
+        try:
+            return np.asarray(self.handle[name][start:stop])
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InputProductError(self.path, f"dataset {name} rows {start}-{stop} unreadable "
+                                               f"({' '.join(str(exc).split())})") from None
+
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Float32 spectra and the labels of rows [start, stop); labels outside 0/1/2 refused."""
-        spectra = np.asarray(self.handle["spectra"][start:stop], dtype=np.float32)
-        labels = np.asarray(self.handle["labels"][start:stop])
+        spectra = self._rows("spectra", start, stop).astype(np.float32, copy=False)
+        labels = self._rows("labels", start, stop)
         bad = ~np.isin(labels, LABELS)
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])
@@ -80,7 +92,7 @@ class DatasetFile:
         return spectra, labels.astype(np.uint8)
 
     def fids(self, start: int, stop: int) -> np.ndarray:
-        return _decode(np.asarray(self.handle["fids"][start:stop]))
+        return _decode(self._rows("fids", start, stop))
 
 
 def open_dataset_file(path: Path | str) -> DatasetFile:
@@ -114,6 +126,9 @@ def open_dataset_file(path: Path | str) -> DatasetFile:
                                        f"{spectra.dtype} and {labels.dtype}")
         if not (np.isfinite(bands).all() and np.all(np.diff(bands) > 0)):
             raise InputProductError(p, "attribute bands is not finite and strictly increasing")
+    except (OSError, RuntimeError) as exc:  # damaged metadata: h5py's words, this file's name
+        handle.close()
+        raise InputProductError(p, f"damaged HDF5 file ({' '.join(str(exc).split())})") from None
     except BaseException:
         handle.close()
         raise
@@ -139,7 +154,42 @@ def check_bands(files: list[DatasetFile], spec: ModelSpec) -> np.ndarray:
                     f.path, f"{int(inside.sum())} band(s) (first {f.bands_nm[inside][0]:.2f} nm) "
                             f"lie in the drop range {lo:g}-{hi:g} nm of model specification "
                             f"{spec.path}: not reduced to this model's bands")
+    gap = missing_bands(first.bands_nm, spec.drop_ranges_nm)
+    if gap is not None:
+        raise InputProductError(first.path, f"{first.bands_nm.size} bands, with band(s) missing "
+                                            f"{gap} outside the drop ranges of model "
+                                            f"specification {spec.path}: not this model's bands")
     return first.bands_nm
+
+
+def missing_bands(bands_nm: np.ndarray, drop_ranges_nm: tuple[tuple[float, float], ...]
+                  ) -> str | None:
+    """Where EMIT bands are missing from `bands_nm` that no drop range removed, in words, or
+    None.
+
+    EMIT's grid has a band every ~7.4 nm (`step`, from the file's own spacing) from the first
+    to the last of `EMIT_BAND_SPAN_NM`: any stretch longer than `MISSING_BAND_SLACK` steps that
+    holds no band of the file and lies in no drop range held a band that is missing.
+    """
+    if bands_nm.size < 2:
+        return None
+    d = np.diff(bands_nm)
+    step = float(np.median(d[d < 1.5 * d.min()]))
+    slack = MISSING_BAND_SLACK * step
+    first, last = EMIT_BAND_SPAN_NM
+    points = [first - step, *(float(b) for b in bands_nm), last + step]
+    ranges = sorted(drop_ranges_nm)
+    for a, b in zip(points[:-1], points[1:], strict=True):
+        covered = a  # up to here, a band of the file or a drop range accounts for the grid
+        for lo, hi in ranges:
+            if hi <= a or lo >= b:
+                continue
+            if lo - covered > slack:
+                return f"between {covered:.2f} and {lo:.2f} nm"
+            covered = max(covered, hi)
+        if b - covered > slack:
+            return f"between {covered:.2f} and {b:.2f} nm"
+    return None
 
 
 @dataclass(frozen=True)
@@ -196,6 +246,17 @@ class LabelledData:
             names = ", ".join(str(f.path) for f in self.files)
             raise InputProductError(fid_list, f"selects no spectrum of {names}")
         return split
+
+    def check_finite(self, split: Split) -> None:
+        """Refuse a split whose every spectrum holds a NaN or Inf, before any training or
+        evaluation: reads blocks until the first finite spectrum (one block, normally)."""
+        stream = self.stream(split)
+        for spectra, _ in stream.blocks_in_order():
+            if len(spectra):
+                return
+        names = ", ".join(str(f.path) for f in self.files)
+        raise InputProductError(split.fid_list, f"every spectrum it selects of {names} holds a "
+                                                "NaN or Inf: nothing to train or test on")
 
     def check_disjoint(self, train: Split, test: Split) -> None:
         """Refuse a scene in both lists: the test would measure memorised scenes."""

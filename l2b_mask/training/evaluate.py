@@ -8,6 +8,7 @@ model's bands, so they go to the model directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from l2b_mask.training import metrics
 from l2b_mask.training.dataset import LabelledData, Split, cloud_target
 from l2b_mask.training.files import ensure_folder, write_json
 from l2b_mask.training.plots import write_figures
+from l2b_mask.training.progress import PassProgress
 
 EVALUATION_COMPARISON = ">="
 
@@ -37,6 +39,8 @@ class EvaluationSettings:
     device: str = "auto"
     precision: str = "float32"
     batch_size: int = 4096
+    progress_tty: bool | None = None  # None: a bar when stderr is a terminal, else JSON lines
+    progress_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -59,15 +63,22 @@ class Predictions:
         return cloud_target(self.labels).astype(bool)
 
 
-def predict_test_split(data: LabelledData, test: Split, model: CloudModel) -> Predictions:
-    """Stream the test scenes through the model, block by block."""
+def predict_test_split(data: LabelledData, test: Split, model: CloudModel,
+                       progress: Callable[[int], None] | None = None) -> Predictions:
+    """Stream the test scenes through the model, block by block; `progress` is told the rows
+    of each block done (skipped non-finite rows included)."""
     stream = data.stream(test)
     band_term = model.model.band_term(data.bands_nm)
     probability, labels, l2a = [], [], []
+    skipped = 0
     for spectra, block_labels in stream.blocks_in_order():
         probability.append(model.predict(np.ascontiguousarray(spectra), band_term))
         labels.append(block_labels)
         l2a.append(metrics.l2a_rule(spectra, data.bands_nm))
+        if progress is not None:  # the block's selected rows, kept or skipped as non-finite
+            progress(len(block_labels) + stream.skipped - skipped)
+            skipped = stream.skipped
+
     if not probability:
         raise InputProductError(test.fid_list, "every selected spectrum holds a NaN or Inf")
     return Predictions(np.concatenate(probability), np.concatenate(labels), np.concatenate(l2a),
@@ -114,10 +125,14 @@ def evaluate(settings: EvaluationSettings) -> dict:
                        settings.batch_size)
     with LabelledData(list(settings.datasets), spec) as data:
         test = data.split(settings.test_csv)
+        data.check_finite(test)
         ensure_folder(settings.out.parent)
         if settings.plots is not None:
             ensure_folder(settings.plots)
-        pred = predict_test_split(data, test, model)
+        with PassProgress(test.rows, "evaluate_progress", "test spectra",
+                          tty=settings.progress_tty,
+                          interval_s=settings.progress_interval_s) as progress:
+            pred = predict_test_split(data, test, model, progress.update)
     report, curves = build_report(settings, spec, model, pred)
     if settings.plots is not None:
         written = write_figures(settings.plots, pred.cloud, pred.probability, report, curves)

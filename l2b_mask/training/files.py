@@ -1,5 +1,8 @@
 """Writing outputs whole or not at all: a temporary name in the target folder, then a rename.
 
+The temporary name is unpredictable and created exclusively (never through a link planted in a
+shared output folder), and written through its open descriptor.
+
 A reader (an operator, the release command, a scheduler restarting a job) then sees either the
 previous file or the complete new one, never a half-written one.
 """
@@ -11,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from l2b_mask.errors import OutputError
 
@@ -28,12 +31,20 @@ def ensure_folder(path: Path | str) -> Path:
     return p
 
 
-def write_atomic(path: Path | str, write: Callable[[Path], None]) -> Path:
-    """`write(tmp)` to a hidden temporary file beside `path`, then rename it to `path`."""
+def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> Path:
+    """`write(f)` into a new hidden file of unpredictable name beside `path` (created with
+    O_EXCL, never through a link: `tempfile.mkstemp`), then rename it to `path`. `write` gets
+    the open binary file, so nothing reopens the name."""
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        fd, name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(p, f"cannot write ({exc.strerror or exc})") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from its readers
+            write(f)
         tmp.replace(p)
     except OSError as exc:
         raise OutputError(p, f"cannot write ({exc.strerror or exc})") from None
@@ -43,8 +54,8 @@ def write_atomic(path: Path | str, write: Callable[[Path], None]) -> Path:
 
 
 def write_json(path: Path | str, doc: Any) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=2) + "\n"))
+    return write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_text(path: Path | str, text: str) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))

@@ -1,9 +1,10 @@
-"""What a long training run tells its operator, and how it is stopped cleanly.
+"""What a long training run (or evaluation) tells its operator, and how it is stopped cleanly.
 
 On a terminal: a tqdm bar per epoch (spectra/s, loss, ETA) on stderr. Otherwise (a batch job,
 a log file): one JSON object per line on stdout, every `interval_s` seconds and at each epoch's
 end, which log collectors parse. SIGTERM (the scheduler) and Ctrl-C only set a flag that the
 training loop reads between batches, so the checkpoint it then writes is consistent.
+`PassProgress` does the same for one pass over the test spectra (l2b-mask-evaluate).
 """
 
 from __future__ import annotations
@@ -98,3 +99,53 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class PassProgress:
+    """Progress of one pass over a known number of items (l2b-mask-evaluate's test spectra):
+    a tqdm bar on stderr on a terminal, else a JSON line (`event`) every `interval_s` seconds
+    and one when the pass ends, on stdout as training's."""
+
+    def __init__(self, total: int, event: str, desc: str, tty: bool | None = None,
+                 interval_s: float = 10.0, unit: str = "spectra") -> None:
+        self.total, self.event, self.unit = total, event, unit
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.interval_s = interval_s
+        self.done = 0
+        self._logged: int | None = None  # the count of the last JSON line
+        self._t0 = self._last = time.monotonic()
+        self._bar: tqdm | None = None
+        if self.tty:
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, desc=desc,
+                             file=sys.stderr, leave=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self._log(now)
+
+    def _log(self, now: float) -> None:
+        self._logged = self.done
+        rate = self.done / max(now - self._t0, 1e-9)
+        log_event(self.event, **{f"{self.unit}_done": self.done, f"{self.unit}_total": self.total,
+                                 f"{self.unit}_per_s": round(rate, 1),
+                                 "eta_s": round(max(self.total - self.done, 0) / max(rate, 1e-9), 1)})
+
+    def close(self) -> None:
+        """End the bar, or log the final count (once)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif not self.tty and self.done != self._logged:
+            self._log(time.monotonic())
+
+    def __enter__(self) -> PassProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

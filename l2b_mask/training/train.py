@@ -46,6 +46,10 @@ WEIGHTS = "weights.pt"
 METRICS = "metrics.csv"
 RECORD = "training.json"
 METRIC_COLUMNS = ("epoch", "train_loss", "test_loss", "test_f1", "test_auc")
+#: what `Trainer.checkpoint` writes: a file without them is not one (an input error, exit 4)
+CHECKPOINT_KEYS = frozenset({"format", "model", "optimizer", "torch_rng", "cuda_rng", "epoch",
+                             "batches_done", "loss_sum", "seen", "rows", "epoch_seconds",
+                             "epoch_elapsed", "settings", "datasets"})
 #: settings a resumed run may change; any other must equal the checkpoint's
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "save_every_epoch", "eval_batch"})
 
@@ -203,10 +207,15 @@ def load_checkpoint(path: Path, settings: TrainSettings, digests: list[dict[str,
     """The checkpoint to resume from, refused when the data or the recipe changed."""
     if not path.is_file():
         raise UsageError(f"--resume: no checkpoint {path}")
-    try:
+    try:  # weights_only: tensors and plain values, never code (a crafted pickle is refused)
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one error line
-        raise OutputError(path, f"checkpoint unreadable ({type(exc).__name__})") from None
+        raise InputProductError(path, f"checkpoint unreadable or not plain data "
+                                      f"({type(exc).__name__}): --resume refused") from None
+    missing = CHECKPOINT_KEYS - set(ckpt) if isinstance(ckpt, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise InputProductError(path, f"not a checkpoint of l2b-mask-train (lacks "
+                                      f"{', '.join(sorted(missing))}): --resume refused")
     saved = ckpt.get("settings", {})
     changed = sorted(k for k, v in settings.model_dump().items()
                      if k not in RESUMABLE_CHANGES and saved.get(k) != v)
@@ -288,6 +297,8 @@ def _train(inputs: TrainInputs, settings: TrainSettings, progress_tty: bool | No
     with LabelledData(list(inputs.datasets), spec, settings.block_rows) as data:
         train_split, test_split = data.split(inputs.train_csv), data.split(inputs.test_csv)
         data.check_disjoint(train_split, test_split)
+        for split in (train_split, test_split):  # before training: not after an epoch
+            data.check_finite(split)
         outdir = _prepare_outdir(inputs)
         digests = [{"path": str(f.path), "sha256": sha256_of(f.path), "rows": f.rows}
                    for f in data.files]

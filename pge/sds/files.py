@@ -82,7 +82,7 @@ def enabled_keys(switches: dict[str, bool]) -> list[str]:
     """The file keys that output switches (`{"write_envi": True, ...}`) turn on, in table
     order, provenance and log aside: what a complete product of those settings holds."""
     return [f.key for f in PRODUCT_FILES
-            if f.key not in TRAILING and (f.switch is None or switches.get(f.switch, False))]
+            if f.key not in TRAILING and (f.switch is None or switches[f.switch])]
 
 
 def formats() -> dict[str, str]:

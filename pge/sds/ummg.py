@@ -9,6 +9,7 @@ record before it leaves the PGE; the DAAC validates against the full schema on i
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -29,6 +30,25 @@ UMMG_VERSION = "1.6.5"
 COLLECTION_SHORT_NAME = "EMITL2BMASK"
 GRANULE_UR_PREFIX = "EMIT_L2B_MASK"
 _GRANULE_UR = re.compile(r"EMIT_L2B_MASK_\d{3}_\d{8}T\d{6}_\d{7}_\d{3}")
+
+
+PLATFORMS = [{"ShortName": "ISS", "Instruments": [{"ShortName": "EMIT Imaging Spectrometer"}]}]
+METADATA_SPECIFICATION = {"URL": f"https://cdn.earthdata.nasa.gov/umm/granule/v{UMMG_VERSION}",
+                          "Name": "UMM-G", "Version": UMMG_VERSION}
+# The granule's AdditionalAttributes, in record order: (UMM-G name, key of the value in
+# `build_ummg`'s values); an attribute whose value is None is left out.
+ADDITIONAL_ATTRIBUTES = (
+    ("SOFTWARE_BUILD_VERSION", "software_build_version"),
+    ("SOFTWARE_DELIVERY_VERSION", "software_delivery_version"),
+    ("CLOUD_MODEL_VERSION", "cloud_model_version"),
+    ("Identifier_product_doi", "doi"),
+    ("Identifier_product_doi_authority", "doi_authority"),
+    ("ORBIT", "orbit"),
+    ("ORBIT_SEGMENT", "orbit_segment"),
+    ("SCENE", "scene"),
+    ("SOLAR_ZENITH", "solar_zenith"),
+    ("SOLAR_AZIMUTH", "solar_azimuth"),
+)
 
 
 def granule_ur(identity: EmitIdentity, product_version: str, scene: int | str | None = None) -> str:
@@ -56,8 +76,10 @@ def sha512(path: Path | str) -> str:
 
 def cloud_cover_percent(fraction: CloudFraction) -> float:
     """EMIT's granule cloud cover: cloudy pixels and pixels without a value (nothing is seen
-    there), as a percentage of all pixels, at most 100."""
-    return min(fraction.percent_of_all + fraction.percent_no_value, 100.0)
+    there), as a percentage of all pixels, at most 100; higher than the cloud fraction of
+    `_metadata.json` wherever the scene has no-value pixels (both are there, with how each
+    is counted)."""
+    return fraction.percent_cloud_or_no_value
 
 
 def day_night_flag(mean_solar_zenith_deg: float | None) -> str:
@@ -130,19 +152,11 @@ def build_ummg(
     `swath_polygon`) a GPolygon. Without an EMIT identity the GranuleUR is
     `granule_ur_override` or the first file's stem, and ORBIT/SCENE attributes are left out.
     """
-    if not files:
-        raise ValueError("a granule needs at least one file")
     if not math.isfinite(cloud_cover_percent) or not 0.0 <= cloud_cover_percent <= 100.0 + 1e-9:
         raise ValueError(f"cloud_cover_percent must be within [0, 100], not {cloud_cover_percent}")
     paths = [Path(f) for f in files]
-    if identity is not None:
-        ur = granule_ur_override or granule_ur(identity, product_version, daac_scene)
-        start_time = start_time or identity.start_time
-    else:
-        ur = granule_ur_override or paths[0].name.split(".")[0]
-    if start_time is None:
-        raise ValueError("start_time is needed when the radiance has no EMIT identity")
-    end_time = end_time or start_time
+    ur, start_time = _granule_ur_and_start(identity, product_version, daac_scene, paths,
+                                           granule_ur_override, start_time)
     produced = _time(production_time)
     record: dict[str, Any] = {
         "GranuleUR": ur,
@@ -156,13 +170,44 @@ def build_ummg(
         },
         "PGEVersionClass": {"PGEName": pge_name, "PGEVersion": pge_version},
         "TemporalExtent": {"RangeDateTime": {"BeginningDateTime": _time(start_time),
-                                             "EndingDateTime": _time(end_time)}},
-        "Platforms": [{"ShortName": "ISS",
-                       "Instruments": [{"ShortName": "EMIT Imaging Spectrometer"}]}],
+                                             "EndingDateTime": _time(end_time or start_time)}},
+        "Platforms": copy.deepcopy(PLATFORMS),
         "CloudCover": int(round(min(cloud_cover_percent, 100.0))),
-        "MetadataSpecification": {"URL": f"https://cdn.earthdata.nasa.gov/umm/granule/v{UMMG_VERSION}",
-                                  "Name": "UMM-G", "Version": UMMG_VERSION},
+        "MetadataSpecification": dict(METADATA_SPECIFICATION),
     }
+    geometry = _geometry(bounds, polygon)
+    if geometry:
+        record["SpatialExtent"] = {"HorizontalSpatialDomain": {"Geometry": geometry}}
+    record["AdditionalAttributes"] = additional_attributes({
+        "software_build_version": software_build_version,
+        "software_delivery_version": software_delivery_version,
+        "cloud_model_version": cloud_model_version, "doi": doi,
+        "doi_authority": "https://doi.org" if doi else None,
+        **_orbit_values(identity, daac_scene),
+        "solar_zenith": solar_zenith, "solar_azimuth": solar_azimuth})
+    return record
+
+
+def _granule_ur_and_start(identity: EmitIdentity | None, product_version: str,
+                          daac_scene: int | None, paths: list[Path], override: str | None,
+                          start_time: datetime | None) -> tuple[str, datetime]:
+    """The GranuleUR (the override, the EMIT one, else the first file's stem) and the start
+    time (the given one, else the identity's; one is needed)."""
+    if not paths:
+        raise ValueError("a granule needs at least one file")
+    if identity is not None:
+        ur = override or granule_ur(identity, product_version, daac_scene)
+        start_time = start_time or identity.start_time
+    else:
+        ur = override or paths[0].name.split(".")[0]
+    if start_time is None:
+        raise ValueError("start_time is needed when the radiance has no EMIT identity")
+    return ur, start_time
+
+
+def _geometry(bounds: Bounds | None, polygon: Sequence[tuple[float, float]] | None
+              ) -> dict[str, Any]:
+    """UMM-G Geometry: a BoundingRectangle from `bounds`, a GPolygon from `polygon`."""
     geometry: dict[str, Any] = {}
     if bounds is not None:
         geometry["BoundingRectangles"] = [{
@@ -171,23 +216,22 @@ def build_ummg(
     if polygon:
         geometry["GPolygons"] = [{"Boundary": {"Points": [
             {"Longitude": float(x), "Latitude": float(y)} for x, y in polygon]}}]
-    if geometry:
-        record["SpatialExtent"] = {"HorizontalSpatialDomain": {"Geometry": geometry}}
-    attributes: list[tuple[str, Any]] = [
-        ("SOFTWARE_BUILD_VERSION", software_build_version),
-        ("SOFTWARE_DELIVERY_VERSION", software_delivery_version),
-        ("CLOUD_MODEL_VERSION", cloud_model_version),
-        ("Identifier_product_doi", doi),
-        ("Identifier_product_doi_authority", "https://doi.org" if doi else None),
-    ]
-    if identity is not None:
-        attributes += [("ORBIT", int(f"{identity.start_time.astimezone(UTC):%y}{identity.orbit}")),
-                       ("ORBIT_SEGMENT", int(identity.scene)),
-                       ("SCENE", int(daac_scene) if daac_scene is not None else int(identity.scene))]
-    attributes += [("SOLAR_ZENITH", solar_zenith), ("SOLAR_AZIMUTH", solar_azimuth)]
-    record["AdditionalAttributes"] = [{"Name": name, "Values": [str(value)]}
-                                      for name, value in attributes if value is not None]
-    return record
+    return geometry
+
+
+def _orbit_values(identity: EmitIdentity | None, daac_scene: int | None) -> dict[str, int]:
+    """ORBIT (2-digit year and short orbit), ORBIT_SEGMENT and SCENE of an EMIT identity."""
+    if identity is None:
+        return {}
+    return {"orbit": int(f"{identity.start_time.astimezone(UTC):%y}{identity.orbit}"),
+            "orbit_segment": int(identity.scene),
+            "scene": int(daac_scene) if daac_scene is not None else int(identity.scene)}
+
+
+def additional_attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`ADDITIONAL_ATTRIBUTES` rendered with `values`, in table order; None leaves one out."""
+    return [{"Name": name, "Values": [str(values[key])]}
+            for name, key in ADDITIONAL_ATTRIBUTES if values.get(key) is not None]
 
 
 def write_ummg(path: Path | str, ummg: Mapping[str, Any]) -> None:

@@ -363,6 +363,28 @@ def test_progress_bar_on_a_terminal(first, archive, tmp_path):
     assert sum('"acquisition_skipped"' in line for line in log.read_text().splitlines()) == 2
 
 
+def test_the_report_of_a_driver_that_died_is_reconciled(first, archive, tmp_path):
+    """As a SIGKILLed driver leaves it: finished_utc null, an acquisition published after
+    its last report write still pending there with no attempt."""
+    root = copy_root(first, tmp_path / "root")
+    path = root / "campaign_report.json"
+    report = json.loads(path.read_text())
+    report["campaign"]["finished_utc"] = None
+    stale = next(a for a in report["acquisitions"] if a["product_stem"] == GOOD_STEMS[0])
+    stale.update(status="pending", attempts=0, history=[], exit_code=None)
+    path.write_text(json.dumps(report))
+    rerun = campaign(archive, root, inventory_path=archive.good_csv, limit=0)
+    previous = rerun.outcome.report.campaign["previous_run"]
+    assert previous["attempts_added"] == 1 and previous["published_since_last_write"] == 1
+    old = json.loads(Path(previous["report"]).read_text())
+    fixed = next(a for a in old["acquisitions"] if a["product_stem"] == GOOD_STEMS[0])
+    assert (fixed["status"], fixed["attempts"], fixed["history"][0]["exit_code"]) == (
+        "done", 1, 0)
+    assert "did not record it" in fixed["reason"] and old["campaign"]["driver_died"]
+    assert not [a for a in old["acquisitions"] if a["status"] == "pending"]
+    assert rerun.entries[GOOD_STEMS[0]].status == "skipped"
+
+
 def test_limit_0_checks_and_runs_nothing(archive, tmp_path):
     """No PGE runs, but every acquisition gets the run configuration it would run with (what
     the report's `runconfig` names); a rerun brings a stale or missing one up to date."""

@@ -497,6 +497,7 @@ def test_granule_metadata_describes_the_product(ok):
     fraction = json.loads(ok.products["metadata"].read_text())["cloud_fraction"]
     no_value = 100.0 * (fraction["pixels"] - fraction["pixels_with_value"]) / fraction["pixels"]
     assert ummg["CloudCover"] == round(min(fraction["percent_of_all_pixels"] + no_value, 100.0))
+    assert ummg["CloudCover"] == fraction["granule_cloud_cover_percent"]  # both say the same
     assert ummg["TemporalExtent"]["RangeDateTime"]["BeginningDateTime"] == (
         "2024-03-02T00:58:29.000Z")
     assert ummg["DataGranule"]["DayNightFlag"] == "Day"
@@ -1051,7 +1052,7 @@ def test_interrupt_inside_an_except_exception_block_still_exits_8(
     acq = generate_acquisition(tmp_path / "in", lines=8, samples=8, seed=SEED)
     rc = write_config(tmp_path / "rc.json", config(acq, tmp_path, spec))
 
-    def read_interrupted(path):  # what the handler does when SIGTERM lands during the read
+    def read_interrupted(path, table):  # what the handler does when SIGTERM lands during the read
         raise InterruptedRun(signal.SIGTERM)
 
     # the ENVI read-back, inside its `except Exception` that makes unreadable an output failure

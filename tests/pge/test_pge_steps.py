@@ -273,7 +273,8 @@ def test_validate_ancillary_takes_the_threshold_from_the_spec(make_config, spec,
     assert guard.workspace is ws  # the signal handler sees the workspace once it is open
     assert model.spec is not None and model.spec.version == spec.version
     assert model.spec.path == spec.path
-    assert model.threshold == spec.threshold
+    assert model.decision.threshold == spec.threshold
+    assert model.decision.comparison == spec.comparison
     inference = model.inference
     assert inference is not None
     assert inference.cloud_model.device.type == "cpu"
@@ -290,8 +291,9 @@ def test_validate_ancillary_takes_the_threshold_from_the_config(make_config, spe
     cfg, _, ws, _, model = pge_run.preprocess(
         pge_run.Steps(), make_config(algorithm={"threshold": 0.3, "comparison": ">="}), guard)
     workspaces.append(ws)
-    assert model.threshold == 0.3 != spec.threshold
-    assert cfg.algorithm.comparison == ">="
+    assert model.decision.threshold == 0.3 != spec.threshold
+    assert model.decision.comparison == cfg.algorithm.comparison == ">="
+    assert model.decision.source == "run configuration"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +307,7 @@ def test_write_products_then_validate_products_accepts_them(make_config, staged_
     valid = ~np.isnan(probability)
     assert valid.any() and not valid.all()
     assert np.array_equal(flag[~valid], np.full((~valid).sum(), 255, np.uint8))
-    assert np.array_equal(flag[valid] == 1, probability[valid] > s.model.threshold)
+    assert np.array_equal(flag[valid] == 1, probability[valid] > s.model.decision.threshold)
     staged = s.ws.staged
     assert staged.envi_data.is_file() and staged.envi_header.is_file()
     assert staged.netcdf.is_file()

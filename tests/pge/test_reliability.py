@@ -1045,14 +1045,18 @@ def test_stale_scratch_of_a_dead_run_is_removed_live_one_kept(tmp_path, spec):
     shared = tmp_path / "scratch"
     write_config(tmp_path, base_config(tmp_path, rdn, obs, spec,
                                        output={"scratch_directory": str(shared)}))
+    # made as the PGE makes its scratch folders (tempfile.mkdtemp: private, 0700); a folder
+    # of another user or open to others is not the PGE's and is left alone (test_safety.py)
     dead = tmp_path / "out" / f".{STEM}.dead0001.scratch"
-    dead.mkdir(parents=True)
+    dead.parent.mkdir(parents=True)
+    dead.mkdir(mode=0o700)
     (dead / f"{STEM}.img").write_bytes(b"half a product")
     dead_shared = shared / f".{STEM}.dead0002.scratch"
-    dead_shared.mkdir(parents=True)
+    shared.mkdir()
+    dead_shared.mkdir(mode=0o700)
     (dead_shared / "owner.lock").write_text("12345\n")  # nobody holds it
     live = shared / f".{STEM}.live0003.scratch"
-    live.mkdir()
+    live.mkdir(mode=0o700)
     from pge.locking import FileLock
     holder = FileLock(live / "owner.lock", remove=False)
     assert holder.try_acquire()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def test_model_spec_defaults_to_project_ancillary():
 def test_defaults():
     config = RunConfig.from_dict(minimal(), "/b")
     assert config.algorithm.threshold is None
-    assert config.algorithm.comparison == ">"
+    assert config.algorithm.comparison is None  # the model specification's
     assert config.processing.device == "auto"
     assert config.processing.precision == "float32"
     assert config.processing.batch_size == 4096
@@ -181,13 +182,17 @@ def test_defaults():
     assert config.pge.software_build_version == "000000"
 
 
-def test_threshold_for_falls_back_to_the_model_spec():
-    class Spec:
-        threshold = 0.42
-
-    assert RunConfig.from_dict(minimal(), "/b").algorithm.threshold_for(Spec()) == 0.42
+def test_decision_falls_back_to_the_model_spec(spec):
+    model = replace(spec, threshold=0.42, comparison=">=")
+    rule = RunConfig.from_dict(minimal(), "/b").algorithm.decision(model)
+    assert (rule.threshold, rule.comparison) == (0.42, ">=")
+    assert rule.source == f"model specification v{spec.version}"
     config = RunConfig.from_dict(with_value("algorithm", {"threshold": 0.6}, minimal()), "/b")
-    assert config.algorithm.threshold_for(Spec()) == 0.6
+    rule = config.algorithm.decision(model)
+    assert (rule.threshold, rule.comparison) == (0.6, ">=")
+    assert "threshold from the run configuration" in rule.source
+    config = RunConfig.from_dict(with_value("algorithm", {"comparison": ">"}, minimal()), "/b")
+    assert config.algorithm.decision(model).comparison == ">"
 
 
 def test_numeric_strings_coerced():

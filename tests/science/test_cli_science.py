@@ -294,7 +294,7 @@ def test_unexpected_error_is_one_line_exit_1_and_debug_shows_it(acq, tmp_path, c
     def broken(*args, **kwargs):
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(cli, "cloud_flag", broken)
+    monkeypatch.setattr(cli, "write_flag_and_probability", broken)
     args = (acq.radiance, acq.observation, tmp_path / "mask.tif")
     code, _, stderr = _run(capsys, *args)
     assert code == 1

@@ -189,7 +189,7 @@ def test_block_writer_any_order_equals_whole(tmp_path, pair):
     write_envi_product(tmp_path / "whole.img", prob, flag, HEADER_EXTRA)
     with EnviProductWriter(tmp_path / "blocks.img", LINES, SAMPLES, HEADER_EXTRA) as writer:
         for start, stop in [(4, 7), (0, 2), (2, 4)]:
-            writer.write_block(start, prob[start:stop], flag[start:stop])
+            writer.write_block(start, {"probability": prob[start:stop], "flag": flag[start:stop]})
     assert (tmp_path / "blocks.img").read_bytes() == (tmp_path / "whole.img").read_bytes()
     assert (tmp_path / "blocks.hdr").read_text() == (tmp_path / "whole.hdr").read_text()
 
@@ -197,7 +197,7 @@ def test_block_writer_any_order_equals_whole(tmp_path, pair):
 def test_block_writer_refuses_missing_lines(tmp_path, pair):
     prob, flag = pair
     writer = EnviProductWriter(tmp_path / "p.img", LINES, SAMPLES, {})
-    writer.write_block(0, prob[:3], flag[:3])
+    writer.write_block(0, {"probability": prob[:3], "flag": flag[:3]})
     with pytest.raises(OutputError, match="4 of 7 lines were never written"):
         writer.close()
     assert not (tmp_path / "p.img").exists() and not (tmp_path / "p.hdr").exists()
@@ -222,8 +222,8 @@ def test_bad_inputs_are_refused(tmp_path, pair):
         write_envi_product(tmp_path / "p.img", prob, flag[:-1], {})
     with EnviProductWriter(tmp_path / "q.img", LINES, SAMPLES) as writer:
         with pytest.raises(ValueError, match="outside 0..7"):
-            writer.write_block(5, prob[:3], flag[:3])
-        writer.write_block(0, prob, flag)
+            writer.write_block(5, {"probability": prob[:3], "flag": flag[:3]})
+        writer.write_block(0, {"probability": prob, "flag": flag})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,14 @@ from l2b_mask.inputs.glt import Glt, parse_map_info, read_glt
 from l2b_mask.inputs.location import LocationArrays, read_location
 from l2b_mask.inputs.scene import Scene as SceneInputs
 from l2b_mask.inputs.scene import mean_solar_angles, solar_angle_bands
-from l2b_mask.products.browse import CLOUD_ALPHA, browse_bands, compose, write_browse_png
+from l2b_mask.products.browse import (
+    CLOUD_ALPHA,
+    LEGEND_HEIGHT,
+    LEGEND_MIN_WIDTH,
+    browse_bands,
+    compose,
+    write_browse_png,
+)
 from l2b_mask.products.netcdf import write_netcdf_product
 from l2b_mask.products.ortho import write_ortho_geotiff
 from l2b_mask.synthetic.scene import generate_acquisition
@@ -353,8 +360,12 @@ def test_browse_png_with_pillow(scene, tmp_path):
     path = tmp_path / f"{STEM}.png"
     write_browse_png(path, scene.radiance, scene.flag)
     image, rgba = _open_with_pillow(path)
-    assert image.mode == "RGBA" and image.size == (SAMPLES, LINES)  # Pillow: (width, height)
+    # Pillow: (width, height); the image top left, the legend panel below it
+    assert image.mode == "RGBA" and image.size == (max(SAMPLES, LEGEND_MIN_WIDTH),
+                                                   LINES + LEGEND_HEIGHT)
     assert max(image.size) <= 1000
+    assert (rgba[LINES:, :, 3] == 255).all()  # the legend is opaque
+    rgba = rgba[:LINES, :SAMPLES]
     cloud, clear, no_value = scene.flag == 1, scene.flag == 0, scene.flag == 255
     assert cloud.any() and clear.any() and no_value.any()
     assert _magenta_overlay(rgba[cloud]).all()
@@ -362,22 +373,25 @@ def test_browse_png_with_pillow(scene, tmp_path):
     assert _magenta_overlay(rgba[clear]).mean() < 0.5
     assert (rgba[no_value] == 0).all()
     # the same pixels as GDAL reads
-    np.testing.assert_array_equal(rgba, gdal.Open(str(path)).ReadAsArray().transpose(1, 2, 0))
+    np.testing.assert_array_equal(
+        rgba, gdal.Open(str(path)).ReadAsArray().transpose(1, 2, 0)[:LINES, :SAMPLES])
 
 
 def test_browse_png_of_a_long_scene_is_at_most_1000_px_with_pillow(tmp_path):
-    """The catalogue limit with the default max_side: a 1500-line swath becomes 1000 px long,
-    and the browse pixels made only of cloud carry the mask colour."""
+    """The catalogue limit with the default max_side: a 1500-line swath becomes 1000 px long
+    with its legend, and the browse pixels made only of cloud carry the mask colour."""
     acq = generate_acquisition(tmp_path, lines=1500, samples=3, seed=1)
     flag = np.where(acq.truth == 0, 255, acq.truth >= 2).astype(np.uint8)
     path = tmp_path / "long.png"
     write_browse_png(path, acq.radiance, flag)
     image, rgba = _open_with_pillow(path)
-    assert image.mode == "RGBA" and image.size == (2, 1000)
-    # browse row r covers swath lines [1.5 r, 1.5 (r + 1)); column c the samples of its share
-    rows = (np.arange(1500) * 1000) // 1500
+    rows_n = 1000 - LEGEND_HEIGHT
+    assert image.mode == "RGBA" and image.size == (LEGEND_MIN_WIDTH, 1000)
+    rgba = rgba[:rows_n, :2]
+    # browse row r covers swath lines [1500 r / rows_n, ...); column c the samples of its share
+    rows = (np.arange(1500) * rows_n) // 1500
     cols = (np.arange(3) * 2) // 3
-    all_cloud = np.ones((1000, 2), bool)
+    all_cloud = np.ones((rows_n, 2), bool)
     np.logical_and.at(all_cloud, (rows[:, None], cols[None, :]), flag == 1)
     assert all_cloud.sum() > 10
     assert _magenta_overlay(rgba[all_cloud]).all()
@@ -394,8 +408,8 @@ def test_browse_png_rgba_with_cloud_overlay(scene, tmp_path):
     write_browse_png(path, scene.radiance, scene.flag)
     ds = gdal.Open(str(path))
     assert ds.GetDriver().ShortName == "PNG" and ds.RasterCount == 4
-    assert (ds.RasterYSize, ds.RasterXSize) == (LINES, SAMPLES)
-    rgba = ds.ReadAsArray().transpose(1, 2, 0).astype(int)
+    assert (ds.RasterYSize, ds.RasterXSize) == (LINES + LEGEND_HEIGHT, LEGEND_MIN_WIDTH)
+    rgba = ds.ReadAsArray().transpose(1, 2, 0).astype(int)[:LINES, :SAMPLES]
     no_value = scene.flag == 255
     assert (rgba[no_value] == 0).all()
     assert (rgba[~no_value, 3] == 255).all()
@@ -409,11 +423,17 @@ def test_browse_png_rgba_with_cloud_overlay(scene, tmp_path):
 
 
 def test_browse_downsamples_large_scenes(scene, tmp_path):
+    """The image is reduced so that image and legend fit in max_side."""
     path = tmp_path / "small.png"
-    write_browse_png(path, scene.radiance, scene.flag, max_side=20)
+    max_side = LEGEND_MIN_WIDTH
+    write_browse_png(path, scene.radiance, scene.flag, max_side=max_side)
     ds = gdal.Open(str(path))
-    assert max(ds.RasterXSize, ds.RasterYSize) == 20
-    assert ds.RasterXSize == round(SAMPLES * 20 / LINES)
+    assert max(ds.RasterXSize, ds.RasterYSize) == max_side
+    assert ds.RasterXSize == LEGEND_MIN_WIDTH
+    assert ds.RasterYSize == LINES + LEGEND_HEIGHT  # 40 lines fit: not reduced
+    with pytest.raises(ValueError, match="legend"):
+        write_browse_png(tmp_path / "tiny.png", scene.radiance, scene.flag, max_side=20)
+    assert not (tmp_path / "tiny.png").exists()
     image, _ = _open_with_pillow(path)
     assert image.size == (ds.RasterXSize, ds.RasterYSize) and image.mode == "RGBA"
 
