@@ -47,7 +47,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def _single_threaded(work: Callable[[int, int], None], start: int, stop: int) -> None:
     torch.set_num_threads(1)  # this worker's torch ops: no inner thread team to wait for
-    work(start, stop)
+    with torch.no_grad():  # grad mode is per thread: a worker's is on, the caller's off
+        work(start, stop)
 
 
 def for_groups(n: int, group: int, work: Callable[[int, int], None]) -> None:
