@@ -222,10 +222,11 @@ EOF
 kernel_check='
 import json
 from l2b_mask import kernels
+from l2b_mask.kernels import selection
 from l2b_mask.algorithm.inference import CloudModel, InferenceSettings
 from l2b_mask.spec import ModelSpec
 model = CloudModel.load(ModelSpec.load(), InferenceSettings())   # the demo settings: auto, float32
-print(json.dumps({"available": kernels.available(), "reason": kernels.unavailable_reason(),
+print(json.dumps({"available": selection.available(), "reason": selection.unavailable_reason(),
                   "library": str(kernels.library_path()), "compiler": kernels.compiler(),
                   "device": str(model.device), "uses_kernel": model.model.uses_kernel(model.device)}))
 '

@@ -8,6 +8,7 @@ campaign driver has its own codes with its own meanings (`campaign.errors`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
 from typing import ClassVar
@@ -119,15 +120,27 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     return ExitCode.UNEXPECTED
 
 
-def markdown_table(codes: list[DescribedCode] | None = None) -> str:
-    """The exit-code table as Markdown (the README's tables are tested against it)."""
+Meanings = Mapping[DescribedCode, str]
+
+
+def markdown_table(codes: list[DescribedCode] | None = None,
+                   meanings: Meanings | None = None) -> str:
+    """The exit-code table as Markdown (the README's tables are tested against it).
+
+    `meanings`: a command's own words for what the codes mean to it (the members' own
+    meanings are the PGE's); a code it does not name keeps the member's."""
+    words = meanings or {}
     rows = ["| Code | Name | Meaning |", "|---:|---|---|"]
-    rows += [f"| {c.value} | {c.label} | {c.meaning} |" for c in (codes or list(ExitCode))]
+    rows += [f"| {c.value} | {c.label} | {words.get(c, c.meaning)} |"
+             for c in (codes or list(ExitCode))]
     return "\n".join(rows) + "\n"
 
 
-def text_table(codes: list[DescribedCode] | None = None) -> str:
-    """The exit-code table as plain text, for `--help` epilogues."""
-    codes = codes or list(ExitCode)
+def text_table(codes: list[DescribedCode] | None = None,
+               meanings: Meanings | None = None) -> str:
+    """The exit-code table as plain text, for `--help` epilogues; `meanings` as in
+    `markdown_table`."""
+    codes, words = codes or list(ExitCode), meanings or {}
     width = max(len(c.label) for c in codes)
-    return "\n".join(f"  {c.value}  {c.label:<{width}}  {c.meaning}" for c in codes) + "\n"
+    return "\n".join(f"  {c.value}  {c.label:<{width}}  {words.get(c, c.meaning)}"
+                     for c in codes) + "\n"

@@ -119,14 +119,16 @@ def _main(args_list: list[str]) -> int:
             return 0
         if args.runconfig is None:
             raise UsageError("a run configuration file is required (see l2b-mask-pge --help)")
-        from pge.runconfig import RunConfig
+        from pge.runconfig import ConfigFile
 
-        RunConfig.from_file(args.runconfig)  # a bad run configuration fails before torch loads
+        # Read once, here: a bad run configuration fails before torch loads, and the run is
+        # handed these bytes (parsed and hashed for the provenance), not the path to read again.
+        loaded = ConfigFile.read(args.runconfig)
         from pge import run as pge_run
 
         guard = pge_run.Guard()
         _Stop.run = guard
-        result = pge_run.execute(args.runconfig, shlex.join(["l2b-mask-pge", *args_list]), guard,
+        result = pge_run.execute(loaded, shlex.join(["l2b-mask-pge", *args_list]), guard,
                                  validate_only=args.validate_only)
         if result is None:
             log.info("validation_passed", runconfig=str(args.runconfig))

@@ -26,18 +26,20 @@ from pge.sds.ummg import day_night_flag
 
 @dataclass(frozen=True)
 class Masks:
-    """What the model computed: the probability, the flag at the threshold and its statistics."""
+    """What the model computed: the probability, the flag at the threshold and its statistics,
+    and the batch size it ran at."""
 
     probability: np.ndarray
     flag: np.ndarray
     fraction: CloudFraction
     reflectance: KeptReflectance | None = None  # bands kept while streaming, for the shadow
+    batch_size: int | None = None  # less than configured after a CUDA out-of-memory halving
 
     @classmethod
     def of(cls, probability: np.ndarray, decision: DecisionRule,
-           reflectance: KeptReflectance | None = None) -> Masks:
+           reflectance: KeptReflectance | None = None, *, batch_size: int | None = None) -> Masks:
         flag = decision.flag(probability)
-        return cls(probability, flag, cloud_fraction(flag), reflectance)
+        return cls(probability, flag, cloud_fraction(flag), reflectance, batch_size)
 
 
 @dataclass(frozen=True)

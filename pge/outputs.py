@@ -130,12 +130,14 @@ class RunRecord:
     runconfig_bytes: bytes
     started: datetime
     timings_s: dict[str, float]
+    batch_size: int | None  # what the model ran at (the configured size, or less after an OOM)
 
 
 def write_provenance(cfg: RunConfig, plan: Plan, facts: ProductFacts, model: Model,
                      run: RunRecord, staged: ProductFiles, final: ProductFiles) -> None:
     """Checksums are taken in scratch; the record names the files where they will live."""
-    processing = {**model.processing, "batch_size": cfg.processing.batch_size,
+    processing = {**model.processing, "batch_size": run.batch_size,
+                  "batch_size_configured": cfg.processing.batch_size,
                   "lines_per_block": cfg.processing.lines_per_block,
                   "threshold": model.decision.threshold,
                   "threshold_comparison": model.decision.comparison}

@@ -44,7 +44,7 @@ from pge.outputs import (
     write_provenance,
 )
 from pge.publish import Workspace, open_workspace, publish, verify_staged
-from pge.runconfig import RunConfig
+from pge.runconfig import ConfigFile, RunConfig
 from pge.sds.naming import product_stem
 
 PROGRESS_EVERY_S = 10.0
@@ -94,11 +94,12 @@ class Steps:
             return fn(*args)
 
 
-def load_config(path: Path) -> tuple[RunConfig, bytes]:
-    """Read and validate the run configuration, then start logging at its level."""
-    cfg, raw = RunConfig.read(path)
-    pge_logging.configure(cfg.log_level, console=sys.stdout)
-    return cfg, raw
+def load_config(source: Path | ConfigFile) -> ConfigFile:
+    """The run configuration, read once (`l2b-mask-pge` reads it before torch loads and hands
+    it over; given a path, it is read here), then logging started at its level."""
+    loaded = source if isinstance(source, ConfigFile) else ConfigFile.read(source)
+    pge_logging.configure(loaded.config.log_level, console=sys.stdout)
+    return loaded
 
 
 def prepare_output(cfg: RunConfig, runconfig_path: Path) -> Workspace:
@@ -163,14 +164,17 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
                  pixels_per_s=round(rate, 1), eta_s=round(remaining / rate, 1) if rate else None,
                  pixels_with_value=done["valid"])
 
-    probability, kept = model.inference.run_keeping(cfg.processing.lines_per_block,
-                                                    on_block=progress)
+    ran = model.inference.run_keeping(cfg.processing.lines_per_block, on_block=progress)
+    probability = ran.probability
     if done["not_finite"]:
         log.warning("radiance_not_finite", pixels=done["not_finite"],
                     detail="pixels with NaN or Inf radiance in a model band have no value")
     if not np.isfinite(probability).any():
         raise no_value_error(scene)
-    return Masks.of(probability, model.decision, kept)
+    if ran.batch_size != model.inference.cloud_model.batch_size:
+        log.warning("batch_size_reduced", configured=model.inference.cloud_model.batch_size,
+                    ran=ran.batch_size, detail="the device ran out of memory")
+    return Masks.of(probability, model.decision, ran.reflectance, batch_size=ran.batch_size)
 
 
 def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondCloud:
@@ -192,18 +196,19 @@ def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondClo
     return result
 
 
-def preprocess(steps: Steps, runconfig_path: Path, guard: Guard
-               ) -> tuple[RunConfig, bytes, Workspace, Inputs, Model]:
-    cfg, raw = steps.run("load_config", load_config, runconfig_path)
+def preprocess(steps: Steps, source: Path | ConfigFile, guard: Guard
+               ) -> tuple[ConfigFile, Workspace, Inputs, Model]:
+    loaded = steps.run("load_config", load_config, source)
+    cfg = loaded.config
     steps.where = cfg.output.directory
     with steps.step("prepare_output"):
         # handed to the clean-up inside the step: its own last log line may fail (full disk)
-        ws = guard.workspace = prepare_output(cfg, runconfig_path)
+        ws = guard.workspace = prepare_output(cfg, loaded.path)
     steps.where = ws.scratch
     inputs = steps.run("validate_inputs", validate_inputs, cfg)
     steps.pixels = inputs.scene.lines * inputs.scene.samples
     model = steps.run("validate_ancillary", validate_ancillary, cfg, inputs)
-    return cfg, raw, ws, inputs, model
+    return loaded, ws, inputs, model
 
 
 def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts,
@@ -241,19 +246,22 @@ def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts
         return publish(ws, plan.keys)
 
 
-def execute(runconfig_path: Path, run_command: str, guard: Guard | None = None, *,
+def execute(source: Path | ConfigFile, run_command: str, guard: Guard | None = None, *,
             validate_only: bool = False) -> RunResult | None:
-    """The whole run; None with `validate_only` (inputs and ancillary checked, nothing made)."""
+    """The whole run of the run configuration `source` (already read, or the path to read it
+    from); None with `validate_only` (inputs and ancillary checked, nothing made)."""
     guard = guard or Guard()
     steps = Steps()
     try:
-        cfg, raw, ws, inputs, model = preprocess(steps, runconfig_path, guard)
+        loaded, ws, inputs, model = preprocess(steps, source, guard)
+        cfg = loaded.config
         if validate_only:
             return None
         masks = steps.run("run", infer, cfg, inputs, model)
         beyond = steps.run("beyond_cloud", make_beyond_cloud, cfg, inputs, masks)
         facts = product_facts(cfg, ws.stem, run_command, inputs, model, masks, beyond=beyond)
-        record = RunRecord(runconfig_path, raw, steps.started, steps.timings_s)
+        record = RunRecord(loaded.path, loaded.raw, steps.started, steps.timings_s,
+                           masks.batch_size)
         published = postprocess(steps, cfg, ws, facts, inputs, model, masks, record, beyond)
         by_path = {path: key for key, path in ws.final.paths.items()}
         return RunResult(ws.stem, {by_path[p]: p for p in published},

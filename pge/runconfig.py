@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -103,7 +104,9 @@ class InputFiles(_Model):
                           "optional, copied into the product's geolocation when given; its "
                           "ground spacing gives the cloud buffer's pixel size (else the nominal "
                           "60 m) and the cloud shadow needs it (not made without). Omitted with a "
-                          "radiance granule: its 'location' group is used." + _RELATIVE)
+                          "radiance granule: its 'location' group is used, and a granule without "
+                          "it (or without lon, lat, elev, glt_x or glt_y) is refused as "
+                          "malformed (exit 4)." + _RELATIVE)
     glt: FilePath | None = Field(
         None, description="EMIT L1B geometry lookup table (ENVI GLT, or a granule with "
                           "'location/glt_x', 'glt_y'); optional, used for the orthorectified "
@@ -343,6 +346,23 @@ class RunConfig(_Model):
     def to_json(self) -> str:
         """Canonical dump (sorted keys, every default spelled out) for provenance."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A run configuration file read once: the bytes the provenance hashes are the bytes the
+    configuration was parsed from (a second read could see another file, or nothing at all
+    from a pipe)."""
+
+    path: Path
+    raw: bytes
+    config: RunConfig
+
+    @classmethod
+    def read(cls, path: Path | str) -> ConfigFile:
+        """Read, parse and validate; any problem is a RunConfigError."""
+        config, raw = RunConfig.read(path)
+        return cls(Path(path), raw, config)
 
 
 def _resolve(model: BaseModel, base: Path) -> Any:

@@ -111,8 +111,21 @@ def no_value_error(scene: Scene, lines_per_block: int = 512) -> InputProductErro
                              "Inf radiance in a model band")
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """P(cloud) of a set of spectra, and the batch size the model ran them at: the one asked
+    for, or a smaller one after a CUDA out-of-memory halving (the next call should start there)."""
+
+    probability: np.ndarray  # (N,) float32
+    batch_size: int
+
+
 class CloudModel:
-    """A loaded model on its device, with the band selection and batching around it."""
+    """A loaded model on its device, with the band selection and batching around it.
+
+    `batch_size` is the batch size asked for; it never changes: a prediction that had to run
+    smaller batches says so in its result (`Prediction.batch_size`).
+    """
 
     def __init__(self, spec: ModelSpec, model: SpecTf, device: torch.device, precision: str,
                  batch_size: int) -> None:
@@ -132,35 +145,37 @@ class CloudModel:
         device = resolve_device(settings.device)
         return cls(spec, load_model(spec, path), device, settings.precision, settings.batch_size)
 
-    def predict(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
-        """P(cloud) float32 for (N, T) float32 reflectance.
+    def predict(self, reflectance: np.ndarray, band_term: torch.Tensor,
+                batch_size: int | None = None) -> Prediction:
+        """P(cloud) float32 for (N, T) float32 reflectance, in batches of `batch_size` spectra
+        (default: the model's).
 
         On a CUDA device that runs out of memory, the batch that failed is retried at half
-        the batch size, down to 1; the smaller size is kept for the following batches. Out of
-        memory on the CPU, or on CUDA at batch size 1, is a ProcessingError.
+        the batch size, down to 1; the smaller size is kept for the following batches and
+        returned with the result. Out of memory on the CPU, or on CUDA at batch size 1, is a
+        ProcessingError.
         """
+        size = batch_size or self.batch_size
         n = reflectance.shape[0]
         out = np.empty(n, np.float32)
-        if n == 0:
-            return out
         start = 0
         while start < n:
-            stop = min(start + self.batch_size, n)
+            stop = min(start + size, n)
             try:
                 out[start:stop] = self._forward(reflectance[start:stop], band_term)
             except OUT_OF_MEMORY:
                 if self.device.type != "cuda":
                     raise ProcessingError(
-                        None, f"out of memory on {self.device} at batch size {self.batch_size} "
+                        None, f"out of memory on {self.device} at batch size {size} "
                               "(lower processing.batch_size or lines_per_block)") from None
-                if self.batch_size == 1:
+                if size == 1:
                     raise ProcessingError(
                         None, f"out of memory on {self.device} even at batch size 1") from None
                 torch.cuda.empty_cache()
-                self.batch_size = max(1, self.batch_size // 2)
+                size = max(1, size // 2)
                 continue
             start = stop
-        return out
+        return Prediction(out, size)
 
     @torch.inference_mode()
     def _forward(self, reflectance: np.ndarray, band_term: torch.Tensor) -> np.ndarray:
@@ -192,6 +207,7 @@ class ProbabilityBlock:
     start: int
     stop: int
     probability: np.ndarray  # (stop - start, samples) float32
+    batch_size: int  # what the model's batches ran at (less than asked after a CUDA OOM)
     radiance_not_finite: int = 0  # pixels with NaN or Inf in a model band (they have no value)
     # (stop - start, samples, k) float32 TOA reflectance of the kept bands, NaN without value;
     # None unless the inference was asked to keep some (`keep_reflectance_nm`)
@@ -210,6 +226,17 @@ class KeptReflectance:
     def planes(self) -> list[np.ndarray]:
         """One (lines, samples) array per kept band, in the order asked."""
         return [self.reflectance[:, :, i] for i in range(self.reflectance.shape[2])]
+
+
+@dataclass(frozen=True)
+class SceneProbability:
+    """What streaming a whole scene gave: the probability, the kept reflectance when asked,
+    and the batch size the model ended at (the one asked for unless a CUDA device ran out of
+    memory and halved it: what the provenance must record)."""
+
+    probability: np.ndarray  # (lines, samples) float32, NaN where a pixel has no value
+    reflectance: KeptReflectance | None
+    batch_size: int
 
 
 class SceneInference:
@@ -257,24 +284,29 @@ class SceneInference:
         reads = self.read_blocks(lines_per_block)
         if read_ahead > 0:
             reads = prefetch(reads, read_ahead)
+        batch_size = self.cloud_model.batch_size
         for start, stop, radiance, solar_zenith in reads:
-            yield self.block(radiance, solar_zenith, start, stop)
+            block = self.block(radiance, solar_zenith, start, stop, batch_size)
+            batch_size = block.batch_size  # a size halved for want of memory stays halved
+            yield block
 
     def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
-              stop: int) -> ProbabilityBlock:
-        """One block from its (lines, samples, kept bands) radiance and solar zenith."""
+              stop: int, batch_size: int | None = None) -> ProbabilityBlock:
+        """One block from its (lines, samples, kept bands) radiance and solar zenith, the model
+        run in batches of `batch_size` (default: the model's)."""
         valid = pixels_with_value(radiance, solar_zenith, self.scene.radiance_nodata,
                                   self.scene.observation_nodata)
         rho = toa_reflectance(radiance[valid], solar_zenith[valid], self.earth_sun_au,
                               self.band_irradiance)
         probability = np.full(valid.shape, np.nan, np.float32)
-        probability[valid] = self.cloud_model.predict(rho, self.band_term)
+        prediction = self.cloud_model.predict(rho, self.band_term, batch_size)
+        probability[valid] = prediction.probability
         not_finite = int(np.count_nonzero(~np.isfinite(radiance).all(axis=-1)))
         kept = None
         if self.keep_reflectance.size:
             kept = np.full((*valid.shape, self.keep_reflectance.size), np.nan, np.float32)
             kept[valid] = rho[:, self.keep_reflectance]
-        return ProbabilityBlock(start, stop, probability, not_finite, kept)
+        return ProbabilityBlock(start, stop, probability, prediction.batch_size, not_finite, kept)
 
     def run(self, lines_per_block: int,
             on_block: Callable[[ProbabilityBlock], None] | None = None) -> np.ndarray:
@@ -283,26 +315,29 @@ class SceneInference:
         `on_block` sees each block as it is done, on a background writer thread, so a callback
         that writes to disk overlaps the next block's compute.
         """
-        return self.run_keeping(lines_per_block, on_block)[0]
+        return self.run_keeping(lines_per_block, on_block).probability
 
     def run_keeping(self, lines_per_block: int,
                     on_block: Callable[[ProbabilityBlock], None] | None = None
-                    ) -> tuple[np.ndarray, KeptReflectance | None]:
-        """`run`, and the reflectance of the bands `keep_reflectance_nm` asked for (None when
-        none was asked: then nothing more is computed or held than by `run`)."""
+                    ) -> SceneProbability:
+        """`run`, with the reflectance of the bands `keep_reflectance_nm` asked for (None when
+        none was asked: then nothing more is computed or held than by `run`) and the batch size
+        the model ran at."""
         lines, samples = self.scene.lines, self.scene.samples
         out = np.empty((lines, samples), np.float32)
         kept = (np.empty((lines, samples, self.keep_reflectance.size), np.float32)
                 if self.keep_reflectance.size else None)
+        batch_size = self.cloud_model.batch_size
         with BackgroundWriter(on_block or (lambda block: None)) as sink:
             for block in self.blocks(lines_per_block):
                 out[block.start:block.stop] = block.probability
                 if kept is not None and block.reflectance is not None:
                     kept[block.start:block.stop] = block.reflectance
+                batch_size = block.batch_size
                 sink.submit(block)
-        if kept is None:
-            return out, None
-        return out, KeptReflectance(self.kept_wavelengths_nm.copy(), kept)
+        reflectance = (KeptReflectance(self.kept_wavelengths_nm.copy(), kept)
+                       if kept is not None else None)
+        return SceneProbability(out, reflectance, batch_size)
 
 
 def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:

@@ -37,6 +37,7 @@ from torch import nn
 from l2b_mask import kernels
 from l2b_mask.algorithm.attention_cpu import heads_last_attention
 from l2b_mask.errors import AncillaryError
+from l2b_mask.kernels import selection
 from l2b_mask.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class SpecTf(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if backend == "kernel":
-            why = kernels.supports(self.spec) or kernels.unavailable_reason(precision)
+            why = kernels.supports(self.spec) or selection.unavailable_reason(precision)
             if why:
                 raise RuntimeError(f"CPU kernel requested but unavailable: {why}")
         dtype = torch.bfloat16 if precision == "bfloat16" else None
@@ -181,7 +182,7 @@ class SpecTf(nn.Module):
     def _kernel(self, device: torch.device | str = "cpu") -> kernels.Kernel | None:
         if torch.device(device).type != "cpu" or self.backend == "torch" or kernels.supports(self.spec):
             return None
-        return kernels.for_precision(self.precision)
+        return selection.for_precision(self.precision)
 
     def _kernel_parameters(self, band_term: torch.Tensor) -> np.ndarray:
         key = (tuple((p.data_ptr(), p._version) for p in self.parameters()),

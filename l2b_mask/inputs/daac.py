@@ -16,7 +16,7 @@ interleaved, `_FillValue` -9999); group `sensor_band_parameters` with `wavelengt
 `time_coverage_start`/`_end`, `product_version`, `geotransform`, `spatial_ref`.
 
 Every value is read as stored (`set_auto_maskandscale(False)`): fills stay -9999, as in ENVI.
-Granule names and the RAD/OBS pairing check are in `l2b_mask.inputs.daac_names`.
+Granule names are read by `l2b_mask.inputs.daac_names`; the RAD/OBS pairing check is here.
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ from l2b_mask.errors import InputProductError
 from l2b_mask.inputs.daac_names import DaacName, parse_daac_name
 from l2b_mask.inputs.envi import LineReader
 from l2b_mask.inputs.glt import EPSG_WGS84, GLT_FILL, WGS84_WKT, Glt, checked
-from l2b_mask.inputs.location import LOC_FILL, LocationArrays
-from l2b_mask.inputs.scene import (
+from l2b_mask.inputs.l1b import (
     EMIT_RADIANCE_BANDS,
     OBS_BAND_COUNTS,
     OBS_EARTH_SUN_DISTANCE_NAME,
     OBS_SOLAR_ZENITH_NAME,
+    check_same_size,
     check_spectral_axis,
     find_band,
     parse_emit_time,
 )
+from l2b_mask.inputs.location import LOC_FILL, LocationArrays
 
 RADIANCE_VARIABLE = "radiance"
 OBSERVATION_VARIABLE = "obs"
@@ -140,8 +141,8 @@ class DaacGranule:
     acquisition_stop: datetime | None = None  # time_coverage_end
     flight_line: str | None = None  # the ENVI name stem, emit<date>t<time>_o<orbit>_s<segment>
     product_version: str | None = None  # as stored, "V001"
-    has_location: bool = False  # location/lon, lat, elev present
-    has_glt: bool = False  # location/glt_x, glt_y present
+    # which of `location/lon, lat, elev, glt_x, glt_y` the granule holds
+    location_variables: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, repr=False)  # all global attributes
 
     @property
@@ -155,6 +156,16 @@ class DaacGranule:
     @property
     def name(self) -> DaacName | None:
         return parse_daac_name(self.path)
+
+    @property
+    def has_location(self) -> bool:
+        """`location/lon`, `lat`, `elev` all present."""
+        return set(LOCATION_VARIABLES) <= set(self.location_variables)
+
+    @property
+    def has_glt(self) -> bool:
+        """`location/glt_x`, `glt_y` both present."""
+        return set(GLT_VARIABLES) <= set(self.location_variables)
 
 
 def _group(ds: Any, name: str, path: Path) -> Any:
@@ -224,9 +235,11 @@ def _times(attrs: dict[str, Any], path: Path) -> tuple[datetime | None, datetime
     return start, stop
 
 
-def _has(ds: Any, names: tuple[str, ...]) -> bool:
+def _location_variables(ds: Any) -> tuple[str, ...]:
+    """Which of the location group's five variables the granule holds (none without the group)."""
     group = ds.groups.get(LOCATION_GROUP)
-    return group is not None and all(n in group.variables for n in names)
+    names = (*LOCATION_VARIABLES, *GLT_VARIABLES)
+    return () if group is None else tuple(n for n in names if n in group.variables)
 
 
 def _describe(ds: Any, path: Path, expected_radiance_bands: int | None) -> DaacGranule:
@@ -243,7 +256,7 @@ def _describe(ds: Any, path: Path, expected_radiance_bands: int | None) -> DaacG
         acquisition_start=start, acquisition_stop=stop,
         flight_line=_text(attrs.get("flight_line")),
         product_version=_text(attrs.get("product_version")),
-        has_location=_has(ds, LOCATION_VARIABLES), has_glt=_has(ds, GLT_VARIABLES), meta=attrs,
+        location_variables=_location_variables(ds), meta=attrs,
     )
     if kind == "RAD":
         if expected_radiance_bands is not None and bands != expected_radiance_bands:
@@ -291,6 +304,29 @@ def open_radiance_granule(path: Path | str,
 def open_observation_granule(path: Path | str) -> DaacGranule:
     """Open and check an `EMIT_L1B_OBS_*` granule (any name; the content decides)."""
     return _expect(open_granule(path, None), "OBS", "observation")
+
+
+def check_same_acquisition(radiance: DaacGranule, observation: DaacGranule) -> None:
+    """Refuse a RAD and an OBS granule of different acquisitions or sizes.
+
+    Compared where both say: the name's time, orbit and scene; `flight_line`;
+    `time_coverage_start`/`_end`; and always the swath size.
+    """
+    rdn, obs = radiance, observation
+    _expect(rdn, "RAD", "radiance")
+    _expect(obs, "OBS", "observation")
+    rdn_name, obs_name = rdn.name, obs.name
+    differences = []
+    if rdn_name is not None and obs_name is not None and rdn_name.acquisition != obs_name.acquisition:
+        differences.append("name time/orbit/scene")
+    pairs = (("flight_line", rdn.flight_line, obs.flight_line),
+             ("time_coverage_start", rdn.acquisition_start, obs.acquisition_start),
+             ("time_coverage_end", rdn.acquisition_stop, obs.acquisition_stop))
+    differences += [what for what, a, b in pairs if a is not None and b is not None and a != b]
+    if differences:
+        raise InputProductError(obs.path, f"not the same acquisition as the radiance "
+                                          f"{rdn.path.name} ({', '.join(differences)} differ)")
+    check_same_size(rdn, obs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +401,8 @@ def read_granule_location(path: Path | str, shape: tuple[int, int] | None = None
         variables = [_location_variable(ds, n, SWATH_DIMS[:2], p) for n in LOCATION_VARIABLES]
         lines, samples = (int(n) for n in variables[0].shape)
         if shape is not None and (lines, samples) != tuple(shape):
-            raise InputProductError(p, f"location is {lines} lines x {samples} samples, the "
-                                       f"radiance {shape[0]} x {shape[1]}")
+            raise InputProductError(p, f"location is {lines} lines x {samples} samples but the "
+                                       f"radiance is {shape[0]} x {shape[1]}")
         out = np.empty((len(variables), lines, samples), np.float64)
         try:
             for k, var in enumerate(variables):

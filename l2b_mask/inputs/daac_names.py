@@ -1,9 +1,10 @@
-"""LP DAAC EMIT L1B granule names, and whether a RAD and an OBS granule are one acquisition.
+"""LP DAAC EMIT L1B granule names: what a RAD or OBS granule's name says of its acquisition.
 
 `EMIT_L1B_<RAD|OBS>_<VVV>_<YYYYMMDDTHHMMSS>_<YY><orbit5>_<scene3>.nc`: the acquisition start,
 the 7-digit orbit (year's last two digits + the ENVI name's 5-digit orbit) and the DAAC's
 1-based counter of the acquisition within the orbit. The RAD and OBS granules of one
-acquisition differ only in the kind; the campaign pairs them by (time, orbit, scene).
+acquisition differ only in the kind; the campaign pairs them by (time, orbit, scene), and
+`l2b_mask.inputs.daac.check_same_acquisition` checks a pair by these and their content.
 """
 
 from __future__ import annotations
@@ -12,13 +13,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from l2b_mask.errors import InputProductError
-from l2b_mask.inputs.scene import check_same_size
-
-if TYPE_CHECKING:
-    from l2b_mask.inputs.daac import DaacGranule
 
 # EMIT_L1B_<RAD|OBS>_<VVV>_<YYYYMMDDTHHMMSS>_<YY><orbit5>_<scene3>
 _DAAC_NAME = re.compile(
@@ -66,28 +60,3 @@ def parse_daac_name(path: Path | str) -> DaacName | None:
         return None
     return DaacName(kind=match["kind"], version=match["version"], start_time=start,
                     orbit=match["orbit"], scene=match["scene"])
-
-
-def check_same_acquisition(radiance: DaacGranule, observation: DaacGranule) -> None:
-    """Refuse a RAD and an OBS granule of different acquisitions or sizes.
-
-    Compared where both say: the name's time, orbit and scene; `flight_line`;
-    `time_coverage_start`/`_end`; and always the swath size.
-    """
-    rdn, obs = radiance, observation
-    for granule, kind, role in ((rdn, "RAD", "radiance"), (obs, "OBS", "observation")):
-        if granule.kind != kind:
-            raise InputProductError(granule.path, f"given as the {role} but it is an EMIT L1B "
-                                                  f"{granule.kind} granule ('{granule.variable}')")
-    rdn_name, obs_name = parse_daac_name(rdn.path), parse_daac_name(obs.path)
-    differences = []
-    if rdn_name is not None and obs_name is not None and rdn_name.acquisition != obs_name.acquisition:
-        differences.append("name time/orbit/scene")
-    pairs = (("flight_line", rdn.flight_line, obs.flight_line),
-             ("time_coverage_start", rdn.acquisition_start, obs.acquisition_start),
-             ("time_coverage_end", rdn.acquisition_stop, obs.acquisition_stop))
-    differences += [what for what, a, b in pairs if a is not None and b is not None and a != b]
-    if differences:
-        raise InputProductError(obs.path, f"not the same acquisition as the radiance "
-                                          f"{rdn.path.name} ({', '.join(differences)} differ)")
-    check_same_size(rdn, obs)

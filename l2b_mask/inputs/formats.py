@@ -1,4 +1,6 @@
-"""Which format an input is (SDS ENVI raster or LP DAAC netCDF granule), and its reader.
+"""Which format an input is (SDS ENVI raster or LP DAAC netCDF granule), and its reader:
+the header or granule description, the block reader, the location and GLT readers, and the
+files that make up the input (for the provenance record).
 
 The content decides: a file whose first bytes are HDF5's or netCDF-3's signature, or that is
 named `.nc`, is read as a granule (so a truncated or mislabelled `.nc` gets the granule
@@ -12,8 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from l2b_mask.errors import InputProductError
-from l2b_mask.inputs.daac import DaacGranule, DaacReader, open_granule
+from l2b_mask.inputs.daac import (
+    DaacGranule,
+    DaacReader,
+    open_granule,
+    read_granule_glt,
+    read_granule_location,
+)
 from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header
+from l2b_mask.inputs.glt import Glt, read_glt
+from l2b_mask.inputs.location import LocationArrays, read_location
 
 ENVI, DAAC = "envi", "daac"
 _SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"CDF")
@@ -53,3 +63,24 @@ def open_raster(path: Path | str) -> Raster:
 def raster_reader(raster: Raster) -> EnviReader | DaacReader:
     """The block reader of either format: the same `read_lines` / `read_band`."""
     return DaacReader(raster) if isinstance(raster, DaacGranule) else EnviReader(raster)
+
+
+def read_location_file(path: Path | str, shape: tuple[int, int] | None = None) -> LocationArrays:
+    """The per-pixel location of an ENVI LOC raster or of a granule's `location` group, checked
+    against the radiance's (lines, samples) `shape`."""
+    return (read_granule_location if is_netcdf(path) else read_location)(path, shape)
+
+
+def read_glt_file(path: Path | str, shape: tuple[int, int] | None = None) -> Glt:
+    """The GLT of an ENVI GLT raster or of a granule's `location` group, every entry checked
+    against a swath of (lines, samples) `shape`."""
+    return (read_granule_glt if is_netcdf(path) else read_glt)(path, shape)
+
+
+def input_files(path: Path | str) -> dict[str, Path]:
+    """The files an input is made of: a granule is one (`granule`), an ENVI raster its
+    `header` and its `data`."""
+    if is_netcdf(path):
+        return {"granule": Path(path)}
+    header = read_header(path)
+    return {"header": header.header_path, "data": header.data_path}

@@ -59,8 +59,8 @@ def read_location(loc_path: Path | str, shape: tuple[int, int] | None = None,
                                 "(longitude, latitude, elevation)")
     if shape is not None and (header.lines, header.samples) != tuple(shape):
         raise InputProductError(header.header_path,
-                                f"location raster is {header.lines} lines x {header.samples} "
-                                f"samples, the radiance {shape[0]} x {shape[1]}")
+                                f"location is {header.lines} lines x {header.samples} samples "
+                                f"but the radiance is {shape[0]} x {shape[1]}")
     nodata = header.nodata
     out = np.empty((len(LOCATION_BANDS), header.lines, header.samples), np.float64)
     with EnviReader(header) as reader:

@@ -7,28 +7,36 @@ compute; the iteration afterwards only reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from l2b_mask.errors import InputProductError
+from l2b_mask.inputs.daac import (
+    DaacGranule,
+    DaacReader,
+    check_same_acquisition,
+    open_observation_granule,
+    open_radiance_granule,
+)
 from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header
+from l2b_mask.inputs.formats import DAAC, input_format, open_raster, raster_reader
+from l2b_mask.inputs.l1b import (
+    EMIT_RADIANCE_BANDS,
+    OBS_BAND_COUNTS,
+    OBS_EARTH_SUN_DISTANCE,
+    OBS_EARTH_SUN_DISTANCE_NAME,
+    OBS_SOLAR_AZIMUTH,
+    OBS_SOLAR_AZIMUTH_NAME,
+    OBS_SOLAR_ZENITH,
+    OBS_SOLAR_ZENITH_NAME,
+    check_same_size,
+    check_spectral_axis,
+    find_band,
+    parse_emit_time,
+)
 
-if TYPE_CHECKING:  # l2b_mask.inputs.daac imports this module's constants
-    from l2b_mask.inputs.daac import DaacGranule, DaacReader
-
-EMIT_RADIANCE_BANDS = 285
-OBS_BAND_COUNTS = (11, 12)
-# Zero-based positions in the EMIT observation file, used when it carries no band names; with
-# names, bands are found by these (lower-case) parts of their names wherever they are.
-OBS_SOLAR_AZIMUTH = 3
-OBS_SOLAR_ZENITH = 4
-OBS_EARTH_SUN_DISTANCE = 10
-OBS_SOLAR_AZIMUTH_NAME = "to-sun azimuth"
-OBS_SOLAR_ZENITH_NAME = "to-sun zenith"
-OBS_EARTH_SUN_DISTANCE_NAME = "earth-sun distance"
 # Plausible Earth-Sun distance (AU): perihelion 0.983, aphelion 1.017.
 _EARTH_SUN_RANGE = (0.97, 1.03)
 _WAVELENGTH_UNITS = {"nanometers": 1.0, "nm": 1.0, "micrometers": 1000.0, "um": 1000.0,
@@ -43,34 +51,8 @@ def observation_band_names(header: EnviHeader) -> list[str] | None:
     return names
 
 
-def find_band(names: list[str] | None, needle: str, fallback: int, header: EnviHeader) -> int:
-    """Zero-based index of the one band whose name contains `needle` (case-insensitive), or
-    `fallback` (EMIT's position) when the file has no band names."""
-    if not names:
-        return fallback
-    hits = [i for i, name in enumerate(names) if needle in name.lower()]
-    if len(hits) != 1:
-        raise InputProductError(
-            header.header_path,
-            f"expected one band named like '{needle}' among the band names, found {len(hits)}",
-        )
-    return hits[0]
-
-
 ACQUISITION_START_KEY = "emit acquisition start time"
 ACQUISITION_STOP_KEY = "emit acquisition stop time"
-
-
-def parse_emit_time(text: object) -> datetime | None:
-    """An EMIT header time ('2024-03-02T00:58:29+0000') as an aware datetime (UTC when it names
-    no zone); None when absent or not a time."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(str(text).strip())
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def acquisition_times(header: EnviHeader) -> tuple[datetime | None, datetime | None]:
@@ -89,16 +71,6 @@ def acquisition_times(header: EnviHeader) -> tuple[datetime | None, datetime | N
     return start, stop
 
 
-def check_same_size(rdn: EnviHeader | DaacGranule, obs: EnviHeader | DaacGranule) -> None:
-    """The observation must cover the radiance's lines and samples exactly."""
-    if (obs.lines, obs.samples) != (rdn.lines, rdn.samples):
-        raise InputProductError(
-            obs.header_path,
-            f"observation is {obs.lines} lines x {obs.samples} samples but the radiance "
-            f"{rdn.header_path.name} is {rdn.lines} x {rdn.samples}",
-        )
-
-
 def _check_float(header: EnviHeader, what: str) -> None:
     if header.dtype.kind != "f":
         raise InputProductError(
@@ -106,32 +78,6 @@ def _check_float(header: EnviHeader, what: str) -> None:
             f"{what} must be floating point (ENVI data type 4 or 5), found data type "
             f"{header.data_type_code}",
         )
-
-
-# EMIT measures 381-2493 nm: band centres (in nm, after the header's units) outside this are
-# another instrument's, or micrometres labelled as nanometres (which would otherwise surface
-# later as the model's bands missing, blamed on the model specification).
-PLAUSIBLE_WAVELENGTHS_NM = (200.0, 3000.0)
-
-
-def check_spectral_axis(wl: np.ndarray, fwhm: np.ndarray, bands: int, where: Path) -> None:
-    """The one check of a radiance's spectral axis, whichever format it came from (ENVI header
-    text or the granule's float32 `sensor_band_parameters`): one value per band, wavelengths
-    finite and strictly increasing and within `PLAUSIBLE_WAVELENGTHS_NM`, FWHM finite and
-    positive."""
-    if wl.size != bands:
-        raise InputProductError(where, f"{wl.size} wavelengths for {bands} bands")
-    if fwhm.size != bands:
-        raise InputProductError(where, f"{fwhm.size} fwhm values for {bands} bands")
-    if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise InputProductError(where, "wavelengths are not finite and strictly increasing")
-    if not np.all(np.isfinite(fwhm)) or np.any(fwhm <= 0):
-        raise InputProductError(where, "fwhm values must be finite and positive")
-    lo, hi = PLAUSIBLE_WAVELENGTHS_NM
-    if wl[0] < lo or wl[-1] > hi:
-        raise InputProductError(where, f"wavelengths {wl[0]:.6g}-{wl[-1]:.6g} nm are outside "
-                                       f"{lo:g}-{hi:g} nm, not an EMIT radiance's spectral axis "
-                                       "(micrometres labelled as nanometres?)")
 
 
 def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +97,7 @@ def _spectral_axis(header: EnviHeader) -> tuple[np.ndarray, np.ndarray]:
     return wl, fwhm
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scene:
     """Radiance + observation geometry of one acquisition, validated and ready to stream.
 
@@ -175,8 +121,6 @@ class Scene:
         expected_radiance_bands: int | None = EMIT_RADIANCE_BANDS,
     ) -> Scene:
         """Open and check both inputs, ENVI rasters or LP DAAC granules (never one of each)."""
-        from l2b_mask.inputs.formats import DAAC, input_format  # imports this module
-
         if input_format(radiance, observation) == DAAC:
             return cls._open_granules(radiance, observation, expected_radiance_bands)
         rdn = read_header(radiance)
@@ -204,9 +148,6 @@ class Scene:
                        expected_radiance_bands: int | None) -> Scene:
         """The DAAC path: each granule checked at open (the ENVI path's checks and words),
         then the pair (same acquisition, same size)."""
-        from l2b_mask.inputs.daac import open_observation_granule, open_radiance_granule
-        from l2b_mask.inputs.daac_names import check_same_acquisition
-
         rdn = open_radiance_granule(radiance, expected_radiance_bands)
         obs = open_observation_granule(observation)
         check_same_acquisition(rdn, obs)
@@ -235,13 +176,9 @@ class Scene:
         return -9999.0 if value is None else value
 
     def radiance_reader(self) -> EnviReader | DaacReader:
-        from l2b_mask.inputs.formats import raster_reader
-
         return raster_reader(self.radiance_header)
 
     def observation_reader(self) -> EnviReader | DaacReader:
-        from l2b_mask.inputs.formats import raster_reader
-
         return raster_reader(self.observation_header)
 
     def earth_sun_distance(self, lines_per_block: int = 512) -> float:
@@ -288,8 +225,6 @@ def mean_solar_angles(observation_path: Path | str,
     by block from the observation file's to-sun zenith and azimuth bands (by name, as `Scene`
     finds them; EMIT's positions 4 and 3 when the file has no band names); None where no pixel
     has one. ENVI raster or LP DAAC OBS granule."""
-    from l2b_mask.inputs.formats import open_raster, raster_reader
-
     header = open_raster(observation_path)
     bands = list(solar_angle_bands(header))
     nodata = header.nodata

@@ -8,8 +8,8 @@ mixed precision with bfloat16 or int16 P.V) with the system C++ compiler into a 
 by the sources and the flags, and loaded with ctypes; the call releases the GIL and is reentrant
 (no global state), so several threads may run it at once.
 
-`for_precision(p)` is the kernel for precision `p`: the variant `calibrate.choose` picked for this
-CPU (timed once, cached), or None when no variant can run here (no compiler, not x86-64, a CPU
+`selection.for_precision(p)` is the kernel for precision `p`: the variant `calibrate.choose` picked
+for this CPU (timed once, cached), or None when no variant can run here (no compiler, not x86-64, a CPU
 without the instructions, `L2B_MASK_KERNEL=off`); the reason is logged once and the model uses the
 pure-torch path. Pre-build and calibrate at set-up time with `python -m l2b_mask.kernels.build`.
 """
@@ -40,10 +40,9 @@ from l2b_mask.kernels.params import KernelWeights, pack_parameters
 from l2b_mask.kernels.variants import EXP_DEGREE, SOURCE, VARIANTS, Variant, source_hash
 from l2b_mask.spec import ModelSpec
 
-__all__ = ["EXP_DEGREE", "VARIANTS", "Kernel", "KernelWeights", "Variant", "available", "build_library",
-           "cache_dir", "compiler", "for_precision", "forced_fallback", "library_path", "load_variant",
-           "open_library", "pack_parameters", "supports", "unavailable_reason", "variant_reason",
-           "variant_unavailable"]
+__all__ = ["EXP_DEGREE", "VARIANTS", "Kernel", "KernelWeights", "Variant", "build_library", "cache_dir",
+           "compiler", "disabled", "forced_fallback", "library_path", "load_variant", "open_library",
+           "pack_parameters", "supports", "variant_reason", "variant_unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +175,15 @@ def open_library(path: Path, variant: str) -> Kernel:
     return Kernel(VARIANTS[variant], lib)
 
 
-def _disabled() -> bool:
+def disabled() -> bool:
+    """Kernels switched off: inside `forced_fallback`, or by `L2B_MASK_KERNEL=off`."""
     return bool(_forced_off) or os.environ.get("L2B_MASK_KERNEL", "").lower() in ("0", "off", "no", "false")
 
 
 def load_variant(variant: str) -> Kernel | None:
     """One variant's kernel, building it if needed; None (reason logged once) if unavailable here."""
     state = _loaded[variant]
-    if _disabled():
+    if disabled():
         return None
     if state.tried:
         return state.kernel
@@ -204,34 +204,9 @@ def load_variant(variant: str) -> Kernel | None:
 
 def variant_reason(variant: str) -> str | None:
     """None when `variant` loads here, else why not."""
-    if _disabled():
+    if disabled():
         return "disabled"
     return None if load_variant(variant) is not None else _loaded[variant].reason
-
-
-def for_precision(precision: str) -> Kernel | None:
-    """The kernel that runs `precision` on this CPU (the calibrated choice), or None."""
-    from l2b_mask.kernels import calibrate
-
-    if _disabled():
-        return None
-    variant = calibrate.choose(precision)
-    return load_variant(variant) if variant is not None else None
-
-
-def available(precision: str = "float32") -> bool:
-    return for_precision(precision) is not None
-
-
-def unavailable_reason(precision: str = "float32") -> str | None:
-    """None when `precision` has a kernel here, else why not (for errors and test skips)."""
-    from l2b_mask.kernels import calibrate
-
-    if _disabled():
-        return "disabled"
-    if for_precision(precision) is not None:
-        return None
-    return calibrate.why_none(precision)
 
 
 @contextlib.contextmanager

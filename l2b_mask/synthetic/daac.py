@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from l2b_mask.inputs.daac import BAND_GROUP, DAAC_FILL, LOCATION_GROUP, ORTHO_DIMS, SWATH_DIMS
+from l2b_mask.inputs.daac import (
+    BAND_GROUP,
+    DAAC_FILL,
+    GLT_VARIABLES,
+    LOCATION_GROUP,
+    LOCATION_VARIABLES,
+    ORTHO_DIMS,
+    SWATH_DIMS,
+)
 from l2b_mask.inputs.daac_names import DaacName
 from l2b_mask.inputs.emit_names import parse_identity
 from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header, write_header
@@ -36,6 +44,7 @@ _LOCATION = (("lon", "Longitude (WGS-84)", "degrees east"),
              ("lat", "Latitude (WGS-84)", "degrees north"),
              ("elev", "Surface Elevation", "m"))
 _GLT = (("glt_x", "GLT Sample Lookup"), ("glt_y", "GLT Line Lookup"))
+ALL_LOCATION = LOCATION_VARIABLES + GLT_VARIABLES  # what an EMIT L1B granule's group holds
 
 
 @dataclass(frozen=True)
@@ -131,22 +140,30 @@ def _band_parameters(ds: Any, kind: str, header: EnviHeader) -> None:
         var[i] = band_name
 
 
-def _location(ds: Any, loc: EnviHeader, glt: EnviHeader, lines_per_block: int) -> None:
+def _location(ds: Any, loc: EnviHeader, glt: EnviHeader, lines_per_block: int,
+              keep: tuple[str, ...] = ALL_LOCATION) -> None:
+    """The `location` group with the variables of `keep` (none: no group)."""
+    if not keep:
+        return
     group = ds.createGroup(LOCATION_GROUP)
     with EnviReader(loc) as reader:
         variables = []
         for name, long_name, units in _LOCATION:
+            if name not in keep:
+                continue
             var = group.createVariable(name, "f8", SWATH_DIMS[:2], fill_value=DAAC_FILL)
             var.setncatts({"long_name": long_name, "units": units})
             variables.append(var)
         for start, stop in _blocks(loc.lines, lines_per_block):
             block = reader.read_lines(start, stop, [0, 1, 2], np.float64)
-            for k, var in enumerate(variables):
-                var[start:stop, :] = block[:, :, k]
+            for var in variables:
+                var[start:stop, :] = block[:, :, LOCATION_VARIABLES.index(var.name)]
     rows_per_block = max(1, lines_per_block * loc.samples // max(1, glt.samples))
     with EnviReader(glt) as reader:
         variables = []
         for name, long_name in _GLT:
+            if name not in keep:
+                continue
             var = group.createVariable(name, "i4", ORTHO_DIMS, fill_value=np.int32(GLT_FILL),
                                        compression="zlib", complevel=9,
                                        chunksizes=(min(rows_per_block, glt.lines), glt.samples))
@@ -154,12 +171,13 @@ def _location(ds: Any, loc: EnviHeader, glt: EnviHeader, lines_per_block: int) -
             variables.append(var)
         for start, stop in _blocks(glt.lines, rows_per_block):
             block = reader.read_lines(start, stop, [0, 1], np.int32)
-            for k, var in enumerate(variables):
-                var[start:stop, :] = block[:, :, k]
+            for var in variables:
+                var[start:stop, :] = block[:, :, GLT_VARIABLES.index(var.name)]
 
 
 def _write_granule(path: Path, kind: str, swath: EnviHeader, headers: dict[str, EnviHeader],
-                   build: str, chunk_lines: int | None, lines_per_block: int) -> None:
+                   build: str, chunk_lines: int | None, lines_per_block: int,
+                   location: tuple[str, ...] = ALL_LOCATION) -> None:
     from netCDF4 import Dataset
 
     tmp = path.with_name(path.name + ".part")
@@ -173,7 +191,7 @@ def _write_granule(path: Path, kind: str, swath: EnviHeader, headers: dict[str, 
                 ds.createDimension(name, size)
             _band_parameters(ds, kind, swath)
             _swath(ds, kind, swath, chunk_lines, lines_per_block)
-            _location(ds, headers["loc"], headers["glt"], lines_per_block)
+            _location(ds, headers["loc"], headers["glt"], lines_per_block, location)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -182,7 +200,7 @@ def _write_granule(path: Path, kind: str, swath: EnviHeader, headers: dict[str, 
 def write_daac_granules(
     acq: SyntheticAcquisition, out_dir: Path | str | None = None, *, daac_scene: int = 1,
     chunk_lines: int | None = 64, lines_per_block: int = 256,
-    software_build_version: str | None = None,
+    software_build_version: str | None = None, radiance_location: tuple[str, ...] = ALL_LOCATION,
 ) -> DaacGranulePaths:
     """Write the acquisition's RAD and OBS granules (beside the ENVI files by default).
 
@@ -191,7 +209,12 @@ def write_daac_granules(
     lines held in memory while copying.
     `software_build_version` defaults to the ENVI name's 4-digit build followed by "00" (EMIT
     stamps a 6-digit build).
+    `radiance_location`: the variables of the RAD granule's `location` group (EMIT writes all
+    five; fewer, or none for no group, make the malformed granules that tests refuse).
     """
+    if set(radiance_location) - set(ALL_LOCATION):
+        raise ValueError(f"radiance_location names variables outside {ALL_LOCATION}: "
+                         f"{radiance_location}")
     if (chunk_lines is not None and chunk_lines < 1) or lines_per_block < 1:
         raise ValueError(f"chunk_lines and lines_per_block must be positive: {chunk_lines}, "
                          f"{lines_per_block}")
@@ -206,7 +229,7 @@ def write_daac_granules(
     paths = DaacGranulePaths(radiance=folder / name.file_name("RAD"),
                              observation=folder / name.file_name("OBS"))
     _write_granule(paths.radiance, "RAD", headers["rdn"], headers, build, chunk_lines,
-                   lines_per_block)
+                   lines_per_block, tuple(radiance_location))
     _write_granule(paths.observation, "OBS", headers["obs"], headers, build, chunk_lines,
                    lines_per_block)
     return paths

@@ -24,8 +24,25 @@ from pydantic import ValidationError
 from l2b_mask.algorithm.model import PRECISIONS
 from l2b_mask.errors import ExitCode, L2BMaskError, UsageError, exit_code_for, text_table
 
-CODES = [ExitCode.SUCCESS, ExitCode.UNEXPECTED, ExitCode.USAGE, ExitCode.INPUT,
-         ExitCode.ANCILLARY, ExitCode.PROCESSING, ExitCode.OUTPUT, ExitCode.INTERRUPTED]
+# What the project's codes mean to these three commands (the members' own words are the PGE's:
+# products, run configuration, L1B inputs). docs/training.md says when each happens.
+MEANINGS = {
+    ExitCode.SUCCESS: "Done: every output written.",
+    ExitCode.UNEXPECTED: "A bug or an unforeseen condition (--debug shows the traceback).",
+    ExitCode.USAGE: "Bad command line: an unknown option or value, --resume without a "
+                    "checkpoint or with changed settings.",
+    ExitCode.INPUT: "A labelled data set, scene list or evaluation report is missing or "
+                    "malformed.",
+    ExitCode.ANCILLARY: "The model specification, weights or irradiance is missing, "
+                        "unreadable or does not match; a release worse than the L2A rule "
+                        "without --allow-worse.",
+    ExitCode.PROCESSING: "The computation failed: device unavailable or out of memory.",
+    ExitCode.OUTPUT: "An output could not be written, the folder already holds a training "
+                     "run, or the release version exists.",
+    ExitCode.INTERRUPTED: "SIGTERM or SIGINT received (training writes its checkpoint "
+                          "first); nothing is left half-written.",
+}
+CODES = list(MEANINGS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog: str, description: str) -> _Parser:
-    p = _Parser(prog=prog, description=description, epilog="exit codes:\n" + text_table(CODES),
+    p = _Parser(prog=prog, description=description, epilog="exit codes:\n" + text_table(CODES, MEANINGS),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true",
                    help="let an unexpected error raise, with its traceback")
@@ -93,7 +110,8 @@ def _evaluate(argv: list[str] | None) -> None:
 
 
 def _train(argv: list[str] | None) -> None:
-    from l2b_mask.training.train import TrainInputs, TrainSettings, train
+    from l2b_mask.training.record import TrainInputs
+    from l2b_mask.training.train import TrainSettings, train
 
     defaults = TrainSettings()
     p = _parser("l2b-mask-train", "Train a SpecTf cloud model with the published recipe on "

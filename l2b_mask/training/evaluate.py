@@ -70,9 +70,12 @@ def predict_test_split(data: LabelledData, test: Split, model: CloudModel,
     stream = data.stream(test)
     band_term = model.model.band_term(data.bands_nm)
     probability, labels, l2a = [], [], []
+    batch_size = model.batch_size
     skipped = 0
     for spectra, block_labels in stream.blocks_in_order():
-        probability.append(model.predict(np.ascontiguousarray(spectra), band_term))
+        prediction = model.predict(np.ascontiguousarray(spectra), band_term, batch_size)
+        batch_size = prediction.batch_size  # a size halved for want of memory stays halved
+        probability.append(prediction.probability)
         labels.append(block_labels)
         l2a.append(metrics.l2a_rule(spectra, data.bands_nm))
         if progress is not None:  # the block's selected rows, kept or skipped as non-finite

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from l2b_mask.spec import ModelSpec, sha256_of
 
-if TYPE_CHECKING:
-    from l2b_mask.training.train import TrainInputs
-
 PACKAGES = ("l2b-mask-pge", "torch", "numpy", "h5py", "scikit-learn", "schedulefree", "scipy")
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """The files a training run reads and the folder it writes: what its record traces."""
+
+    datasets: tuple[Path, ...]
+    train_csv: Path
+    test_csv: Path
+    outdir: Path
+    spec: Path | None = None
+    resume: bool = False
 
 
 def software_versions() -> dict[str, str | None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from l2b_mask.training.dataset import (
 )
 from l2b_mask.training.files import ensure_folder, write_atomic, write_json, write_text
 from l2b_mask.training.progress import Progress, StopRequest
-from l2b_mask.training.record import training_record
+from l2b_mask.training.record import TrainInputs, training_record
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.pt"
@@ -84,16 +83,6 @@ class TrainSettings(BaseModel):
     shuffle_blocks: int = Field(SHUFFLE_BLOCKS, ge=1, description="Blocks mixed per shuffle "
                                 "window; memory is about block_rows x shuffle_blocks spectra.")
     eval_batch: int = Field(4096, ge=1, description="Spectra per batch of the epoch's test pass.")
-
-
-@dataclass(frozen=True)
-class TrainInputs:
-    datasets: tuple[Path, ...]
-    train_csv: Path
-    test_csv: Path
-    outdir: Path
-    spec: Path | None = None
-    resume: bool = False
 
 
 def add_dropout(model: SpecTf, p: float) -> None:

@@ -28,9 +28,12 @@ EMIT_ATTRIBUTES: dict[str, str] = {
         "This Level 2B product is a per-pixel cloud mask derived from EMIT L1B calibrated "
         "radiance by SpecTf, a spectroscopic transformer that labels each spectrum cloudy "
         "or clear from its spectral shape alone, with no spatial or temporal context. The "
-        "file holds the modelled cloud probability and the binary cloud flag obtained by "
-        "thresholding it, on the instrument's own downtrack x crosstrack grid, and the "
-        "longitude, latitude and elevation of each pixel when they were supplied."
+        "file holds, on the instrument's own downtrack x crosstrack grid, the modelled "
+        "cloud probability, the binary cloud flag obtained by thresholding it, each "
+        "pixel's distance to the nearest flagged cloud (the cloud buffer) and a geometric "
+        "cloud shadow flag (no value throughout when no location was supplied), and the "
+        "longitude, latitude and elevation of each pixel and the geometry lookup table "
+        "when they were supplied."
     ),
     "keywords": (
         "EARTH SCIENCE > ATMOSPHERE > CLOUDS, "

@@ -333,15 +333,16 @@ def test_bad_granule_stops_the_pge_with_exit_4(case, bad, spec, tmp_path, capsys
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_granule_without_a_glt_cannot_make_the_ortho(tiny, spec, tmp_path, capsys,
-                                                       restore_logging):
+def test_a_granule_without_its_location_group_is_malformed(tiny, spec, tmp_path, capsys,
+                                                           restore_logging):
+    """More cases (part of the group, a location file given apart) in test_granule_location."""
     rad = tiny / "EMIT_L1B_RAD_001_20240302T005829_2406201_001.nc"
     obs = tiny / "EMIT_L1B_OBS_001_20240302T005829_2406201_001.nc"
     rc = write_config(tmp_path / "rc.json", config({"radiance": rad, "observation": obs},
                                                    tmp_path, spec, output={"write_ortho": True}))
     assert pge.cli.main([str(rc)]) == 4
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(rad) in err and "the orthorectified outputs need a GLT" in err
+    assert err.count("\n") == 1 and str(rad) in err and "has no 'location' group" in err
 
 
 def test_product_stem_from_the_daac_name():

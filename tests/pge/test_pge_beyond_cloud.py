@@ -101,7 +101,7 @@ def library(full, spec):
     scene = Scene.open(acq.radiance, acq.observation)
     model = CloudModel.load(spec, InferenceSettings(device="cpu"))
     inference = SceneInference(scene, model, keep_reflectance_nm=DARKNESS_BANDS_NM)
-    _, kept = inference.run_keeping(64)
+    kept = inference.run_keeping(64).reflectance
     flag = read_envi_layers(full.file("full", ".img")).flag
     return beyond_cloud(flag, read_sun_view_angles(scene), read_location(acq.location),
                         BeyondCloudSettings(buffer_cloud_height_m=BUFFER_H), kept.planes(),

@@ -448,8 +448,8 @@ def test_provenance_run_configuration_software_and_processing(ok, spec):
     processing = record["processing"]
     assert processing["device"] == "cpu"
     assert processing["precision"] == "float32"
-    from l2b_mask import kernels
-    expected = "cpu kernel, f32-" if kernels.available("float32") else "torch (cpu)"
+    from l2b_mask.kernels import selection
+    expected = "cpu kernel, f32-" if selection.available("float32") else "torch (cpu)"
     assert processing["implementation"].startswith(expected)
     assert processing["threshold"] == spec.threshold
     assert processing["model_version"] == spec.version
@@ -689,7 +689,7 @@ def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, ref
     """`precision: bfloat16` runs the mixed-precision CPU kernel where the CPU has AVX-512
     VNNI/BF16 (the torch path elsewhere), says which in the provenance record, and stays within
     the bfloat16 bound of the published float32 result (ATBD section 9)."""
-    from l2b_mask import kernels
+    from l2b_mask.kernels import selection
 
     files = {"radiance": reference_dir / "public_s7_rdn.img",
              "observation": reference_dir / "public_s7_obs.img"}
@@ -700,7 +700,7 @@ def test_bfloat16_through_the_pge_records_its_implementation(tmp_path, spec, ref
     stem = tmp_path / "out" / "public_s7_rdn_l2b_mask"
     processing = json.loads(Path(f"{stem}_provenance.json").read_text())["processing"]
     assert processing["precision"] == "bfloat16"
-    expected = "cpu kernel, mixed-" if kernels.available("bfloat16") else "torch (cpu)"
+    expected = "cpu kernel, mixed-" if selection.available("bfloat16") else "torch (cpu)"
     assert processing["implementation"].startswith(expected)
 
     from spectral.io import envi as spectral_envi

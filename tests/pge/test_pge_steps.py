@@ -101,7 +101,7 @@ def prepared(workspaces):
     """load_config then prepare_output; the workspace is closed after the test."""
 
     def prepare(path: Path) -> tuple[RunConfig, Workspace]:
-        cfg, _ = pge_run.load_config(path)
+        cfg = pge_run.load_config(path).config
         ws = pge_run.prepare_output(cfg, path)
         workspaces.append(ws)
         return cfg, ws
@@ -133,7 +133,8 @@ def staged_run(workspaces):
     def stage(path: Path) -> Staged:
         steps, guard = pge_run.Steps(), pge_run.Guard()
         try:
-            cfg, raw, ws, inputs, model = pge_run.preprocess(steps, path, guard)
+            loaded, ws, inputs, model = pge_run.preprocess(steps, path, guard)
+            cfg, raw = loaded.config, loaded.raw
         finally:
             if guard.workspace is not None:
                 workspaces.append(guard.workspace)
@@ -153,7 +154,8 @@ def _finish(s: Staged) -> list[Path]:
     validate_products(s.plan, s.product, s.ws.staged)
     write_metadata(s.plan, s.facts, s.ws.staged)
     write_granule_metadata(s.cfg, s.plan, s.facts, s.inputs, s.masks, s.ws.staged)
-    record = RunRecord(s.runconfig, s.raw, s.steps.started, s.steps.timings_s)
+    record = RunRecord(s.runconfig, s.raw, s.steps.started, s.steps.timings_s,
+                       s.masks.batch_size)
     write_provenance(s.cfg, s.plan, s.facts, s.model, record, s.ws.staged, s.ws.final)
     pge_logging.close_file()  # as postprocess does: the log is published closed
     return publish(s.ws, s.plan.keys)
@@ -172,7 +174,8 @@ def _entries(folder: Path) -> list[str]:
 
 
 def test_load_config_reads_and_resolves_without_touching_disk(make_config, tmp_path, acq):
-    cfg, raw = pge_run.load_config(make_config())
+    loaded = pge_run.load_config(make_config())
+    cfg, raw = loaded.config, loaded.raw
     assert isinstance(cfg, RunConfig)
     assert cfg.input_files.radiance == tmp_path / "in" / acq.radiance.name
     assert cfg.input_files.radiance.is_absolute()
@@ -220,7 +223,7 @@ def test_prepare_output_refuses_an_existing_product(make_config, tmp_path):
     existing = out / f"{STEM}.nc"
     existing.write_bytes(b"an older product")
     path = make_config()
-    cfg, _ = pge_run.load_config(path)
+    cfg = pge_run.load_config(path).config
     with pytest.raises(OutputProductError) as err:
         pge_run.prepare_output(cfg, path)
     assert err.value.exit_code == ExitCode.OUTPUT
@@ -262,13 +265,13 @@ def test_validate_inputs_refuses_a_location_of_another_size(make_config, prepare
         pge_run.validate_inputs(cfg)
     assert exit_code_for(err.value) == ExitCode.INPUT
     assert err.value.path == other.location.with_suffix(".hdr")
-    assert f"location is {LINES - 2} x {SAMPLES} but the radiance is {LINES} x {SAMPLES}" in (
-        str(err.value))
+    assert (f"location is {LINES - 2} lines x {SAMPLES} samples but the radiance is {LINES} x "
+            f"{SAMPLES}") in str(err.value)
 
 
 def test_validate_ancillary_takes_the_threshold_from_the_spec(make_config, spec, workspaces):
     steps, guard = pge_run.Steps(), pge_run.Guard()
-    _, _, ws, _, model = pge_run.preprocess(steps, make_config(), guard)
+    _, ws, _, model = pge_run.preprocess(steps, make_config(), guard)
     workspaces.append(ws)
     assert guard.workspace is ws  # the signal handler sees the workspace once it is open
     assert model.spec is not None and model.spec.version == spec.version
@@ -288,8 +291,9 @@ def test_validate_ancillary_takes_the_threshold_from_the_spec(make_config, spec,
 
 def test_validate_ancillary_takes_the_threshold_from_the_config(make_config, spec, workspaces):
     guard = pge_run.Guard()
-    cfg, _, ws, _, model = pge_run.preprocess(
+    loaded, ws, _, model = pge_run.preprocess(
         pge_run.Steps(), make_config(algorithm={"threshold": 0.3, "comparison": ">="}), guard)
+    cfg = loaded.config
     workspaces.append(ws)
     assert model.decision.threshold == 0.3 != spec.threshold
     assert model.decision.comparison == cfg.algorithm.comparison == ">="

@@ -33,10 +33,10 @@ def test_kept_reflectance_is_the_toa_reflectance_and_changes_nothing_else(spec, 
     scene = Scene.open(rdn, obs)
     model = CloudModel.load(spec, InferenceSettings(device="cpu"))
     plain = SceneInference(scene, model).run(4)
-    probability, kept = SceneInference(scene, model, keep_reflectance_nm=DARKNESS_BANDS_NM
-                                       ).run_keeping(4)
-    np.testing.assert_array_equal(probability, plain)
-    assert SceneInference(scene, model).run_keeping(4)[1] is None
+    result = SceneInference(scene, model, keep_reflectance_nm=DARKNESS_BANDS_NM).run_keeping(4)
+    kept = result.reflectance
+    np.testing.assert_array_equal(result.probability, plain)
+    assert SceneInference(scene, model).run_keeping(4).reflectance is None
     assert kept.reflectance.shape == (9, 7, 4)
     assert np.abs(kept.wavelengths_nm - DARKNESS_BANDS_NM).max() < 10.0
     # Independently: rho = pi L d^2 / (E cos SZA), E the band's irradiance, d = 1 AU here.

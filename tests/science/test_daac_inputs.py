@@ -18,6 +18,7 @@ from l2b_mask.errors import ExitCode, InputProductError
 from l2b_mask.inputs.daac import (
     SWATH_DIMS,
     DaacReader,
+    check_same_acquisition,
     granule_kind,
     is_daac_granule,
     open_granule,
@@ -26,14 +27,14 @@ from l2b_mask.inputs.daac import (
     read_granule_glt,
     read_granule_location,
 )
-from l2b_mask.inputs.daac_names import check_same_acquisition, parse_daac_name
+from l2b_mask.inputs.daac_names import parse_daac_name
 from l2b_mask.inputs.envi import EnviReader, read_header
 from l2b_mask.inputs.glt import read_glt
 from l2b_mask.inputs.location import read_location
 from l2b_mask.inputs.scene import Scene, observation_band_names
+from l2b_mask.synthetic.cli import main as synthetic_main
 from l2b_mask.synthetic.daac import write_daac_granules, write_float32_spectral_header
 from l2b_mask.synthetic.scene import OBS_BAND_NAMES, emit_wavelengths, generate_acquisition
-from l2b_mask.synthetic.scene import main as synthetic_main
 
 LINES, SAMPLES = 40, 24
 START = datetime(2024, 3, 2, 0, 58, 29, tzinfo=UTC)
@@ -138,8 +139,8 @@ def test_location_and_glt_equal_envi(both):
 
 def test_location_of_another_size_is_refused(both):
     _, granules = both
-    with pytest.raises(InputProductError, match="location is 40 lines x 24 samples, the "
-                                                "radiance 41 x 24"):
+    with pytest.raises(InputProductError, match="location is 40 lines x 24 samples but the "
+                                                "radiance is 41 x 24"):
         read_granule_location(granules.radiance, (LINES + 1, SAMPLES))
     with pytest.raises(InputProductError, match="outside the swath"):
         read_granule_glt(granules.radiance, (LINES - 5, SAMPLES))

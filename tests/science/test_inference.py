@@ -158,18 +158,20 @@ def without_torch_2_5_oom(monkeypatch):
 
 def test_cuda_oom_halves_the_batch_and_matches_cpu(spec, without_torch_2_5_oom):
     cpu, reflectance, band_term = _model_inputs(spec, 100)
-    expected = cpu.predict(reflectance, band_term)
+    expected = cpu.predict(reflectance, band_term).probability
     gpu = _SmallDeviceModel(cpu, "cuda", capacity=20, batch_size=64)
     got = gpu.predict(reflectance, band_term)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
-    assert gpu.batch_size == 16  # 64 -> 32 -> 16, the first size that fits
+    np.testing.assert_allclose(got.probability, expected, rtol=0, atol=2e-6)
+    assert got.batch_size == 16  # 64 -> 32 -> 16, the first size that fits
+    assert gpu.batch_size == 64  # the model's own setting is left as asked
     assert gpu.batches[:3] == [64, 32, 16]
     assert all(b <= 16 for b in gpu.batches[3:])
     assert sum(gpu.batches[2:]) == 100  # every spectrum computed exactly once after the retries
-    # the smaller size is kept: a second call starts at 16 and never fails again
+    # a call handed the smaller size starts there and never fails again
     gpu.batches.clear()
-    np.testing.assert_allclose(gpu.predict(reflectance, band_term), expected, rtol=0, atol=2e-6)
-    assert max(gpu.batches) == 16 and sum(gpu.batches) == 100
+    again = gpu.predict(reflectance, band_term, got.batch_size)
+    np.testing.assert_allclose(again.probability, expected, rtol=0, atol=2e-6)
+    assert max(gpu.batches) == 16 and sum(gpu.batches) == 100 and again.batch_size == 16
 
 
 def test_cuda_oom_at_batch_size_one_is_a_processing_error(spec, without_torch_2_5_oom):
@@ -185,4 +187,4 @@ def test_cpu_oom_is_a_processing_error_without_retry(spec, without_torch_2_5_oom
     small = _SmallDeviceModel(cpu, "cpu", capacity=10, batch_size=32)
     with pytest.raises(ProcessingError, match="out of memory on cpu at batch size 32"):
         small.predict(reflectance, band_term)
-    assert small.batches == [32] and small.batch_size == 32
+    assert small.batches == [32]

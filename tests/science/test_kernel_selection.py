@@ -13,7 +13,7 @@ import pytest
 
 from l2b_mask import kernels
 from l2b_mask.algorithm.model import load_model
-from l2b_mask.kernels import calibrate, variants
+from l2b_mask.kernels import calibrate, selection, variants
 from l2b_mask.kernels.variants import EXP_DEGREE, cpu_flags
 
 ZEN3 = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})                        # AVX2 only
@@ -122,7 +122,7 @@ def test_a_cached_choice_the_cpu_cannot_run_is_not_trusted(monkeypatch, cache):
     assert calibrate.read_cache(cache, key, ZEN3) == good
 
 
-@pytest.mark.skipif(not kernels.available("float32"), reason="no CPU kernel here")
+@pytest.mark.skipif(not selection.available("float32"), reason="no CPU kernel here")
 def test_the_provenance_names_the_variant_that_ran(monkeypatch, cache, model):
     chosen = calibrate.choose("float32")
     assert model.implementation().startswith(f"cpu kernel, {chosen} build: float32")

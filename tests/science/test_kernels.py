@@ -28,14 +28,14 @@ from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInf
 from l2b_mask.algorithm.model import kernel_weights, load_model
 from l2b_mask.algorithm.reflectance import toa_reflectance
 from l2b_mask.inputs.scene import Scene
-from l2b_mask.kernels import calibrate, variants
+from l2b_mask.kernels import calibrate, selection, variants
 from l2b_mask.kernels.calibrate import ENV_VARIANT
 
 THRESHOLD = 0.51
-needs_kernel = pytest.mark.skipif(not kernels.available("float32"),
-                                  reason=f"CPU kernel unavailable: {kernels.unavailable_reason('float32')}")
-needs_mixed = pytest.mark.skipif(not kernels.available("bfloat16"), reason="mixed-precision kernel "
-                                 f"unavailable: {kernels.unavailable_reason('bfloat16')}")
+needs_kernel = pytest.mark.skipif(not selection.available("float32"),
+                                  reason=f"CPU kernel unavailable: {selection.unavailable_reason('float32')}")
+needs_mixed = pytest.mark.skipif(not selection.available("bfloat16"), reason="mixed-precision kernel "
+                                 f"unavailable: {selection.unavailable_reason('bfloat16')}")
 
 
 def _variants(precision):
@@ -172,7 +172,7 @@ def test_fallback_when_the_kernel_is_unavailable(model):
     rho = torch.rand(6, 268, generator=g)
     band = torch.linspace(-1.7, 1.7, 268)
     with kernels.forced_fallback():
-        assert kernels.for_precision("float32") is None and not kernels.available()
+        assert selection.for_precision("float32") is None and not selection.available()
         for precision in ("float32", "float32-fastexp"):
             model.set_precision(precision)
             assert not model.uses_kernel()
@@ -199,8 +199,8 @@ def test_build_failure_falls_back_and_logs(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     monkeypatch.setenv("PATH", str(tmp_path))            # no compiler anywhere
     with caplog.at_level("WARNING", logger="l2b_mask.kernels"):
-        assert kernels.for_precision("float32") is None
-    assert "no C++ compiler" in kernels.unavailable_reason("float32")
+        assert selection.for_precision("float32") is None
+    assert "no C++ compiler" in selection.unavailable_reason("float32")
     assert "f32-avx2" in caplog.text and "no C++ compiler" in caplog.text
     assert json.loads((tmp_path / calibrate.CACHE_FILE).read_text())["choice"]["float32"] is None
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l2b_mask import kernels
 from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference
 from l2b_mask.inputs.scene import Scene
+from l2b_mask.kernels import selection
 
 THRESHOLD = np.float32(0.51)
 
@@ -29,8 +29,8 @@ def _ours(spec, reference_dir, precision, backend="auto"):
 # machine can build it): measured max |dP| 1.2e-5 for the kernel, 6.5e-6 for the torch path.
 @pytest.mark.parametrize("backend", ["kernel", "torch"])
 def test_float32_reproduces_the_published_float32(spec, reference_dir, reference, backend):
-    if backend == "kernel" and not kernels.available():
-        pytest.skip(f"CPU kernel unavailable: {kernels.unavailable_reason()}")
+    if backend == "kernel" and not selection.available():
+        pytest.skip(f"CPU kernel unavailable: {selection.unavailable_reason()}")
     ref, _ = reference
     ours = _ours(spec, reference_dir, "float32", backend)
     assert np.array_equal(np.isnan(ours), np.isnan(ref)), "set of pixels without a value differs"

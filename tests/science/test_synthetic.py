@@ -14,6 +14,7 @@ import pytest
 from spectral.io import envi as spy_envi
 
 from l2b_mask.inputs.envi import EnviReader, read_header
+from l2b_mask.synthetic.cli import main
 from l2b_mask.synthetic.scene import (
     CLASS_CIRRUS,
     CLASS_CLEAR,
@@ -28,7 +29,6 @@ from l2b_mask.synthetic.scene import (
     SyntheticAcquisition,
     emit_wavelengths,
     generate_acquisition,
-    main,
     solar_irradiance,
     toa_reflectance,
 )
