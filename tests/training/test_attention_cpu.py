@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from l2b_mask.algorithm.attention_cpu import HeadsLastAttention, group_size
+from l2b_mask.algorithm.attention_cpu import HeadsLastAttention, for_groups, group_size
 from l2b_mask.algorithm.model import SelfAttention, SpecTf, load_model
 from l2b_mask.spec import ModelSpec, default_spec_path
 
@@ -69,6 +69,22 @@ def test_groups_split_between_threads_give_the_same_bits():
         torch.set_num_threads(threads)
     for one, several in zip(*results, strict=True):
         assert torch.equal(one, several)
+
+
+def test_group_workers_cover_every_spectrum_once_without_grad_mode():
+    """Grad mode is per thread: a worker that kept it on would build a graph inside forward."""
+    seen: list[tuple[int, int, bool, int]] = []
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            for_groups(7, 2, lambda s, e: seen.append((s, e, torch.is_grad_enabled(),
+                                                       torch.get_num_threads())))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted((s, e) for s, e, _, _ in seen) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert not any(grad for _, _, grad, _ in seen) and {n for *_, n in seen} == {1}
 
 
 def test_heads_last_gradients_are_exact_in_float64():
