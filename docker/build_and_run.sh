@@ -177,10 +177,10 @@ if [ ${#provenance[@]} -ne 1 ] || [ ! -f "${provenance[0]}" ]; then
   die "expected one *_provenance.json in $PRODUCTS"
 fi
 STEM=$(basename "${provenance[0]}" _provenance.json)
-for suffix in .img .hdr .nc .png .cmr.json _metadata.json _provenance.json _pge.log _ortho.tif _ortho_prob.tif _ortho_buffer.tif _ortho_shadow.tif; do
+for suffix in .img .hdr .nc .png .cmr.json _metadata.json _stac.json _provenance.json _pge.log _ortho.tif _ortho_prob.tif _ortho_buffer.tif _ortho_shadow.tif; do
   [ -s "$PRODUCTS/$STEM$suffix" ] || die "product $STEM$suffix is missing or empty in $PRODUCTS"
 done
-log "products present: $STEM.{img,hdr,nc,png,cmr.json} + _metadata.json _provenance.json _pge.log _ortho{,_prob,_buffer,_shadow}.tif"
+log "products present: $STEM.{img,hdr,nc,png,cmr.json} + _metadata.json _stac.json _provenance.json _pge.log _ortho{,_prob,_buffer,_shadow}.tif"
 
 "$PYTHON" - "$STEM" "$PRODUCTS" "$OUT/demo.stdout" "${COMMIT:-}" "$VERSION" <<'EOF' || die "product validation failed"
 import json

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l2b_mask import kernels
+import l2b_mask.kernels as kernels
 from l2b_mask.algorithm.attention_cpu import heads_last_attention
 from l2b_mask.errors import AncillaryError
 from l2b_mask.kernels import selection

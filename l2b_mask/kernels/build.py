@@ -13,7 +13,7 @@ import argparse
 import platform
 import sys
 
-from l2b_mask import kernels
+import l2b_mask.kernels as kernels
 from l2b_mask.kernels import calibrate
 
 

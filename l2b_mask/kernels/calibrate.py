@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2b_mask import kernels
+import l2b_mask.kernels as kernels
 from l2b_mask.kernels import variants
 from l2b_mask.kernels.params import KernelWeights, pack_parameters
 from l2b_mask.kernels.variants import EXP_DEGREE, VARIANTS, cpu_model, serving, source_hash

@@ -7,7 +7,7 @@ them, and the choice here needs the calibration.
 
 from __future__ import annotations
 
-from l2b_mask import kernels
+import l2b_mask.kernels as kernels
 from l2b_mask.kernels import calibrate
 
 
