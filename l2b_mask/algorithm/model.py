@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2b_mask import kernels
+from l2b_mask.algorithm.attention_cpu import heads_last_attention
 from l2b_mask.errors import AncillaryError
 from l2b_mask.kernels import selection
 from l2b_mask.spec import ModelSpec
@@ -66,16 +67,42 @@ class SelfAttention(nn.Module):
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.product_dtype: torch.dtype | None = None
 
+    #: how training on the CPU computes the attention (with gradients, float32 products):
+    #: "heads-last" (`attention_cpu`, faster there) or "sdpa" (torch's fused attention, what
+    #: every other case runs). Both compute the same function to float32 rounding.
+    cpu_training_formulation: str = "heads-last"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mha = self.attention
         n, t, d = x.shape
         h = mha.num_heads
+        if self._heads_last(x):
+            return self._heads_last_forward(x)
         qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
         q, k, v = qkv.view(n, t, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
         if self.product_dtype is not None:
             q, k, v = q.to(self.product_dtype), k.to(self.product_dtype), v.to(self.product_dtype)
         a = F.scaled_dot_product_attention(q, k, v).to(x.dtype)
         return mha.out_proj(a.transpose(1, 2).reshape(n, t, d))
+
+    def _heads_last_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention of `attention_cpu`: the projections are batched products that write
+        (and read) the heads-last layout directly, so no tensor is transposed in memory."""
+        mha = self.attention
+        n, t, d = x.shape
+        h = mha.num_heads
+        w, b = mha.in_proj_weight, mha.in_proj_bias
+        # (n, 3d, t) = W x^T + b: rows are q, k, v, each head's head_dim rows together
+        qkv = torch.baddbmm(b.view(1, 3 * d, 1).expand(n, 3 * d, t), w.expand(n, 3 * d, d),
+                            x.transpose(1, 2))
+        a = heads_last_attention(qkv.view(n, 3 * h, d // h, t), h).view(n, d, t)
+        wo, bo = mha.out_proj.weight, mha.out_proj.bias
+        return torch.baddbmm(bo.expand(n, t, d), a.transpose(1, 2), wo.t().expand(n, d, d))
+
+    def _heads_last(self, x: torch.Tensor) -> bool:
+        return (self.cpu_training_formulation == "heads-last" and x.device.type == "cpu"
+                and torch.is_grad_enabled() and x.requires_grad and self.product_dtype is None
+                and x.dtype == torch.float32)
 
 
 class FeedForward(nn.Module):
