@@ -83,13 +83,17 @@ def read_observation(scene: Scene) -> ObservationGeometry:
     with scene.observation_reader() as reader:
         for start in range(0, scene.lines, EARTH_SUN_LINES):
             stop = min(start + EARTH_SUN_LINES, scene.lines)
-            block = reader.read_lines(start, stop, bands, np.float64)
-            planes[:, start:stop] = block[:, :, :4].transpose(2, 0, 1)
-            block_total, block_count = earth_sun_sums(block[:, :, 4], scene.observation_nodata)
+            block = reader.read_lines(start, stop, bands, plane_dtype)
+            planar = np.ascontiguousarray(block.transpose(2, 0, 1))  # (5, lines, samples)
+            planes[:, start:stop] = planar[:4]
+            block_total, block_count = earth_sun_sums(planar[4].astype(np.float64),
+                                                      scene.observation_nodata)
             total += block_total
             count += block_count
+            sun = planar[:2].astype(np.float64)  # exact: the file's values
             for sub in range(0, stop - start, SOLAR_ANGLE_LINES):
-                angle_sums.add(block[sub:sub + SOLAR_ANGLE_LINES, :, :2], header.nodata)
+                part = slice(sub, sub + SOLAR_ANGLE_LINES)
+                angle_sums.add(sun[0, part], sun[1, part], header.nodata)
     mean_zenith, mean_azimuth = angle_sums.means()
     return ObservationGeometry(planes[0], planes[1], planes[2], planes[3],
                                scene.observation_nodata, mean_zenith, mean_azimuth, total, count,

@@ -243,7 +243,8 @@ def mean_solar_angles(observation_path: Path | str,
     with raster_reader(header) as reader:
         for start in range(0, header.lines, lines_per_block):
             stop = min(header.lines, start + lines_per_block)
-            sums.add(reader.read_lines(start, stop, bands, np.float64), header.nodata)
+            block = reader.read_lines(start, stop, bands, np.float64)
+            sums.add(block[:, :, 0], block[:, :, 1], header.nodata)
     return sums.means()
 
 
@@ -256,14 +257,14 @@ class SolarAngleSums:
         self.sums = np.zeros(2)
         self.counts = np.zeros(2, np.int64)
 
-    def add(self, block: np.ndarray, nodata: float | None) -> None:
-        """`block`: (lines, samples, 2) float64 solar zenith and azimuth."""
-        ok = np.isfinite(block) & (block > -9990.0)
-        if nodata is not None:
-            ok &= block != nodata
-        for i in range(2):
-            self.sums[i] += block[:, :, i][ok[:, :, i]].sum()
-            self.counts[i] += int(ok[:, :, i].sum())
+    def add(self, zenith: np.ndarray, azimuth: np.ndarray, nodata: float | None) -> None:
+        """One block's (lines, samples) float64 solar zenith and azimuth."""
+        for i, plane in enumerate((zenith, azimuth)):
+            ok = np.isfinite(plane) & (plane > -9990.0)
+            if nodata is not None:
+                ok &= plane != nodata
+            self.sums[i] += plane[ok].sum()
+            self.counts[i] += int(ok.sum())
 
     def means(self) -> tuple[float | None, float | None]:
         means = [float(self.sums[i] / self.counts[i]) if self.counts[i] else None
