@@ -16,7 +16,11 @@ from pge.sds.files import ProductFiles
 
 def product_problem(files: ProductFiles) -> str | None:
     """None when the product in place is complete: its provenance exists and every output it
-    lists is there with the recorded size and sha256. Otherwise what is wrong, in words."""
+    lists is there with the recorded size and sha256. Otherwise what is wrong, in words.
+    A symbolic link is never one of our files: it is not followed, and the product is not
+    complete (the PGE refuses to write over it, so the campaign must not count it as done)."""
+    if files.provenance.is_symlink():
+        return f"{files.provenance.name} is a symbolic link"
     try:
         record = json.loads(files.provenance.read_text(encoding="utf-8"))
         outputs = record["outputs"]
@@ -35,6 +39,8 @@ def checksum_problem(outputs: Any, folder: Path) -> str | None:
         if not isinstance(entry, dict) or "sha256" not in entry:
             continue  # the log: written after the record, so it has no checksum
         path = folder / Path(str(entry.get("path", ""))).name
+        if path.is_symlink():
+            return f"{path.name} ({key}) is a symbolic link"
         if not path.is_file():
             return f"{path.name} ({key}) is missing"
         if path.stat().st_size != entry.get("size_bytes") or sha256_of(path) != entry["sha256"]:

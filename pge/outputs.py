@@ -1,5 +1,6 @@
 """Write every file of the product in scratch and read each back, by walking the product
-table; then the records the SDS adds: metadata, the UMM-G granule record, provenance."""
+table; then the records the SDS adds: metadata, the UMM-G granule record, the STAC Item,
+provenance."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from pge.ancillary import Model
 from pge.facts import Masks, ProductFacts
 from pge.inputs import Inputs, input_paths
 from pge.runconfig import RunConfig
-from pge.sds.files import ProductFiles
+from pge.sds.files import RECORD_KEYS, ProductFiles
+from pge.sds.stac import ItemFacts, build_item, write_item
 from pge.sds.ummg import (
     build_ummg,
     cloud_cover_percent,
     day_night_flag,
+    granule_ur,
     swath_polygon,
     write_ummg,
 )
@@ -44,6 +47,9 @@ def plan_outputs(cfg: RunConfig, facts: ProductFacts, beyond: BeyondCloud | None
     if cfg.output.write_ummg and facts.start_time is None:
         skipped["ummg"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
                            "start time': a granule record needs the acquisition time")
+    if facts.start_time is None:
+        skipped["stac"] = ("the radiance has no EMIT name and its header no 'emit acquisition "
+                           "start time': a STAC Item needs the acquisition time")
     for name, reason in layers_not_made(beyond).items():
         skipped[layer(name).variable] = reason
         for row in DATA_PRODUCTS:
@@ -100,7 +106,7 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
     """The UMM-G record the DAAC ingests: the data files (checksummed as staged), cloud cover,
     time, extent from the GLT grid or the located pixels, day or night."""
     fraction = masks.fraction
-    data = [staged[k] for k in plan.keys if k not in ("metadata", "ummg")]
+    data = [staged[k] for k in plan.keys if k not in RECORD_KEYS]
     data.sort(key=lambda p: p.suffix != ".nc")  # the netCDF, when written, is the granule's file
     loc, glt = inputs.location, inputs.glt
     bounds = glt.grid_bounds() if glt is not None else (
@@ -120,6 +126,31 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
         cloud_model_version=facts.emit_header["cloud model version"])
     write_ummg(staged.ummg, record)
     return record
+
+
+def write_stac_item(cfg: RunConfig, plan: Plan, facts: ProductFacts, inputs: Inputs,
+                    masks: Masks, model: Model, staged: ProductFiles) -> dict[str, Any]:
+    """The STAC Item (`pge/sds/stac.py`): every file of the plan and the provenance and log,
+    the footprint and box as in the granule record, the same cloud cover."""
+    loc, glt = inputs.location, inputs.glt
+    bounds = glt.grid_bounds() if glt is not None else (
+        location_bounds(loc) if loc is not None else None)
+    assert facts.start_time is not None  # plan_outputs skips the Item without it
+    item_facts = ItemFacts(
+        item_id=(granule_ur(inputs.identity, cfg.output.product_version, inputs.daac_scene)
+                 if inputs.identity is not None else facts.stem),
+        start=facts.start_time, end=facts.stop_time, created=facts.created,
+        cloud_cover_percent=cloud_cover_percent(masks.fraction),
+        cloud_percent_of_valid=masks.fraction.percent_of_valid,
+        software={cfg.pge.pge_name: facts.emit_header["emit pge version"],
+                  "SpecTf cloud model": facts.emit_header["cloud model version"]},
+        cloud_model_version=facts.emit_header["cloud model version"],
+        threshold=model.decision.threshold,
+        bounds=bounds, polygon=swath_polygon(loc.lon, loc.lat) if loc is not None else ())
+    files = {k: staged[k] for k in (*plan.keys, "provenance", "log") if k != "stac"}
+    item = build_item(item_facts, files, glt)
+    write_item(staged.stac, item)
+    return item
 
 
 @dataclass(frozen=True)

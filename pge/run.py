@@ -2,7 +2,7 @@
 
 load_config -> prepare_output -> validate_inputs -> validate_ancillary -> run ->
 beyond_cloud -> write_products -> validate_products -> write_metadata -> write_granule_metadata ->
-write_provenance -> publish. Each step is timed and logged; a failure names the step it
+write_stac_item -> write_provenance -> publish. Each step is timed and logged; a failure names the step it
 happened in; a full disk anywhere is an output failure with its cause. Nothing here computes
 science: it calls `l2b_mask` for that.
 """
@@ -42,6 +42,7 @@ from pge.outputs import (
     write_metadata,
     write_products,
     write_provenance,
+    write_stac_item,
 )
 from pge.publish import Workspace, open_workspace, publish, verify_staged
 from pge.runconfig import ConfigFile, RunConfig
@@ -234,6 +235,10 @@ def postprocess(steps: Steps, cfg: RunConfig, ws: Workspace, facts: ProductFacts
                          inputs, masks, ws.staged, writes=True)
         log.info("granule_metadata_written", granule_ur=ummg["GranuleUR"],
                  cloud_cover=ummg["CloudCover"])
+    if "stac" in plan.keys:
+        item = steps.run("write_stac_item", write_stac_item, cfg, plan, facts, inputs, masks,
+                         model, ws.staged, writes=True)
+        log.info("stac_item_written", item_id=item["id"])
     log.info("run_finished", product=ws.stem,
              timings_s={k: round(v, 3) for k, v in steps.timings_s.items()},
              cloud_fraction_percent=round(f.percent_of_valid, 4))

@@ -37,6 +37,7 @@ VOLATILE = {
     "started", "finished", "timings_s", "host", "software", "path", "sha256", "size_bytes",
     "runconfig", "run_command", "inputs", "ancillary", "outputs", "PGEVersionClass",
     "torch_threads", "date_modified", "date_issued", "implementation", "creation_time",
+    "created", "processing:datetime", "processing:software", "file:checksum", "file:size",
 }
 
 
@@ -137,7 +138,7 @@ def digest_folder(folder: Path, case: str) -> dict[str, Any]:
                                               "skipped_outputs": record.get("skipped_outputs"),
                                               "outputs": None, "keys": sorted(record)})
         elif name.endswith(".json"):
-            key = ".cmr.json" if name.endswith(".cmr.json") else "_metadata.json"
+            key = next(s for s in (".cmr.json", "_stac.json", "_metadata.json") if name.endswith(s))
             out[key] = _clean(json.loads(path.read_text()))
         elif name.endswith(".hdr"):
             out[".hdr"] = _envi_header(path)

@@ -6,6 +6,8 @@ probability (-9999 = no value), LZW-compressed and tiled so large scenes open qu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,12 @@ def write_geotiff(path: Path | str, array: np.ndarray, nodata: float, descriptio
         raise ValueError(f"expected a 2-D uint8 or float32 array, not {array.dtype} {array.shape}")
     p = Path(path)
     rows, cols = array.shape
+    ds: Any = None
+    band: Any = None
+    out: Any = None
     try:
         if cog:
-            ds: Any = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, types[array.dtype])
+            ds = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, types[array.dtype])
         else:
             ds = gdal.GetDriverByName("GTiff").Create(str(p), cols, rows, 1, types[array.dtype],
                                                       options or _OPTIONS)
@@ -61,9 +66,28 @@ def write_geotiff(path: Path | str, array: np.ndarray, nodata: float, descriptio
             out = None
         ds.FlushCache()
         ds = None
+        return
     except (RuntimeError, OSError) as exc:
-        p.unlink(missing_ok=True)
-        raise OutputError(p, f"cannot write GeoTIFF ({exc})") from None
+        failure = str(exc)  # the exception (and the GDAL frames holding the dataset) ends here
+    with _quiet_gdal():  # closing a dataset whose write failed makes GDAL report again
+        ds = band = out = None
+    p.unlink(missing_ok=True)
+    raise OutputError(p, f"cannot write GeoTIFF ({failure})")
+
+
+@contextmanager
+def _quiet_gdal() -> Iterator[None]:
+    """GDAL errors neither raised nor printed: a dataset released (flushed) after a failed
+    write would otherwise print its error to stderr as an 'Exception ignored'."""
+    from osgeo import gdal
+
+    gdal.DontUseExceptions()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        gdal.UseExceptions()
 
 
 def write_flag_and_probability(path: Path | str, flag: np.ndarray,

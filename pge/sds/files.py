@@ -1,5 +1,5 @@
 """Every file of one product: the data products' table (`l2b_mask.products.table`) and the
-records the SDS adds (metadata, granule record, provenance, log), named from one stem.
+records the SDS adds (metadata, granule record, STAC Item, provenance, log), named from one stem.
 
 The run configuration's output switches, the PGE's write and publish steps, the granule
 record's file list and the campaign's completeness check all walk `PRODUCT_FILES`, so a new
@@ -32,10 +32,12 @@ PRODUCT_FILES: tuple[ProductFile, ...] = (
       for row in DATA_PRODUCTS for (key, suffix), fmt in zip(row.files, row.formats, strict=True)),
     ProductFile("metadata", "_metadata.json", None, "JSON", RECORD),
     ProductFile("ummg", ".cmr.json", "write_ummg", "JSON", RECORD),
+    ProductFile("stac", "_stac.json", None, "JSON", RECORD),
     ProductFile("provenance", "_provenance.json", None, "JSON", RECORD),
     ProductFile("log", "_pge.log", None, "ASCII", RECORD),
 )
 FILE_KEYS = tuple(f.key for f in PRODUCT_FILES)
+RECORD_KEYS = tuple(f.key for f in PRODUCT_FILES if f.product == RECORD)
 # Written last, after every other file is checksummed: they list or narrate the others.
 TRAILING = ("provenance", "log")
 

@@ -48,7 +48,8 @@ PRODUCT_SUFFIXES = {
     "envi_data": ".img", "envi_header": ".hdr", "netcdf": ".nc", "browse": ".png",
     "ortho_flag": "_ortho.tif", "ortho_probability": "_ortho_prob.tif",
     "ortho_buffer": "_ortho_buffer.tif", "ortho_shadow": "_ortho_shadow.tif",
-    "metadata": "_metadata.json", "ummg": ".cmr.json", "provenance": "_provenance.json",
+    "metadata": "_metadata.json", "ummg": ".cmr.json", "stac": "_stac.json",
+    "provenance": "_provenance.json",
     "log": "_pge.log",
 }
 PRODUCT_KEYS = tuple(PRODUCT_SUFFIXES)
@@ -504,7 +505,7 @@ def test_granule_metadata_describes_the_product(ok):
     files = ummg["DataGranule"]["ArchiveAndDistributionInformation"]
     assert files[0]["Name"] == ok.products["netcdf"].name  # the granule's data file first
     assert {f["Name"] for f in files} == {ok.products[k].name for k in PRODUCT_KEYS if k not in (
-        "metadata", "ummg", "provenance", "log")}
+        "metadata", "ummg", "stac", "provenance", "log")}
     for entry in files:
         path = ok.out / entry["Name"]
         assert entry["SizeInBytes"] == path.stat().st_size
@@ -654,10 +655,10 @@ def test_reference_parity_through_the_pge(parity_run, reference_dir):
     stem = "public_s7_rdn_l2b_mask"
     # Not an EMIT name and no acquisition time in the header: no granule record (and a warning)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{s}" for k, s in DEFAULT_SUFFIXES.items() if k != "ummg")
+        f"{stem}{s}" for k, s in DEFAULT_SUFFIXES.items() if k not in ("ummg", "stac"))
     provenance = json.loads((out / f"{stem}_provenance.json").read_text())
     # and no location file: no cloud shadow (the buffer takes the nominal pixel size)
-    assert set(provenance["skipped_outputs"]) == {"ummg", "cloud_shadow"}
+    assert set(provenance["skipped_outputs"]) == {"ummg", "stac", "cloud_shadow"}
     meta = json.loads((out / f"{stem}_metadata.json").read_text())
     assert set(meta["files"].values()) == {p.name for p in out.iterdir()} - {
         f"{stem}_provenance.json", f"{stem}_pge.log"}  # lists only files that exist

@@ -33,6 +33,7 @@ from pge.outputs import (
     write_metadata,
     write_products,
     write_provenance,
+    write_stac_item,
 )
 from pge.publish import Workspace, publish
 from pge.runconfig import RunConfig
@@ -45,8 +46,8 @@ LINES, SAMPLES = 16, 16
 SEED = 5
 STEM = "emit20240302t005829_o06201_s000_l2b_mask_b0106_v01"
 PREPROCESS_STEPS = ("load_config", "prepare_output", "validate_inputs", "validate_ancillary")
-PUBLISH_ORDER = ("envi_data", "envi_header", "netcdf", "browse", "metadata", "ummg", "provenance",
-                 "log")
+PUBLISH_ORDER = ("envi_data", "envi_header", "netcdf", "browse", "metadata", "ummg", "stac",
+                 "provenance", "log")
 
 
 def _close(ws: Workspace) -> None:
@@ -154,6 +155,7 @@ def _finish(s: Staged) -> list[Path]:
     validate_products(s.plan, s.product, s.ws.staged)
     write_metadata(s.plan, s.facts, s.ws.staged)
     write_granule_metadata(s.cfg, s.plan, s.facts, s.inputs, s.masks, s.ws.staged)
+    write_stac_item(s.cfg, s.plan, s.facts, s.inputs, s.masks, s.model, s.ws.staged)
     record = RunRecord(s.runconfig, s.raw, s.steps.started, s.steps.timings_s,
                        s.masks.batch_size)
     write_provenance(s.cfg, s.plan, s.facts, s.model, record, s.ws.staged, s.ws.final)

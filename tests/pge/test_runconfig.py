@@ -302,14 +302,14 @@ def test_product_keys_follow_the_switches():
     out = RunConfig.from_dict(example(), "/b").output
     assert out.product_keys() == ["envi_data", "envi_header", "netcdf", "browse", "ortho_flag",
                                   "ortho_probability", "ortho_buffer", "ortho_shadow",
-                                  "metadata", "ummg"]
+                                  "metadata", "ummg", "stac"]
     data = example()
     data["output"].update(write_netcdf=False, write_browse=False, write_ummg=False,
                           write_ortho=False)
     envi_only = RunConfig.from_dict(data, "/b").output
-    assert envi_only.product_keys() == ["envi_data", "envi_header", "metadata"]
+    assert envi_only.product_keys() == ["envi_data", "envi_header", "metadata", "stac"]
     data["output"].update(write_envi=False, write_netcdf=True)
-    assert RunConfig.from_dict(data, "/b").output.product_keys() == ["netcdf", "metadata"]
+    assert RunConfig.from_dict(data, "/b").output.product_keys() == ["netcdf", "metadata", "stac"]
 
 
 @pytest.mark.parametrize("others", [False, True], ids=["all_off", "browse_ummg_ortho_on"])

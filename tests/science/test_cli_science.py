@@ -49,11 +49,16 @@ def acq(tmp_path_factory, spec) -> Acquisition:
     return a
 
 
+def _paths(stdout: str) -> list[str]:
+    """The lines of stdout that name written files (progress events are JSON lines there)."""
+    return [line for line in stdout.splitlines() if not line.startswith('{"event": "progress"')]
+
+
 def _run(capsys, *args: object) -> tuple[int, list[str], str]:
-    """main() in process: (exit code, stdout lines, stderr)."""
+    """main() in process: (exit code, stdout lines less the progress events, stderr)."""
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
-    return code, out.splitlines(), err
+    return code, _paths(out), err
 
 
 def _read(path: Path) -> tuple[np.ndarray, float, int, str]:
@@ -199,7 +204,7 @@ def test_console_script_success(acq, tmp_path):
     proc = subprocess.run([_console_script(), str(acq.radiance), str(acq.observation), str(out),
                            "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert proc.stdout.splitlines() == [str(out)]
+    assert _paths(proc.stdout) == [str(out)]
     np.testing.assert_array_equal(_read(out)[0], cloud_flag(acq.probability, acq.threshold))
 
 
@@ -294,7 +299,7 @@ def test_unexpected_error_is_one_line_exit_1_and_debug_shows_it(acq, tmp_path, c
     def broken(*args, **kwargs):
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(cli, "write_flag_and_probability", broken)
+    monkeypatch.setattr(cli, "write_request", broken)
     args = (acq.radiance, acq.observation, tmp_path / "mask.tif")
     code, _, stderr = _run(capsys, *args)
     assert code == 1

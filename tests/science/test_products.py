@@ -100,12 +100,13 @@ def test_product_files(tmp_path):
     assert files.metadata == tmp_path / f"{stem}_metadata.json"
     assert files.browse == tmp_path / f"{stem}.png"
     assert files.ummg == tmp_path / f"{stem}.cmr.json"
+    assert files.stac == tmp_path / f"{stem}_stac.json"
     assert files.ortho_flag == tmp_path / f"{stem}_ortho.tif"
     assert files.ortho_probability == tmp_path / f"{stem}_ortho_prob.tif"
     assert files.ortho_buffer == tmp_path / f"{stem}_ortho_buffer.tif"
     assert files.ortho_shadow == tmp_path / f"{stem}_ortho_shadow.tif"
-    assert len(files.all()) == 12 and all(p.parent == tmp_path for p in files.all())
-    assert len({p.name for p in files.all()}) == 12
+    assert len(files.all()) == 13 and all(p.parent == tmp_path for p in files.all())
+    assert len({p.name for p in files.all()}) == 13
     assert product_files(stem).netcdf == Path(f"{stem}.nc")
 
 
