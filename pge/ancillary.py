@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference
+from l2b_mask.inputs.observation import ObservationGeometry
 from l2b_mask.inputs.scene import Scene
 from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 from pge.runconfig import RunConfig
@@ -33,10 +34,12 @@ class Model:
                 "model_bands": int(self.inference.bands.size)}
 
 
-def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float] = ()) -> Model:
+def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float] = (),
+               observation: ObservationGeometry | None = None) -> Model:
     """Model specification, weights and irradiance checksums, the model on its device, the
     scene's constants (bands, irradiance, Earth-Sun distance); the inference keeps the
-    reflectance of the bands nearest `keep_reflectance_nm` for the science after the model."""
+    reflectance of the bands nearest `keep_reflectance_nm` for the science after the model,
+    and takes the observation file's values from `observation` when it was read already."""
     anc = cfg.ancillary_files
     spec = ModelSpec.load(anc.spec_path())
     verify_sha256(anc.model_weights, spec.weights_sha256, "model weights")
@@ -48,5 +51,5 @@ def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float
                                  lines_per_block=p.lines_per_block)
     cloud = CloudModel.load(spec, settings, anc.model_weights, verify_checksum=False)
     inference = SceneInference(scene, cloud, anc.irradiance, verify_checksum=False,
-                               keep_reflectance_nm=keep_reflectance_nm)
+                               keep_reflectance_nm=keep_reflectance_nm, observation=observation)
     return Model(spec, inference, cfg.algorithm.decision(spec))

@@ -23,8 +23,8 @@ import numpy as np
 from l2b_mask.algorithm.beyond_cloud import (
     BeyondCloud,
     beyond_cloud,
-    read_sun_view_angles,
     reflectance_bands_needed,
+    sun_view_angles,
 )
 from l2b_mask.algorithm.inference import ProbabilityBlock, no_value_error
 from l2b_mask.products.summary import layer_summary
@@ -134,7 +134,7 @@ def validate_inputs(cfg: RunConfig) -> Inputs:
 
 def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
     keep = reflectance_bands_needed(cfg.algorithm.beyond_cloud(), inputs.location is not None)
-    model = load_model(cfg, inputs.scene, keep)
+    model = load_model(cfg, inputs.scene, keep, inputs.observation)
     p = model.processing
     pge_logging.get_logger().info(
         "ancillary_valid", model_version=p["model_version"], device=p["device"],
@@ -171,7 +171,7 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
         log.warning("radiance_not_finite", pixels=done["not_finite"],
                     detail="pixels with NaN or Inf radiance in a model band have no value")
     if not np.isfinite(probability).any():
-        raise no_value_error(scene)
+        raise no_value_error(scene, observation=inputs.observation)
     if ran.batch_size != model.inference.cloud_model.batch_size:
         log.warning("batch_size_reduced", configured=model.inference.cloud_model.batch_size,
                     ran=ran.batch_size, detail="the device ran out of memory")
@@ -182,7 +182,7 @@ def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondClo
     """The cloud buffer distance and cloud shadow of the flag (the library computes them)."""
     log = pge_logging.get_logger()
     kept = masks.reflectance
-    result = beyond_cloud(masks.flag, read_sun_view_angles(inputs.scene), inputs.location,
+    result = beyond_cloud(masks.flag, sun_view_angles(inputs.observation), inputs.location,
                           cfg.algorithm.beyond_cloud(),
                           kept.planes() if kept is not None else None,
                           kept.wavelengths_nm.tolist() if kept is not None else ())

@@ -27,21 +27,22 @@ from l2b_mask.algorithm.cloud_shadow import (
     validate_height_range,
 )
 from l2b_mask.algorithm.geometry import GroundSpacing, ground_spacing, local_axes, nominal_ground_spacing
-from l2b_mask.inputs.location import LocationArrays
-from l2b_mask.inputs.scene import (
+from l2b_mask.inputs.l1b import (
     OBS_SOLAR_AZIMUTH,
     OBS_SOLAR_AZIMUTH_NAME,
     OBS_SOLAR_ZENITH,
     OBS_SOLAR_ZENITH_NAME,
-    Scene,
-    band_names,
+    OBS_VIEW_AZIMUTH,
+    OBS_VIEW_AZIMUTH_NAME,
+    OBS_VIEW_ZENITH,
+    OBS_VIEW_ZENITH_NAME,
     find_band,
 )
+from l2b_mask.inputs.location import LocationArrays
+from l2b_mask.inputs.observation import ObservationGeometry
+from l2b_mask.inputs.scene import Scene, band_names
 from l2b_mask.nodata import FLOAT_NO_VALUE
 
-# EMIT observation positions of the to-sensor angles, used when the file has no band names.
-OBS_VIEW_AZIMUTH, OBS_VIEW_AZIMUTH_NAME = 1, "to-sensor azimuth"
-OBS_VIEW_ZENITH, OBS_VIEW_ZENITH_NAME = 2, "to-sensor zenith"
 # No comma: the reason also goes into an ENVI header value, where a comma splits a list.
 NO_LOCATION = ("no location file: the shadow is displaced on the ground and turning that into "
                "lines and samples needs each pixel's ground position")
@@ -55,6 +56,7 @@ __all__ = [
     "beyond_cloud",
     "read_sun_view_angles",
     "reflectance_bands_needed",
+    "sun_view_angles",
 ]
 
 
@@ -110,7 +112,8 @@ def reflectance_bands_needed(settings: BeyondCloudSettings, has_location: bool) 
 
 def read_sun_view_angles(scene: Scene, lines_per_block: int = 256) -> SunViewAngles:
     """The four angles of the observation file, found by band name as `Scene` finds its bands
-    (EMIT's positions 4, 3, 2, 1 without names), float32 with NaN where the file has fill."""
+    (EMIT's positions 4, 3, 2, 1 without names), float32 with NaN where the file has fill.
+    A pass of its own over the file: a run that read it already takes `sun_view_angles`."""
     header = scene.observation_header
     names = band_names(header)
     bands = [find_band(names, OBS_SOLAR_ZENITH_NAME, OBS_SOLAR_ZENITH, header),
@@ -122,7 +125,21 @@ def read_sun_view_angles(scene: Scene, lines_per_block: int = 256) -> SunViewAng
         for start in range(0, scene.lines, lines_per_block):
             stop = min(start + lines_per_block, scene.lines)
             out[:, start:stop] = reader.read_lines(start, stop, bands, np.float32).transpose(2, 0, 1)
-    out[(out == np.float32(scene.observation_nodata)) | (out <= -9990.0)] = np.nan
+    return _angles_with_nan(out, scene.observation_nodata)
+
+
+def sun_view_angles(observation: ObservationGeometry) -> SunViewAngles:
+    """`read_sun_view_angles` of an observation file already read (`read_observation`): the
+    same float32 values, without another pass over the file."""
+    out = np.stack([observation.solar_zenith, observation.solar_azimuth,
+                    observation.view_zenith, observation.view_azimuth]).astype(np.float32, copy=False)
+    return _angles_with_nan(out, observation.nodata)
+
+
+def _angles_with_nan(out: np.ndarray, nodata: float) -> SunViewAngles:
+    """(4, lines, samples) float32 angles with the file's fill (and anything at or below
+    -9990) made NaN."""
+    out[(out == np.float32(nodata)) | (out <= -9990.0)] = np.nan
     return SunViewAngles(out[0], out[1], out[2], out[3])
 
 

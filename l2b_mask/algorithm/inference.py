@@ -9,6 +9,7 @@ knows about product formats; memory is bounded by one block whatever the scene l
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from l2b_mask.algorithm.bands import kept_bands
 from l2b_mask.algorithm.model import PRECISIONS, SpecTf, load_model
 from l2b_mask.algorithm.reflectance import band_irradiance, load_irradiance, toa_reflectance
 from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
+from l2b_mask.inputs.observation import ObservationGeometry
 from l2b_mask.inputs.scene import Scene
 from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 
@@ -94,14 +96,20 @@ def sun_up(solar_zenith: np.ndarray, obs_nodata: float) -> np.ndarray:
             & (solar_zenith < 90.0))
 
 
-def no_value_error(scene: Scene, lines_per_block: int = 512) -> InputProductError:
+def no_value_error(scene: Scene, lines_per_block: int = 512,
+                   observation: ObservationGeometry | None = None) -> InputProductError:
     """Why a scene that streamed gave no pixel a value, naming the file to blame: the
-    observation when the sun is down (or fill) everywhere, else the radiance."""
+    observation when the sun is down (or fill) everywhere, else the radiance. The solar zenith
+    is `observation`'s when the file was read already, else read here."""
     sunlit = 0
-    with scene.observation_reader() as reader:
-        for start, stop in iter_line_blocks(scene.lines, lines_per_block):
-            sza = reader.read_band(start, stop, scene.solar_zenith_band)
-            sunlit += int(np.count_nonzero(sun_up(sza, scene.observation_nodata)))
+    if observation is not None:
+        sunlit = int(np.count_nonzero(sun_up(observation.solar_zenith.astype(np.float64),
+                                             scene.observation_nodata)))
+    else:
+        with scene.observation_reader() as reader:
+            for start, stop in iter_line_blocks(scene.lines, lines_per_block):
+                sza = reader.read_band(start, stop, scene.solar_zenith_band)
+                sunlit += int(np.count_nonzero(sun_up(sza, scene.observation_nodata)))
     if sunlit == 0:
         return InputProductError(scene.observation_header.header_path,
                                  "no pixel has a value: the solar zenith is fill, not finite or "
@@ -253,11 +261,17 @@ class SceneProbability:
 
 
 class SceneInference:
-    """Everything computed once per scene before streaming: bands, irradiance, distance."""
+    """Everything computed once per scene before streaming: bands, irradiance, distance.
+
+    `observation`: the observation file already read (`read_observation`, as a PGE run does):
+    the Earth-Sun distance and the solar zenith are taken from it, and the file is not read
+    again; without it, both are read from the file here.
+    """
 
     def __init__(self, scene: Scene, cloud_model: CloudModel, irradiance: Path | str | None = None,
                  keep_all_bands: bool = False, verify_checksum: bool = True,
-                 keep_reflectance_nm: Sequence[float] = ()) -> None:
+                 keep_reflectance_nm: Sequence[float] = (),
+                 observation: ObservationGeometry | None = None) -> None:
         spec = cloud_model.spec
         irr_path = Path(irradiance) if irradiance is not None else spec.irradiance_path
         if verify_checksum:
@@ -272,7 +286,9 @@ class SceneInference:
         wl = scene.wavelengths_nm[self.bands]
         self.band_irradiance = band_irradiance(grid, irr, wl, scene.fwhm_nm[self.bands])
         self.band_term = cloud_model.model.band_term(wl)
-        self.earth_sun_au = scene.earth_sun_distance()
+        self.observation = observation
+        self.earth_sun_au = (observation.earth_sun_distance() if observation is not None
+                             else scene.earth_sun_distance())
         # Positions among the model's bands of those nearest each wavelength to keep (the
         # reflectance is computed for the model anyway: keeping a few columns costs a copy).
         self.keep_reflectance = np.array(
@@ -284,13 +300,16 @@ class SceneInference:
 
         Both files are opened, read and closed by whichever thread iterates this (the read-ahead
         thread in `blocks`): netCDF-C is not thread-safe, and nothing else reads a granule
-        while the scene streams (`run`'s writer thread only sees probability blocks).
+        while the scene streams (`run`'s writer thread only sees probability blocks). With the
+        observation read already, its solar zenith plane is sliced (float64, as read) instead.
         """
-        scene = self.scene
-        with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
+        scene, kept = self.scene, self.observation
+        with (scene.radiance_reader() as rdn,
+              scene.observation_reader() if kept is None else nullcontext() as obs):
             for start, stop in iter_line_blocks(scene.lines, lines_per_block):
-                yield (start, stop, rdn.read_lines(start, stop, self.bands),
-                       obs.read_band(start, stop, scene.solar_zenith_band))
+                sza = (obs.read_band(start, stop, scene.solar_zenith_band) if kept is None
+                       else kept.solar_zenith[start:stop].astype(np.float64))
+                yield start, stop, rdn.read_lines(start, stop, self.bands), sza
 
     def blocks(self, lines_per_block: int, read_ahead: int = 2) -> Iterator[ProbabilityBlock]:
         """Probability blocks in order. The next blocks are read and prepared (which pixels have a

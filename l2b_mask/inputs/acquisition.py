@@ -30,12 +30,8 @@ from l2b_mask.inputs.envi import EnviHeader
 from l2b_mask.inputs.formats import read_glt_file, read_location_file
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LocationArrays
-from l2b_mask.inputs.scene import (
-    ACQUISITION_START_KEY,
-    ACQUISITION_STOP_KEY,
-    Scene,
-    mean_solar_angles,
-)
+from l2b_mask.inputs.observation import ObservationGeometry, read_observation
+from l2b_mask.inputs.scene import ACQUISITION_START_KEY, ACQUISITION_STOP_KEY, Scene
 
 EMIT_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -59,8 +55,15 @@ class Acquisition:
     facts: RadianceFacts
     location: LocationArrays | None
     glt: Glt | None
-    mean_solar_zenith: float | None
-    mean_solar_azimuth: float | None
+    observation: ObservationGeometry  # the observation file, read once for the whole run
+
+    @property
+    def mean_solar_zenith(self) -> float | None:
+        return self.observation.mean_solar_zenith
+
+    @property
+    def mean_solar_azimuth(self) -> float | None:
+        return self.observation.mean_solar_azimuth
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -104,7 +107,8 @@ def open_acquisition(radiance: Path | str, observation: Path | str,
     and time range, the location and GLT against the scene's size (`location` / `glt`: files
     given apart from the radiance, ENVI or granule; a radiance granule's own `location` group
     otherwise), the location's geometry (it must be that of an EMIT swath: the cloud buffer and
-    shadow are computed from it), the mean solar angles."""
+    shadow are computed from it), then the observation file read once (`read_observation`: the
+    mean solar angles, the Earth-Sun sums, the angle planes the run needs)."""
     scene = Scene.open(radiance, observation)
     rdn = scene.radiance_header
     facts = (_granule_facts(rdn) if isinstance(rdn, DaacGranule)
@@ -117,8 +121,7 @@ def open_acquisition(radiance: Path | str, observation: Path | str,
         arrays = read_location_file(location_file, shape)
         check_location_geometry(location_file, arrays.lon, arrays.lat, arrays.elev, shape)
     lookup = read_glt_file(glt_file, shape) if glt_file is not None else None
-    zenith, azimuth = mean_solar_angles(observation)
-    return Acquisition(scene, facts, arrays, lookup, zenith, azimuth)
+    return Acquisition(scene, facts, arrays, lookup, read_observation(scene))
 
 
 def _envi_facts(header: EnviHeader, radiance: Path) -> RadianceFacts:

@@ -26,6 +26,8 @@ OBS_EARTH_SUN_DISTANCE = 10
 OBS_SOLAR_AZIMUTH_NAME = "to-sun azimuth"
 OBS_SOLAR_ZENITH_NAME = "to-sun zenith"
 OBS_EARTH_SUN_DISTANCE_NAME = "earth-sun distance"
+OBS_VIEW_AZIMUTH, OBS_VIEW_AZIMUTH_NAME = 1, "to-sensor azimuth"
+OBS_VIEW_ZENITH, OBS_VIEW_ZENITH_NAME = 2, "to-sensor zenith"
 
 
 class Raster(Protocol):

@@ -188,22 +188,34 @@ class Scene:
         implementation does, turns every pixel's reflectance to nonsense.
         """
         total, count = 0.0, 0
-        nodata = self.observation_nodata
         with self.observation_reader() as reader:
             for start in range(0, self.lines, lines_per_block):
                 stop = min(start + lines_per_block, self.lines)
                 d = reader.read_band(start, stop, self.earth_sun_band, np.float64)
-                ok = np.isfinite(d) & (d != nodata) & (d > 0)
-                total += float(d[ok].sum())
-                count += int(ok.sum())
-        where = self.observation_header.data_path
-        if count == 0:
-            raise InputProductError(where, "no pixel has a valid Earth-Sun distance")
-        mean = total / count
-        lo, hi = _EARTH_SUN_RANGE
-        if not lo <= mean <= hi:
-            raise InputProductError(where, f"mean Earth-Sun distance {mean:.6g} AU outside {lo}-{hi}")
-        return mean
+                block_total, block_count = earth_sun_sums(d, self.observation_nodata)
+                total += block_total
+                count += block_count
+        return earth_sun_mean(total, count, self.observation_header.data_path)
+
+
+def earth_sun_sums(distance: np.ndarray, nodata: float) -> tuple[float, int]:
+    """(sum, count) of the valid Earth-Sun distances of one float64 block: finite, not fill,
+    positive. Summed block by block (512 lines) wherever the scene mean is made, so that every
+    reader of it gets the same bits."""
+    ok = np.isfinite(distance) & (distance != nodata) & (distance > 0)
+    return float(distance[ok].sum()), int(ok.sum())
+
+
+def earth_sun_mean(total: float, count: int, where: Path) -> float:
+    """The scene mean Earth-Sun distance from its sums; no valid pixel, or a mean outside the
+    plausible range, is an input error of the observation file `where`."""
+    if count == 0:
+        raise InputProductError(where, "no pixel has a valid Earth-Sun distance")
+    mean = total / count
+    lo, hi = _EARTH_SUN_RANGE
+    if not lo <= mean <= hi:
+        raise InputProductError(where, f"mean Earth-Sun distance {mean:.6g} AU outside {lo}-{hi}")
+    return mean
 
 
 def band_names(header: EnviHeader | DaacGranule) -> list[str] | None:
@@ -227,18 +239,34 @@ def mean_solar_angles(observation_path: Path | str,
     has one. ENVI raster or LP DAAC OBS granule."""
     header = open_raster(observation_path)
     bands = list(solar_angle_bands(header))
-    nodata = header.nodata
-    sums = np.zeros(2)
-    counts = np.zeros(2, np.int64)
+    sums = SolarAngleSums()
     with raster_reader(header) as reader:
         for start in range(0, header.lines, lines_per_block):
             stop = min(header.lines, start + lines_per_block)
             block = reader.read_lines(start, stop, bands, np.float64)
-            ok = np.isfinite(block) & (block > -9990.0)
+            sums.add(block[:, :, 0], block[:, :, 1], header.nodata)
+    return sums.means()
+
+
+class SolarAngleSums:
+    """Running sums of the solar zenith and azimuth over pixels with a value (finite, above
+    -9990, not the file's fill), added 256 lines at a time wherever the means are made, so that
+    every reader of them gets the same bits."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(2)
+        self.counts = np.zeros(2, np.int64)
+
+    def add(self, zenith: np.ndarray, azimuth: np.ndarray, nodata: float | None) -> None:
+        """One block's (lines, samples) float64 solar zenith and azimuth."""
+        for i, plane in enumerate((zenith, azimuth)):
+            ok = np.isfinite(plane) & (plane > -9990.0)
             if nodata is not None:
-                ok &= block != nodata
-            for i in range(2):
-                sums[i] += block[:, :, i][ok[:, :, i]].sum()
-                counts[i] += int(ok[:, :, i].sum())
-    means = [float(sums[i] / counts[i]) if counts[i] else None for i in range(2)]
-    return means[0], means[1]
+                ok &= plane != nodata
+            self.sums[i] += plane[ok].sum()
+            self.counts[i] += int(ok.sum())
+
+    def means(self) -> tuple[float | None, float | None]:
+        means = [float(self.sums[i] / self.counts[i]) if self.counts[i] else None
+                 for i in range(2)]
+        return means[0], means[1]
