@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import erf
+from test_kernels import _model_input
 from threadpoolctl import threadpool_limits
 
-from l2b_mask import kernels
+import l2b_mask.kernels as kernels
 from l2b_mask.algorithm.model import kernel_weights, load_model
 
 VARIANT = "mixed-i16-avx2"
@@ -112,21 +113,12 @@ def model(spec):
 @pytest.fixture(scope="module")
 def spectra(spec, tmp_path_factory):
     """Reflectance and band term of realistic pixels (a synthetic acquisition, half cloud)."""
-    from l2b_mask.algorithm.inference import CloudModel, InferenceSettings, SceneInference, pixels_with_value
-    from l2b_mask.algorithm.reflectance import toa_reflectance
-    from l2b_mask.inputs.scene import Scene
     from l2b_mask.synthetic.scene import generate_acquisition
 
     acq = generate_acquisition(tmp_path_factory.mktemp("i16"), lines=8, samples=40, seed=3,
                                cloud_fraction=0.45)
-    scene = Scene.open(acq.radiance, acq.observation)
-    si = SceneInference(scene, CloudModel.load(spec, InferenceSettings(device="cpu")))
-    with scene.radiance_reader() as rdn, scene.observation_reader() as obs:
-        r = rdn.read_lines(0, scene.lines, si.bands)
-        z = obs.read_band(0, scene.lines, scene.solar_zenith_band)
-    ok = pixels_with_value(r, z, scene.radiance_nodata, scene.observation_nodata)
-    rho = toa_reflectance(r[ok], z[ok], si.earth_sun_au, si.band_irradiance)
-    return np.ascontiguousarray(rho[:48], np.float32), si.band_term.numpy()
+    rho, band_term = _model_input(spec, acq.radiance, acq.observation)
+    return np.ascontiguousarray(rho[:48].numpy(), np.float32), band_term.numpy()
 
 
 @pytest.mark.parametrize("tokens", [268, 261])
