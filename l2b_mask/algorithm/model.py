@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import l2b_mask.kernels as kernels
-from l2b_mask.algorithm.attention_cpu import heads_last_attention
 from l2b_mask.errors import AncillaryError
 from l2b_mask.kernels import selection
 from l2b_mask.spec import ModelSpec
@@ -88,6 +87,10 @@ class SelfAttention(nn.Module):
     def _heads_last_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The attention of `attention_cpu`: the projections are batched products that write
         (and read) the heads-last layout directly, so no tensor is transposed in memory."""
+        # imported here, on training's path only: `attention_cpu` marks itself opaque to
+        # torch.compile, which loads torch._dynamo (about a second of every PGE start otherwise)
+        from l2b_mask.algorithm.attention_cpu import heads_last_attention
+
         mha = self.attention
         n, t, d = x.shape
         h = mha.num_heads
