@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings
     from l2b_mask.algorithm.inference import KeptReflectance
     from l2b_mask.inputs.location import LocationArrays
+    from l2b_mask.inputs.observation import ObservationGeometry
 
 # The exit codes this command can end with: the PGE's table (`l2b_mask.errors.ExitCode`), less
 # the run configuration's code (this command has none).
@@ -255,20 +256,23 @@ def _compute(args: argparse.Namespace, settings: InferenceSettings, scene: Scene
              request: Request, geo: dict[str, Any], progress: ScanProgress) -> Computed:
     """Probability, flag and the layers asked for, as the PGE computes them."""
     from l2b_mask.algorithm.beyond_cloud import BeyondCloudSettings, reflectance_bands_needed
+    from l2b_mask.inputs.observation import read_observation
     from l2b_mask.products.layers import prepare
 
     spec = ModelSpec.load(args.spec)
     model = CloudModel.load(spec, settings, args.weights, verify_checksum=not args.no_checksum)
     beyond = BeyondCloudSettings()
     keep = reflectance_bands_needed(beyond, "shadow" in request.layers)
+    observation = read_observation(scene)  # one pass: the distance, the zenith, the four angles
     inference = SceneInference(scene, model, args.irradiance, keep_all_bands=args.keep_bands,
-                               verify_checksum=not args.no_checksum, keep_reflectance_nm=keep)
+                               verify_checksum=not args.no_checksum, keep_reflectance_nm=keep,
+                               observation=observation)
     ran = inference.run_keeping(settings.lines_per_block, on_block=progress)
     probability, kept = ran.probability, ran.reflectance
     decision = spec.decision(args.threshold, args.comparison, "command line")
     arrays = {"flag": decision.flag(probability), "probability": probability}
     if request.layers:
-        arrays.update(_beyond(scene, arrays["flag"], geo["location"], request, beyond, kept))
+        arrays.update(_beyond(observation, arrays["flag"], geo["location"], request, beyond, kept))
     attrs = {"title": "EMIT L2B cloud mask (SpecTf), written by l2b-mask",
              "source": Path(args.radiance).name, "cloud_model_version": spec.version,
              "cloud_threshold": decision.threshold,
@@ -276,15 +280,16 @@ def _compute(args: argparse.Namespace, settings: InferenceSettings, scene: Scene
     return Computed(prepare(arrays), geo["location"], geo["glt"], attrs)
 
 
-def _beyond(scene: Scene, flag: np.ndarray, location: LocationArrays | None, request: Request,
-            settings: BeyondCloudSettings, kept: KeptReflectance | None) -> dict[str, np.ndarray]:
+def _beyond(observation: ObservationGeometry, flag: np.ndarray, location: LocationArrays | None,
+            request: Request, settings: BeyondCloudSettings,
+            kept: KeptReflectance | None) -> dict[str, np.ndarray]:
     """The buffer distance and the shadow asked for, by the library's `beyond_cloud` when the
     shadow is; the buffer alone otherwise (at the location's pixel size, as the PGE)."""
-    from l2b_mask.algorithm.beyond_cloud import beyond_cloud, read_sun_view_angles
+    from l2b_mask.algorithm.beyond_cloud import beyond_cloud, sun_view_angles
     from l2b_mask.algorithm.cloud_buffer import cloud_buffer_distance
     from l2b_mask.algorithm.geometry import ground_spacing, nominal_ground_spacing
 
-    angles = read_sun_view_angles(scene)
+    angles = sun_view_angles(observation)
     if "shadow" in request.layers:
         result = beyond_cloud(flag, angles, location, settings,
                               kept.planes() if kept is not None else None,

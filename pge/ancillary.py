@@ -35,11 +35,13 @@ class Model:
 
 
 def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float] = (),
-               observation: ObservationGeometry | None = None) -> Model:
+               observation: ObservationGeometry | None = None,
+               keep_radiance_bands: Sequence[int] = ()) -> Model:
     """Model specification, weights and irradiance checksums, the model on its device, the
     scene's constants (bands, irradiance, Earth-Sun distance); the inference keeps the
-    reflectance of the bands nearest `keep_reflectance_nm` for the science after the model,
-    and takes the observation file's values from `observation` when it was read already."""
+    reflectance of the bands nearest `keep_reflectance_nm` for the science after the model and
+    the radiance of `keep_radiance_bands` for the browse image, and takes the observation
+    file's values from `observation` when it was read already."""
     anc = cfg.ancillary_files
     spec = ModelSpec.load(anc.spec_path())
     verify_sha256(anc.model_weights, spec.weights_sha256, "model weights")
@@ -51,5 +53,6 @@ def load_model(cfg: RunConfig, scene: Scene, keep_reflectance_nm: Sequence[float
                                  lines_per_block=p.lines_per_block)
     cloud = CloudModel.load(spec, settings, anc.model_weights, verify_checksum=False)
     inference = SceneInference(scene, cloud, anc.irradiance, verify_checksum=False,
-                               keep_reflectance_nm=keep_reflectance_nm, observation=observation)
+                               keep_reflectance_nm=keep_reflectance_nm, observation=observation,
+                               keep_radiance_bands=keep_radiance_bands)
     return Model(spec, inference, cfg.algorithm.decision(spec))

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from l2b_mask.algorithm.beyond_cloud import BUFFERED_DEFINITION, BeyondCloud
-from l2b_mask.algorithm.inference import KeptReflectance
 from l2b_mask.inputs.scene import parse_emit_time
 from l2b_mask.products.summary import CloudFraction, cloud_fraction
 from l2b_mask.spec import DecisionRule
-from pge.ancillary import Model
 from pge.inputs import EMIT_TIME, Inputs
 from pge.provenance import package_version
 from pge.runconfig import RunConfig
 from pge.sds.attributes import emit_global_attributes
 from pge.sds.ummg import day_night_flag
+
+if TYPE_CHECKING:  # annotations only: these bring torch, which a PGE start does not import
+    from l2b_mask.algorithm.inference import KeptReflectance
+    from pge.ancillary import Model
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,15 @@ class Masks:
     fraction: CloudFraction
     reflectance: KeptReflectance | None = None  # bands kept while streaming, for the shadow
     batch_size: int | None = None  # less than configured after a CUDA out-of-memory halving
+    # the browse bands' radiance kept while streaming (None: the browse reads the radiance)
+    browse_radiance: np.ndarray | None = None
 
     @classmethod
     def of(cls, probability: np.ndarray, decision: DecisionRule,
-           reflectance: KeptReflectance | None = None, *, batch_size: int | None = None) -> Masks:
+           reflectance: KeptReflectance | None = None, *, batch_size: int | None = None,
+           browse_radiance: np.ndarray | None = None) -> Masks:
         flag = decision.flag(probability)
-        return cls(probability, flag, cloud_fraction(flag), reflectance, batch_size)
+        return cls(probability, flag, cloud_fraction(flag), reflectance, batch_size, browse_radiance)
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2b_mask.algorithm.beyond_cloud import BeyondCloud
 from l2b_mask.inputs.location import location_bounds
 from l2b_mask.products.layers import layer, prepare
 from l2b_mask.products.table import DATA_PRODUCTS, ProductContent
 from pge import provenance
-from pge.ancillary import Model
 from pge.facts import Masks, ProductFacts
 from pge.inputs import Inputs, input_paths
 from pge.runconfig import RunConfig
@@ -29,6 +28,9 @@ from pge.sds.ummg import (
     swath_polygon,
     write_ummg,
 )
+
+if TYPE_CHECKING:  # an annotation only: pge.ancillary brings torch
+    from pge.ancillary import Model
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks,
     return ProductContent(
         layers=prepare(arrays), envi_header=facts.emit_header,
         netcdf_base_attrs=facts.netcdf_base, netcdf_attrs=facts.netcdf_attrs,
-        radiance=cfg.input_files.radiance, location=inputs.location, glt=inputs.glt)
+        radiance=cfg.input_files.radiance, browse_radiance=masks.browse_radiance,
+        location=inputs.location, glt=inputs.glt)
 
 
 def _rows(plan: Plan) -> list:

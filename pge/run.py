@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -26,10 +26,9 @@ from l2b_mask.algorithm.beyond_cloud import (
     reflectance_bands_needed,
     sun_view_angles,
 )
-from l2b_mask.algorithm.inference import ProbabilityBlock, no_value_error
+from l2b_mask.products.browse import browse_bands
 from l2b_mask.products.summary import layer_summary
 from pge import logging as pge_logging
-from pge.ancillary import Model, load_model
 from pge.diagnosis import largest_file_bound, output_failure
 from pge.facts import Masks, ProductFacts, product_facts
 from pge.inputs import Inputs, open_inputs
@@ -47,6 +46,10 @@ from pge.outputs import (
 from pge.publish import Workspace, open_workspace, publish, verify_staged
 from pge.runconfig import ConfigFile, RunConfig
 from pge.sds.naming import product_stem
+
+if TYPE_CHECKING:  # torch comes with these: imported by the steps that load the model (below)
+    from l2b_mask.algorithm.inference import ProbabilityBlock
+    from pge.ancillary import Model
 
 PROGRESS_EVERY_S = 10.0
 T = TypeVar("T")
@@ -133,8 +136,14 @@ def validate_inputs(cfg: RunConfig) -> Inputs:
 
 
 def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
+    # torch is imported here, not at start-up: it is most of a start (about 1.2 of 1.7 s of
+    # imports), which a run stopped by its configuration or inputs (exit 2-4) need not pay
+    from pge.ancillary import load_model
+
     keep = reflectance_bands_needed(cfg.algorithm.beyond_cloud(), inputs.location is not None)
-    model = load_model(cfg, inputs.scene, keep, inputs.observation)
+    # the browse image's bands are kept from the model's stream: the radiance is read once
+    rgb = browse_bands(cfg.input_files.radiance) if "browse" in cfg.output.product_keys() else []
+    model = load_model(cfg, inputs.scene, keep, inputs.observation, rgb)
     p = model.processing
     pge_logging.get_logger().info(
         "ancillary_valid", model_version=p["model_version"], device=p["device"],
@@ -147,6 +156,8 @@ def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
 
 def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
     """Stream the scene through the model, logging progress with rate and ETA."""
+    from l2b_mask.algorithm.inference import no_value_error
+
     scene, log = inputs.scene, pge_logging.get_logger()
     t0 = last = time.perf_counter()
     done = {"valid": 0, "not_finite": 0}
@@ -175,7 +186,8 @@ def infer(cfg: RunConfig, inputs: Inputs, model: Model) -> Masks:
     if ran.batch_size != model.inference.cloud_model.batch_size:
         log.warning("batch_size_reduced", configured=model.inference.cloud_model.batch_size,
                     ran=ran.batch_size, detail="the device ran out of memory")
-    return Masks.of(probability, model.decision, ran.reflectance, batch_size=ran.batch_size)
+    return Masks.of(probability, model.decision, ran.reflectance, batch_size=ran.batch_size,
+                    browse_radiance=ran.radiance)
 
 
 def make_beyond_cloud(cfg: RunConfig, inputs: Inputs, masks: Masks) -> BeyondCloud:

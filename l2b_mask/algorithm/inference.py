@@ -21,7 +21,7 @@ from l2b_mask.algorithm.bands import kept_bands
 from l2b_mask.algorithm.model import PRECISIONS, SpecTf, load_model
 from l2b_mask.algorithm.reflectance import band_irradiance, load_irradiance, toa_reflectance
 from l2b_mask.errors import AncillaryError, InputProductError, ProcessingError
-from l2b_mask.inputs.observation import ObservationGeometry
+from l2b_mask.inputs.observation import ObservationGeometry, read_observation
 from l2b_mask.inputs.scene import Scene
 from l2b_mask.spec import DecisionRule, ModelSpec, verify_sha256
 
@@ -220,6 +220,9 @@ class ProbabilityBlock:
     # (stop - start, samples, k) float32 TOA reflectance of the kept bands, NaN without value;
     # None unless the inference was asked to keep some (`keep_reflectance_nm`)
     reflectance: np.ndarray | None = None
+    # (stop - start, samples, k) float32 radiance of the bands `keep_radiance_bands`, as read
+    # (every pixel, fill values included); None unless asked
+    radiance: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class PreparedBlock:
     reflectance: np.ndarray  # (valid pixels, model bands) float32
     radiance_not_finite: int
     kept: np.ndarray | None  # (lines, samples, k) float32 kept bands, NaN without value; or None
+    kept_radiance: np.ndarray | None = None  # (lines, samples, k) float32 as read; or None
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,8 @@ class SceneProbability:
     probability: np.ndarray  # (lines, samples) float32, NaN where a pixel has no value
     reflectance: KeptReflectance | None
     batch_size: int
+    # (lines, samples, k) float32 radiance of `keep_radiance_bands` as read, or None
+    radiance: np.ndarray | None = None
 
 
 class SceneInference:
@@ -266,12 +272,18 @@ class SceneInference:
     `observation`: the observation file already read (`read_observation`, as a PGE run does):
     the Earth-Sun distance and the solar zenith are taken from it, and the file is not read
     again; without it, both are read from the file here.
+
+    `keep_radiance_bands`: radiance band indices (0-based, in the file) whose values, as read,
+    the stream keeps for the whole scene, so that a product drawn from them (the browse image)
+    need not read the radiance again; kept only when the model reads every one of them
+    (`keeps_radiance`), since the stream reads the model's bands alone.
     """
 
     def __init__(self, scene: Scene, cloud_model: CloudModel, irradiance: Path | str | None = None,
                  keep_all_bands: bool = False, verify_checksum: bool = True,
                  keep_reflectance_nm: Sequence[float] = (),
-                 observation: ObservationGeometry | None = None) -> None:
+                 observation: ObservationGeometry | None = None,
+                 keep_radiance_bands: Sequence[int] = ()) -> None:
         spec = cloud_model.spec
         irr_path = Path(irradiance) if irradiance is not None else spec.irradiance_path
         if verify_checksum:
@@ -294,6 +306,15 @@ class SceneInference:
         self.keep_reflectance = np.array(
             [int(np.argmin(np.abs(wl - target))) for target in keep_reflectance_nm], np.intp)
         self.kept_wavelengths_nm = wl[self.keep_reflectance]
+        position = {int(band): i for i, band in enumerate(self.bands)}
+        wanted = [int(band) for band in keep_radiance_bands]
+        self.keep_radiance = np.array([position[band] for band in wanted]
+                                      if all(band in position for band in wanted) else [], np.intp)
+
+    @property
+    def keeps_radiance(self) -> bool:
+        """Whether the stream keeps the radiance bands asked for (none asked: False)."""
+        return bool(self.keep_radiance.size)
 
     def read_blocks(self, lines_per_block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         """(start, stop, radiance of the kept bands, solar zenith) for each block of lines.
@@ -338,7 +359,8 @@ class SceneInference:
         if self.keep_reflectance.size:
             kept = np.full((*valid.shape, self.keep_reflectance.size), np.nan, np.float32)
             kept[valid] = rho[:, self.keep_reflectance]
-        return PreparedBlock(start, stop, valid, rho, not_finite, kept)
+        kept_radiance = radiance[:, :, self.keep_radiance] if self.keeps_radiance else None
+        return PreparedBlock(start, stop, valid, rho, not_finite, kept, kept_radiance)
 
     def infer(self, block: PreparedBlock, batch_size: int | None = None) -> ProbabilityBlock:
         """The model over a prepared block's pixels with a value, in batches of `batch_size`
@@ -347,7 +369,7 @@ class SceneInference:
         prediction = self.cloud_model.predict(block.reflectance, self.band_term, batch_size)
         probability[block.valid] = prediction.probability
         return ProbabilityBlock(block.start, block.stop, probability, prediction.batch_size,
-                                block.radiance_not_finite, block.kept)
+                                block.radiance_not_finite, block.kept, block.kept_radiance)
 
     def block(self, radiance: np.ndarray, solar_zenith: np.ndarray, start: int,
               stop: int, batch_size: int | None = None) -> ProbabilityBlock:
@@ -367,24 +389,28 @@ class SceneInference:
     def run_keeping(self, lines_per_block: int,
                     on_block: Callable[[ProbabilityBlock], None] | None = None
                     ) -> SceneProbability:
-        """`run`, with the reflectance of the bands `keep_reflectance_nm` asked for (None when
-        none was asked: then nothing more is computed or held than by `run`) and the batch size
-        the model ran at."""
+        """`run`, with the reflectance of the bands `keep_reflectance_nm` and the radiance of
+        `keep_radiance_bands` asked for (None when none was asked: then nothing more is computed
+        or held than by `run`) and the batch size the model ran at."""
         lines, samples = self.scene.lines, self.scene.samples
         out = np.empty((lines, samples), np.float32)
         kept = (np.empty((lines, samples, self.keep_reflectance.size), np.float32)
                 if self.keep_reflectance.size else None)
+        kept_radiance = (np.empty((lines, samples, self.keep_radiance.size), np.float32)
+                         if self.keeps_radiance else None)
         batch_size = self.cloud_model.batch_size
         with BackgroundWriter(on_block or (lambda block: None)) as sink:
             for block in self.blocks(lines_per_block):
                 out[block.start:block.stop] = block.probability
                 if kept is not None and block.reflectance is not None:
                     kept[block.start:block.stop] = block.reflectance
+                if kept_radiance is not None and block.radiance is not None:
+                    kept_radiance[block.start:block.stop] = block.radiance
                 batch_size = block.batch_size
                 sink.submit(block)
         reflectance = (KeptReflectance(self.kept_wavelengths_nm.copy(), kept)
                        if kept is not None else None)
-        return SceneProbability(out, reflectance, batch_size)
+        return SceneProbability(out, reflectance, batch_size, kept_radiance)
 
 
 def cloud_flag(probability: np.ndarray, threshold: float, comparison: str = ">") -> np.ndarray:
@@ -409,4 +435,5 @@ def cloud_probability(radiance: Path | str, observation: Path | str,
     settings = settings or InferenceSettings()
     scene = Scene.open(radiance, observation)
     model = CloudModel.load(spec, settings)
-    return SceneInference(scene, model).run(settings.lines_per_block)
+    # the observation read in one pass (the Earth-Sun distance and the solar zenith from it)
+    return SceneInference(scene, model, observation=read_observation(scene)).run(settings.lines_per_block)

@@ -1,14 +1,15 @@
 """The browse image: a small true-colour PNG quicklook with the cloud mask drawn over it.
 
-Red, green and blue are the radiance bands nearest 650, 560 and 470 nm, read block by block
-of lines (three bands kept, so memory is bounded by one block and the output image, never
-the cube). Scenes larger than `max_side` are reduced by area averaging: each browse pixel is
-the mean of the swath pixels that fall in it. Each channel gets a robust percentile stretch
-(2-98 %, taken over clear pixels when there are enough of them, so that bright clouds do not
-darken the ground) and a gamma. Each layer with a browse colour in the layer table
-(`layers.LAYERS`) is blended in, in table order, in proportion to its share of the browse pixel:
-cloud in magenta, cloud shadow (when made) in amber, a second colour that stands out on dark
-ground; pixels with no value are transparent (alpha 0, colour black).
+Red, green and blue are the radiance bands nearest 650, 560 and 470 nm (`browse_bands`), read
+block by block of lines (three bands kept, so memory is bounded by one block and the output image,
+never the cube), or taken from those bands as a caller that streamed the radiance kept them
+(`browse_radiance`: a PGE run reads its radiance once). Scenes larger than `max_side` are reduced
+by area averaging: each browse pixel is the mean of the swath pixels that fall in it. Each channel
+gets a robust percentile stretch (2-98 %, taken over clear pixels when there are enough of them,
+so that bright clouds do not darken the ground) and a gamma. Each layer with a browse colour in
+the layer table (`layers.LAYERS`) is blended in, in table order, in proportion to its share of the
+browse pixel: cloud in magenta, cloud shadow (when made) in amber, a second colour that stands out
+on dark ground; pixels with no value are transparent (alpha 0, colour black).
 
 Both colours must read at the size a catalogue shows the browse (often half of it, or less):
 the shadow fill is stronger (70 %) than the cloud's, because a half-tone amber over the dark
@@ -27,7 +28,8 @@ PNG is written by GDAL's PNG driver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +100,26 @@ def default_overlays(flag: np.ndarray, shadow: np.ndarray | None) -> list[Overla
     return [(flag, _CLOUD)] + ([(np.asarray(shadow), _SHADOW)] if shadow is not None else [])
 
 
+def _rgb_blocks(header: Any, bands: list[int], browse_radiance: np.ndarray | None
+                ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, (lines, samples, 3) float64 radiance) of the browse bands, a block of lines
+    at a time: read from the file, or sliced from `browse_radiance` when the caller kept them."""
+    lines, samples = header.lines, header.samples
+    if browse_radiance is not None and browse_radiance.shape != (lines, samples, len(bands)):
+        raise ValueError(f"browse radiance is {browse_radiance.shape}, the radiance "
+                         f"{lines} x {samples} x {len(bands)} bands")
+    step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
+    with raster_reader(header) if browse_radiance is None else nullcontext() as reader:
+        for start in range(0, lines, step):
+            stop = min(lines, start + step)
+            yield start, stop, (reader.read_lines(start, stop, bands, np.float64)
+                                if browse_radiance is None
+                                else browse_radiance[start:stop].astype(np.float64))
+
+
 def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: int,
-                bands: list[int], overlays: Sequence[Overlay] = ()
+                bands: list[int], overlays: Sequence[Overlay] = (),
+                browse_radiance: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid counts, and per overlay
     the count of its drawn value)."""
@@ -112,24 +132,20 @@ def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: in
     rgb = np.zeros((rows, cols, 3), np.float64)
     valid_n = np.zeros((rows, cols), np.int64)
     drawn_n = [np.zeros((rows, cols), np.int64) for _ in overlays]
-    step = max(1, _BLOCK_BYTES // (samples * header.bands * header.dtype.itemsize))
-    with raster_reader(header) as reader:
-        for start in range(0, lines, step):
-            stop = min(lines, start + step)
-            block = reader.read_lines(start, stop, bands, np.float64)  # (n, samples, 3)
-            f = flag[start:stop]
-            ok = np.isfinite(block).all(axis=2) & (block > _RADIANCE_FILL_BELOW).all(axis=2)
-            if nodata is not None:
-                ok &= (block != nodata).all(axis=2)
-            ok &= f != FLAG_NO_VALUE
-            row_of = (np.arange(start, stop) * rows) // lines
-            r_idx = np.broadcast_to(row_of[:, None], ok.shape)[ok]
-            c_idx = np.broadcast_to(col_of[None, :], ok.shape)[ok]
-            np.add.at(rgb, (r_idx, c_idx), block[ok])
-            np.add.at(valid_n, (r_idx, c_idx), 1)
-            for count, (array, colour) in zip(drawn_n, overlays, strict=True):
-                np.add.at(count, (r_idx, c_idx),
-                          (array[start:stop][ok] == colour.value).astype(np.int64))
+    for start, stop, block in _rgb_blocks(header, bands, browse_radiance):
+        f = flag[start:stop]
+        ok = np.isfinite(block).all(axis=2) & (block > _RADIANCE_FILL_BELOW).all(axis=2)
+        if nodata is not None:
+            ok &= (block != nodata).all(axis=2)
+        ok &= f != FLAG_NO_VALUE
+        row_of = (np.arange(start, stop) * rows) // lines
+        r_idx = np.broadcast_to(row_of[:, None], ok.shape)[ok]
+        c_idx = np.broadcast_to(col_of[None, :], ok.shape)[ok]
+        np.add.at(rgb, (r_idx, c_idx), block[ok])
+        np.add.at(valid_n, (r_idx, c_idx), 1)
+        for count, (array, colour) in zip(drawn_n, overlays, strict=True):
+            np.add.at(count, (r_idx, c_idx),
+                      (array[start:stop][ok] == colour.value).astype(np.int64))
     return rgb, valid_n, drawn_n
 
 
@@ -206,16 +222,19 @@ def image_limits(max_side: int) -> tuple[int, int]:
 
 def render_browse(radiance_path: Path | str, flag: np.ndarray, *, max_side: int = MAX_SIDE,
                   shadow: np.ndarray | None = None,
-                  overlays: Sequence[Overlay] | None = None) -> np.ndarray:
+                  overlays: Sequence[Overlay] | None = None,
+                  browse_radiance: np.ndarray | None = None) -> np.ndarray:
     """The browse image without its legend, (rows, cols, 4) uint8 RGBA, at most `max_side`
     px a side: the swath reduced, stretched, each overlay (`overlays_of(layers)`; default the
-    flag, and the shadow when given) blended and edged."""
+    flag, and the shadow when given) blended and edged. `browse_radiance`: the (lines, samples,
+    3) radiance of `browse_bands(radiance_path)` as already read (float32), instead of reading
+    it from the file (the same image)."""
     flag = np.asarray(flag)
     overlays = default_overlays(flag, shadow) if overlays is None else overlays
     header = open_raster(radiance_path)
     rows, cols = browse_size(header.lines, header.samples, max_side)
     sums, valid_n, drawn_n = _accumulate(radiance_path, flag, rows, cols,
-                                         browse_bands(header.header_path), overlays)
+                                         browse_bands(header.header_path), overlays, browse_radiance)
     valid = valid_n > 0
     mean = np.zeros_like(sums)
     mean[valid] = sums[valid] / valid_n[valid][:, None]
@@ -337,14 +356,16 @@ def write_png(path: Path | str, rgba: np.ndarray) -> None:
 def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
                      max_side: int = MAX_SIDE, shadow: np.ndarray | None = None,
                      pixel_size_m: float | None = None,
-                     overlays: Sequence[Overlay] | None = None) -> None:
+                     overlays: Sequence[Overlay] | None = None,
+                     browse_radiance: np.ndarray | None = None) -> None:
     """Write the browse PNG of an acquisition: RGBA, longer side <= `max_side` pixels, the
     image on top and its legend below.
 
     `flag` is the (lines, samples) uint8 swath flag (0 clear, 1 cloud, 255 no value); `shadow`
     the shadow flag (1 shadow), drawn in amber when given; `pixel_size_m` the swath's ground
     spacing (`geometry.ground_spacing(...).mean_m`), None for EMIT's nominal 60 m; `overlays`
-    (`overlays_of(layers)`) instead say which layers are drawn, in which colours.
+    (`overlays_of(layers)`) instead say which layers are drawn, in which colours;
+    `browse_radiance` the browse bands' radiance already read (`render_browse`).
     A failure leaves no file behind (`OutputError`); a radiance without wavelengths is an
     `InputProductError`.
     """
@@ -353,7 +374,7 @@ def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarr
     header = open_raster(radiance_path)
     scale = min(1.0, max_rows / header.lines, max_cols / header.samples)
     overlays = default_overlays(np.asarray(flag), shadow) if overlays is None else overlays
-    image = render_browse(radiance_path, flag, overlays=overlays,
+    image = render_browse(radiance_path, flag, overlays=overlays, browse_radiance=browse_radiance,
                           max_side=max(1, int(max(header.lines, header.samples) * scale)))
     drawn = [paint for _, paint in overlays]
     rgba = with_legend(image, header.lines, header.samples, pixel_size_m, _SHADOW in drawn, drawn)

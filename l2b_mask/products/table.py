@@ -40,6 +40,9 @@ class ProductContent:
     radiance: Path  # the browse image is drawn from it
     location: LocationArrays | None = None
     glt: Glt | None = None
+    # the radiance of the browse bands (`browse.browse_bands`) as the caller's stream read them,
+    # (lines, samples, 3) float32: then the browse does not read the radiance again
+    browse_radiance: np.ndarray | None = None
 
 
 Paths = Mapping[str, Path]
@@ -96,7 +99,7 @@ def _write_browse(c: ProductContent, p: Paths) -> None:
     spacing = (None if c.location is None
                else ground_spacing(c.location.lon, c.location.lat).mean_m)  # as the buffer's
     write_browse_png(p["browse"], c.radiance, c.layers.flag, overlays=overlays_of(c.layers),
-                     pixel_size_m=spacing)
+                     pixel_size_m=spacing, browse_radiance=c.browse_radiance)
 
 
 def _ortho_rows(names: list[str]) -> tuple[Callable[[ProductContent, Paths], None],

@@ -1,9 +1,10 @@
-"""The PGE reads the observation file once (issue 21): every line of it goes through its
-reader's block read exactly once in a whole run, ENVI or LP DAAC granules, the cloud shadow
-made (it used to be read four times). The radiance is read once by the model's stream, and once
-more by the browse image when one is made (its three bands; left as it is). The one pass
-(`read_observation`) gives the values the separate passes gave, to the bit
-(`tests/science/test_observation_geometry.py`)."""
+"""The PGE reads each input file once (issue 21): every line of the observation and of the
+radiance goes through its reader's block read exactly once in a whole run, ENVI or LP DAAC
+granules, the cloud shadow and the browse image made (the observation used to be read four
+times, the radiance twice: the browse kept its three bands from the model's stream since). The
+one observation pass (`read_observation`) gives the values the separate passes gave, to the bit
+(`tests/science/test_observation_geometry.py`); the browse drawn from the kept bands is the one
+drawn from the file (`tests/science/test_browse.py`; its bytes `tests/pge/test_product_digests.py`)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_envi_run_reads_the_observation_once(tmp_path, spec, monkeypatch):
     assert meta["cloud_shadow"]["made"] is True  # the shadow, which needs the four angles, was made
     assert _lines_read(reads[acq.observation.resolve()]) == [1] * LINES
     assert len(reads[acq.observation.resolve()]) == 1  # one block: the scene is < 512 lines
-    assert _lines_read(reads[acq.radiance.resolve()]) == [2] * LINES  # the model, the browse
+    assert _lines_read(reads[acq.radiance.resolve()]) == [1] * LINES  # the model's stream only
 
 
 def test_envi_run_without_browse_reads_the_radiance_once(tmp_path, spec, monkeypatch):
@@ -88,7 +89,24 @@ def test_granule_run_reads_the_observation_once(tmp_path, spec, monkeypatch):
     granules = write_daac_granules(acq, tmp_path / "granules", chunk_lines=8)
     reads = _count_reads(monkeypatch, DaacReader)
     meta = _run(tmp_path, spec, {"radiance": granules.radiance,
-                                 "observation": granules.observation}, browse=False)
+                                 "observation": granules.observation})
     assert meta["cloud_shadow"]["made"] is True
     assert _lines_read(reads[granules.observation.resolve()]) == [1] * LINES
     assert _lines_read(reads[granules.radiance.resolve()]) == [1] * LINES
+
+
+def test_the_scientists_command_reads_each_input_once(tmp_path, spec, monkeypatch):
+    """`l2b-mask` with the buffer and the shadow: the observation once (it was three passes:
+    the Earth-Sun distance, the streamed zenith, the four angles), the radiance once."""
+    from l2b_mask import cli
+
+    acq = generate_acquisition(tmp_path / "in", lines=LINES, samples=SAMPLES, seed=SEED,
+                               shadows=True)
+    reads = _count_reads(monkeypatch, EnviReader)
+    out = tmp_path / "mask.nc"
+    code = cli.main([str(acq.radiance), str(acq.observation), str(out), "--device", "cpu",
+                     "--layers", "buffer,shadow", "--location", str(acq.location),
+                     "--lines-per-block", "8", "--progress", "none"])
+    assert code == 0 and out.is_file()
+    assert _lines_read(reads[acq.observation.resolve()]) == [1] * LINES
+    assert _lines_read(reads[acq.radiance.resolve()]) == [1] * LINES

@@ -590,6 +590,21 @@ def test_bad_input(bad_inputs, name):
                        for p in out.iterdir()), files_in(out)
 
 
+def test_a_run_stopped_by_its_inputs_never_imports_torch(tmp_path, spec):
+    """torch is most of a PGE start (imported by the step that loads the model): a run its
+    inputs stop answers without it; a run that computes imports it."""
+    rdn, obs = write_scene(tmp_path / "in")
+    edit_header(rdn, "wavelength units", "Micrometers")          # exit 4 in validate_inputs
+    probe = ("import sys; from pge.cli import main; code = main([sys.argv[1]]); "
+             "print('torch imported:', 'torch' in sys.modules, 'exit:', code)")
+    for case, code in (("bad", 4), ("good", 0)):
+        if case == "good":
+            edit_header(rdn, "wavelength units", "Nanometers")
+        rc = write_config(tmp_path, base_config(tmp_path / case, rdn, obs, spec), f"{case}.json")
+        result = run_pge([str(rc)], tmp_path, cmd=[sys.executable, "-c", probe])
+        assert f"torch imported: {case == 'good'} exit: {code}" in result.stdout, result
+
+
 def test_every_bad_input_case_is_checked(bad_inputs):
     expected = set(_NAMES) | ({"out_not_writable"} if os.geteuid() != 0 else set())
     assert set(bad_inputs) == expected
