@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # annotations only: these bring torch, which a PGE start does
 @dataclass(frozen=True)
 class Masks:
     """What the model computed: the probability, the flag at the threshold and its statistics,
-    and the batch size it ran at."""
+    the batch size it ran at, and what its one pass over the radiance kept for the steps after
+    it (reflectance bands for the shadow, the browse bands' radiance)."""
 
     probability: np.ndarray
     flag: np.ndarray
