@@ -85,7 +85,7 @@ def product_facts(cfg: RunConfig, stem: str, run_command: str, inputs: Inputs, m
     base = emit_global_attributes(product_version=cfg.output.product_version,
                                   radiance_path=cfg.input_files.radiance, date_created=created,
                                   flight_line=inputs.flight_line,
-                                  day_night_flag=day_night_flag(inputs.mean_solar_zenith))
+                                  day_night_flag=day_night_flag(inputs.observation.mean_solar_zenith))
     attrs = {
         "time_coverage_start": emit["emit acquisition start time"],
         "time_coverage_end": emit["emit acquisition stop time"],

@@ -115,6 +115,7 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
     bounds = glt.grid_bounds() if glt is not None else (
         location_bounds(loc) if loc is not None else None)
     polygon = swath_polygon(loc.lon, loc.lat) if loc is not None else None
+    sun = inputs.observation
     record = build_ummg(
         product_version=cfg.output.product_version,
         identity=inputs.identity, daac_scene=inputs.daac_scene, files=data,
@@ -122,8 +123,8 @@ def write_granule_metadata(cfg: RunConfig, plan: Plan, facts: ProductFacts, inpu
         bounds=bounds, polygon=polygon, pge_name=cfg.pge.pge_name,
         pge_version=facts.emit_header["emit pge version"], production_time=facts.created,
         start_time=facts.start_time, end_time=facts.stop_time,
-        day_night=day_night_flag(inputs.mean_solar_zenith),
-        solar_zenith=inputs.mean_solar_zenith, solar_azimuth=inputs.mean_solar_azimuth,
+        day_night=day_night_flag(sun.mean_solar_zenith),
+        solar_zenith=sun.mean_solar_zenith, solar_azimuth=sun.mean_solar_azimuth,
         software_build_version=cfg.pge.software_build_version,
         software_delivery_version=facts.emit_header["emit pge version"],
         cloud_model_version=facts.emit_header["cloud model version"])

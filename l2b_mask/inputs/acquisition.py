@@ -58,14 +58,6 @@ class Acquisition:
     observation: ObservationGeometry  # the observation file, read once for the whole run
 
     @property
-    def mean_solar_zenith(self) -> float | None:
-        return self.observation.mean_solar_zenith
-
-    @property
-    def mean_solar_azimuth(self) -> float | None:
-        return self.observation.mean_solar_azimuth
-
-    @property
     def shape(self) -> tuple[int, int]:
         return self.scene.lines, self.scene.samples
 

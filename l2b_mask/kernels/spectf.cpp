@@ -383,6 +383,35 @@ static inline __mmask16 lanes_below(int n) {
 #endif
 
 #ifdef SPECTF_MIXED
+// Both 16-bit widths: per head, the keys and values quantised once, then the head's queries one
+// register of them at a time (8 with 256-bit registers, 16 with AVX-512, whose last block masks
+// the lanes past TP).
+template <int DEG>
+static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, int T, int TP) {
+#if defined(SPECTF_YMM)
+    constexpr int QUERIES = 8;
+#else
+    constexpr int QUERIES = 16;
+#endif
+    for (int h = 0; h < H; ++h) {
+        const float* Qh = QKV + static_cast<size_t>(h * HD) * TP;
+        const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
+        const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
+        float* Ah = A + static_cast<size_t>(h * HD) * TP;
+        const float kscale = quantise_keys(Kh, w.kq, T, TP);
+        alignas(64) float vscale[HD];
+        const float poffset = pair_values(Vh, w.vb, vscale, T, TP);
+        for (int t0 = 0; t0 < TP; t0 += QUERIES) {
+#if defined(SPECTF_YMM)
+            attention8<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, Ah + t0, w.s, T, TP);
+#else
+            attention16<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, Ah + t0, w.s, T, TP,
+                             lanes_below(TP - t0));
+#endif
+        }
+    }
+}
+
 using Prepared = MixedWeights;  // the weights in int16, once per call
 #else
 struct Prepared {

@@ -255,18 +255,3 @@ STAGE static void attention16(const float* Qv, const int32_t* kq, float kscale, 
                               _mm512_mul_ps(_mm512_cvtepi32_ps(o[d]), _mm512_mul_ps(r, _mm512_set1_ps(vscale[d]))));
 #endif
 }
-
-template <int DEG>
-static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, int T, int TP) {
-    for (int h = 0; h < H; ++h) {
-        const float* Qh = QKV + static_cast<size_t>(h * HD) * TP;
-        const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
-        const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
-        const float kscale = quantise_keys(Kh, w.kq, T, TP);
-        alignas(64) float vscale[HD];
-        const float poffset = pair_values(Vh, w.vb, vscale, T, TP);
-        for (int t0 = 0; t0 < TP; t0 += 16)
-            attention16<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, A + static_cast<size_t>(h * HD) * TP + t0,
-                             w.s, T, TP, lanes_below(TP - t0));
-    }
-}

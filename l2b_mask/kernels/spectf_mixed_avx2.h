@@ -236,18 +236,3 @@ STAGE static void attention8(const float* Qv, const int32_t* kq, float kscale, c
     for (int d = 0; d < HD; ++d)
         _mm256_store_ps(A + d * TP, _mm256_mul_ps(_mm256_cvtepi32_ps(o[d]), _mm256_mul_ps(r, _mm256_set1_ps(vscale[d]))));
 }
-
-template <int DEG>
-static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, int T, int TP) {
-    for (int h = 0; h < H; ++h) {
-        const float* Qh = QKV + static_cast<size_t>(h * HD) * TP;
-        const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
-        const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
-        const float kscale = quantise_keys(Kh, w.kq, T, TP);
-        alignas(32) float vscale[HD];
-        const float poffset = pair_values(Vh, w.vb, vscale, T, TP);
-        for (int t0 = 0; t0 < TP; t0 += 8)
-            attention8<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, A + static_cast<size_t>(h * HD) * TP + t0,
-                            w.s, T, TP);
-    }
-}
