@@ -12,6 +12,6 @@ it), `recovery` (the report of a driver that died, reconciled), `report` (report
 live progress), `settings` (what a campaign run is asked), `cluster` (the Dask cluster),
 `jobqueue` (Slurm jobs), `loop` (the submission window), `engine` (one campaign from settings
 to report), `errors` (exit codes), `cli` (the command), `html_report` and `stac` (the
-operators' page and the STAC Collection, rewritten with the report), `atomic_file` and
-`files` (files in the output root, never through a link).
+operators' page and the STAC Collection, rewritten with the report), `files` (files in the
+output root, never through a link; whole-file rewrites by `l2b_mask.atomic_file`).
 """

@@ -4,7 +4,7 @@ The campaign often runs as root (in a container, or a batch job of a service acc
 output root that others can write, so every file it makes there is created with
 `O_NOFOLLOW` and, where it is new, `O_EXCL`; a file rewritten in place is written to a
 private temporary file (`tempfile.mkstemp`: an unpredictable name, created `O_EXCL`) and
-renamed over it (`atomic_file`), and a rename replaces a link at the target instead of
+renamed over it (`l2b_mask.atomic_file`), and a rename replaces a link at the target instead of
 writing through it.
 The folders it writes into (`FOLDERS`) must be real folders, not links; a link planted at
 one of the campaign's names is refused before anything runs (`refuse_links`, exit 2).
@@ -18,8 +18,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from campaign.atomic_file import replace_file
 from campaign.errors import UsageProblem
+from l2b_mask.atomic_file import replace_file
 
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -31,7 +31,7 @@ class LinkRefused(UsageProblem):
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` by `text` through a private temporary file in the same folder
-    (`campaign.atomic_file.replace_file`): a reader sees the old or the new file, a link at
+    (`l2b_mask.atomic_file.replace_file`): a reader sees the old or the new file, a link at
     `path` is replaced, never followed."""
     replace_file(path, text.encode("utf-8"))
 

@@ -4,7 +4,7 @@ One static file that needs no network: styles inline, figures as base64 PNG draw
 matplotlib (Agg, no pyplot state: it is drawn from the campaign's thread), no script. It is
 rewritten from the JSON report's own document each time that report is (`Report.write`), so
 it is as current as the report, and written whole through a private temporary file in the
-same folder (`atomic_file.replace_file`).
+same folder (`l2b_mask.atomic_file.replace_file`).
 
 It shows: the counts by state; a map of the products' footprints (lon/lat, no basemap: none
 can be fetched) coloured by cloud fraction; the histogram of the cloud fraction; the failures
@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from campaign.atomic_file import replace_file
 from campaign.stac import Footprint, FootprintReader, write_collection
+from l2b_mask.atomic_file import replace_file
 
 PAGE_HTML = "campaign_report.html"
 STATES = ("done", "skipped", "failed", "pending")  # as campaign.report.STATUSES

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from campaign.atomic_file import replace_file
+from l2b_mask.atomic_file import replace_file
 
 COLLECTION_JSON = "campaign_collection.json"
 STAC_VERSION = "1.1.0"

@@ -10,12 +10,12 @@ previous file or the complete new one, never a half-written one.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from l2b_mask.atomic_file import replace_file
 from l2b_mask.errors import OutputError
 
 
@@ -32,25 +32,14 @@ def ensure_folder(path: Path | str) -> Path:
 
 
 def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> Path:
-    """`write(f)` into a new hidden file of unpredictable name beside `path` (created with
-    O_EXCL, never through a link: `tempfile.mkstemp`), then rename it to `path`. `write` gets
-    the open binary file, so nothing reopens the name."""
+    """`write(f)` into a new hidden file of unpredictable name beside `path`, then renamed to
+    `path` (`l2b_mask.atomic_file.replace_file`: never through a link); `write` gets the open
+    binary file, so nothing reopens the name. An OutputError when it cannot be written."""
     p = Path(path)
     try:
-        fd, name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        return replace_file(p, write)
     except OSError as exc:
         raise OutputError(p, f"cannot write ({exc.strerror or exc})") from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from its readers
-            write(f)
-        tmp.replace(p)
-    except OSError as exc:
-        raise OutputError(p, f"cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
 
 
 def write_json(path: Path | str, doc: Any) -> Path:
