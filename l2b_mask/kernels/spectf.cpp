@@ -398,14 +398,14 @@ static void attention_mixed(const float* QKV, float* A, const MixedScratch& w, i
         const float* Kh = QKV + static_cast<size_t>(D + h * HD) * TP;
         const float* Vh = QKV + static_cast<size_t>(2 * D + h * HD) * TP;
         float* Ah = A + static_cast<size_t>(h * HD) * TP;
-        const float kscale = quantise_keys(Kh, w.kq, T, TP);
+        const auto keys = quantise_keys(Kh, w.kq, T, TP);   // the scale (256-bit build: and a norm)
         alignas(64) float vscale[HD];
         const float poffset = pair_values(Vh, w.vb, vscale, T, TP);
         for (int t0 = 0; t0 < TP; t0 += QUERIES) {
 #if defined(SPECTF_YMM)
-            attention8<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, Ah + t0, w.s, T, TP);
+            attention8<DEG>(Qh + t0, w.kq, keys, w.vb, poffset, vscale, Ah + t0, w.s, T, TP);
 #else
-            attention16<DEG>(Qh + t0, w.kq, kscale, w.vb, poffset, vscale, Ah + t0, w.s, T, TP,
+            attention16<DEG>(Qh + t0, w.kq, keys, w.vb, poffset, vscale, Ah + t0, w.s, T, TP,
                              lanes_below(TP - t0));
 #endif
         }

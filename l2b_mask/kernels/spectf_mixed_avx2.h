@@ -105,20 +105,33 @@ STAGE static void gemm_i16(const QuantWeights& W, const float* b, const float* X
         for (int o0 = 0; o0 < M; o0 += 4) gemm_i16_tile<1>(W, b, Xq, sx, Y, TP, o0, t0);
 }
 
-// Keys of one head as int16 pairs kq[p][j] = (k_j[2p], k_j[2p+1]) with one scale (14 bits); returns it.
-STAGE static float quantise_keys(const float* Kh, int32_t* kq, int T, int TP) {
+// The quantised keys of one head: their scale, and the largest Euclidean norm of a key in integer
+// units, which bounds every score of a query (Cauchy-Schwarz; see attention8).
+struct KeyScale {
+    float step;   // real value of one integer unit
+    float norm;   // max over the T keys of sqrt(sum_d kq_d^2)
+};
+
+// Keys of one head as int16 pairs kq[p][j] = (k_j[2p], k_j[2p+1]) with one scale (14 bits).
+STAGE static KeyScale quantise_keys(const float* Kh, int32_t* kq, int T, int TP) {
     __m256 a = _mm256_setzero_ps();
     for (int d = 0; d < HD; ++d)
         for (int j = 0; j < T; j += 8)
             a = _mm256_max_ps(a, _mm256_and_ps(lanes_upto(T - j), abs8(_mm256_load_ps(Kh + d * TP + j))));
     const float kmax = hmax8(a);
     const __m256 inv = _mm256_set1_ps(kmax > 0.0f ? Q14 / kmax : 0.0f);
-    for (int p = 0; p < HD / 2; ++p)
-        for (int j = 0; j < T; j += 8)   // keys past T are stored too (TP is a multiple of 8), never read
-            _mm256_store_si256(reinterpret_cast<__m256i*>(kq + p * TP + j),
-                               pack_i16_pairs(_mm256_mul_ps(_mm256_load_ps(Kh + 2 * p * TP + j), inv),
-                                              _mm256_mul_ps(_mm256_load_ps(Kh + (2 * p + 1) * TP + j), inv)));
-    return kmax / Q14;
+    __m256i norm2 = _mm256_setzero_si256();   // exact: 8 * 16383^2 < 2^31
+    for (int j = 0; j < T; j += 8) {   // keys past T are stored too (TP is a multiple of 8), never read
+        __m256i n2 = _mm256_setzero_si256();
+        for (int p = 0; p < HD / 2; ++p) {
+            const __m256i k = pack_i16_pairs(_mm256_mul_ps(_mm256_load_ps(Kh + 2 * p * TP + j), inv),
+                                             _mm256_mul_ps(_mm256_load_ps(Kh + (2 * p + 1) * TP + j), inv));
+            _mm256_store_si256(reinterpret_cast<__m256i*>(kq + p * TP + j), k);
+            n2 = _mm256_add_epi32(n2, _mm256_madd_epi16(k, k));
+        }
+        norm2 = _mm256_max_epi32(norm2, _mm256_and_si256(_mm256_castps_si256(lanes_upto(T - j)), n2));
+    }
+    return {kmax / Q14, std::sqrt(hmax8(_mm256_cvtepi32_ps(norm2)))};
 }
 
 // Values of one head as int16 pairs of consecutive keys vb[d][j/2] = (v_j[d], v_{j+1}[d]), each row
@@ -151,11 +164,10 @@ STAGE static float pair_values(const float* Vh, int32_t* vb, float* vscale, int 
     return std::log2(pv.pmax);
 }
 
-// 2^x, x <= 127: n by the shifter (round to nearest even, as vroundscaleps), 2^n by the exponent add
-// (as vscalefps; below -125 the result is tiny and rounds to the same integer 0).
+// 2^x for -125 <= x <= 127 (the caller's scores see to the lower end): n by the shifter (round to
+// nearest even, as vroundscaleps), 2^n by the exponent add (as vscalefps).
 template <int DEG>
 static inline __m256 exp2z(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
     const __m256 shifter = _mm256_set1_ps(12582912.0f);
     const __m256 t = _mm256_add_ps(x, shifter);
     const __m256 p = exp2_poly<DEG>(_mm256_sub_ps(x, _mm256_sub_ps(t, shifter)));
@@ -212,9 +224,17 @@ static inline void probabilities(int32_t* S, __m256 c, __m256 m, int T) {
     }
 }
 
+// Raises the scores S[j][8] to at least smin per lane (vpmaxsd), for T keys.
+static void raise_scores(int32_t* S, __m256i smin, int T) {
+    for (int j = 0; j < T; ++j) {
+        __m256i* s = reinterpret_cast<__m256i*>(S + j * 8);
+        _mm256_store_si256(s, _mm256_max_epi32(_mm256_load_si256(s), smin));
+    }
+}
+
 // One head, 8 queries: A[d][queries] = softmax(Q K^T) V. S: scratch of T x 8 int32.
 template <int DEG>
-STAGE static void attention8(const float* Qv, const int32_t* kq, float kscale, const int32_t* vb,
+STAGE static void attention8(const float* Qv, const int32_t* kq, KeyScale keys, const int32_t* vb,
                              float poffset, const float* vscale, float* A, int32_t* S, int T, int TP) {
     __m256 q[HD];
     __m256 a = _mm256_setzero_ps();
@@ -223,10 +243,29 @@ STAGE static void attention8(const float* Qv, const int32_t* kq, float kscale, c
         a = _mm256_max_ps(a, abs8(q[d]));
     }
     const __m256 inv = scale_to(Q14, a);
-    const __m256 c = _mm256_mul_ps(a, _mm256_set1_ps(kscale / Q14));   // score = int dot * c
+    const __m256 c = _mm256_mul_ps(a, _mm256_set1_ps(keys.step / Q14));   // score = int dot * c
     __m256i qq[HD / 2];
-    for (int p = 0; p < HD / 2; ++p) qq[p] = pack_i16_pairs(_mm256_mul_ps(q[2 * p], inv), _mm256_mul_ps(q[2 * p + 1], inv));
+    __m256i qn2 = _mm256_setzero_si256();
+    for (int p = 0; p < HD / 2; ++p) {
+        qq[p] = pack_i16_pairs(_mm256_mul_ps(q[2 * p], inv), _mm256_mul_ps(q[2 * p + 1], inv));
+        qn2 = _mm256_add_epi32(qn2, _mm256_madd_epi16(qq[p], qq[p]));
+    }
     const __m256i mx = scores_i16(qq, kq, S, T, TP);
+    // The exponent's x = (score - max) c + poffset >= poffset - 2 |q| |k|max c (every |score| is at
+    // most |q| |k|max). Where that bound is below -120 in some lane (a few percent of the blocks),
+    // the scores are first raised to where x is -120: x < -120 gives the probability 0 before and
+    // after, so the result is the same bits, and exp2z never sees x < -125 (5 of margin for the
+    // roundings). The 6% this saves against a clamp in the exponential is measured in
+    // docs/performance.md.
+    const __m256 reach = _mm256_mul_ps(_mm256_mul_ps(_mm256_sqrt_ps(_mm256_cvtepi32_ps(qn2)), c),
+                                       _mm256_set1_ps(2.0f * keys.norm));
+    const float floor_x = -120.0f;
+    if (_mm256_movemask_ps(_mm256_cmp_ps(reach, _mm256_set1_ps(poffset - floor_x), _CMP_LE_OQ)) != 0xFF) {
+        // score >= max - (poffset - floor_x) / c, rounded up; c = 0 gives -inf: INT32_MIN, no raise
+        const __m256 lowest = _mm256_ceil_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(mx),
+                                                           _mm256_div_ps(_mm256_set1_ps(poffset - floor_x), c)));
+        raise_scores(S, _mm256_cvtps_epi32(lowest), T);
+    }
     probabilities<DEG>(S, c, _mm256_fmsub_ps(_mm256_cvtepi32_ps(mx), c, _mm256_set1_ps(poffset)), T);
     // P.V with the sum of the probabilities as a ninth product (against int16 ones)
     __m256i o[HD];

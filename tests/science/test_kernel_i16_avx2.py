@@ -142,3 +142,35 @@ def test_avx2_int16_kernel_quantises_as_the_avx512_one(model, spectra, tokens):
     assert np.abs(got - exact).max() <= 0.05                 # the bfloat16 precision's bound
     assert rms(got - quantised) <= 0.5 * rms(got - exact)
     assert np.abs(got - quantised).max() <= 1e-3
+
+
+def test_avx2_int16_kernel_with_scores_far_below_the_maximum(model, spectra):
+    """Query weights x8 spread a query's scores over hundreds of powers of 2, so that most blocks
+    of 8 queries take the kernel's raise of the lowest scores (attention8) and many probabilities
+    underflow; they must still be the int16 model's (exp2z alone is only valid from -125 up)."""
+    tokens = 268
+    rho = np.ascontiguousarray(spectra[0][:16, :tokens])
+    params = kernels.pack_parameters(kernel_weights(model), spectra[1][:tokens]).copy()
+    tp = (tokens + 7) // 8 * 8
+    win = D + D * tp                                   # the query rows of win, then those of bin
+    params[win:win + D * D] *= 8
+    params[win + 3 * D * D:win + 3 * D * D + D] *= 8
+    got = kernels.load_variant(VARIANT).forward(params, torch.from_numpy(rho), 2, 5).numpy()
+    with threadpool_limits(1):
+        quantised = reference(params, rho, quantised=True)
+    spread = _score_spread(params, rho[0], tokens)
+    assert spread > 250                                # log2 units: far past the -125 floor
+    assert np.isfinite(got).all()
+    assert np.abs(got - quantised).max() <= 1e-3
+
+
+def _score_spread(params: np.ndarray, rho: np.ndarray, t: int) -> float:
+    """The largest max - min of one query's scores (log2 units) in the first pixel, any head."""
+    p = _unpack(params, t)
+    x = _layer_norm(np.tanh(rho[None, :] * p["w0"][:, None] + p["ct"]))
+    qkv = _project(p["win"], p["bin"], x, quantised=False)
+    spread = 0.0
+    for h in range(H):
+        s = qkv[h * HD:(h + 1) * HD].T @ qkv[D + h * HD:D + (h + 1) * HD]
+        spread = max(spread, float((s.max(1) - s.min(1)).max()))
+    return spread
