@@ -7,8 +7,10 @@
 //   * attention runs per head and per vector of 8 queries (queries in lanes): the 8-wide head dot
 //     products are 8 FMAs against broadcast keys, the softmax is vertical (per-lane max and sum), the
 //     exponential is a vectorised exp2 (log2(e) and 1/sqrt(8) are folded into the query weights by the
-//     caller) and is fused with the value product, whose 8 outputs per query are 8 accumulators;
-//     the normalisation is applied once at the end.
+//     caller), written over the scores in a pass of its own, which the value product then reads
+//     (8 accumulators, one per output of a query); the normalisation is applied once at the end.
+//     Fusing the exp2 into the value product lost on Zen 3 (docs/performance.md); the AVX-512
+//     build fuses them (spectf_wide.h).
 // A pixel's working set (~300 KB) stays in the core's L2; threads split the pixels.
 //
 // Built once per variant (l2b_mask/kernels/variants.py); each build's one entry point,
