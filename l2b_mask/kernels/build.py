@@ -4,7 +4,8 @@ Builds every variant (the code is compiled whatever this CPU has, so a container
 also serves hosts with other instructions), then runs the calibration (`l2b_mask.kernels.calibrate`:
 times the variants this CPU can run, about a second, and caches the choice). Exit status 0 when the
 kernels this CPU can use are built and load, 0 with a notice when it can use none (the torch path
-will be used), 1 when a compiler exists but a build this CPU could use fails.
+will be used), 1 when a variant this CPU could use is neither cached nor built (its build failed,
+or no compiler is found for it) or does not load.
 """
 
 from __future__ import annotations

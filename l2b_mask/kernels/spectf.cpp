@@ -4,13 +4,14 @@
 // lanes (TP = tokens rounded up to 8). Then
 //   * layer norms over the 64 channels are vertical sums (no horizontal reductions),
 //   * projections are small GEMMs Y[o][t] = b[o] + sum_c W[o][c] X[c][t] with a 4 x 3 register tile,
-//   * attention runs per head and per vector of 8 queries (queries in lanes): the 8-wide head dot
-//     products are 8 FMAs against broadcast keys, the softmax is vertical (per-lane max and sum), the
-//     exponential is a vectorised exp2 (log2(e) and 1/sqrt(8) are folded into the query weights by the
-//     caller), written over the scores in a pass of its own, which the value product then reads
-//     (8 accumulators, one per output of a query); the normalisation is applied once at the end.
-//     Fusing the exp2 into the value product lost on Zen 3 (docs/performance.md); the AVX-512
-//     build fuses them (spectf_wide.h).
+//   * attention runs per head with the queries in lanes: the scores of two vectors of 8 queries
+//     against 4 keys at a time (the 8-wide head dot products are FMAs against broadcast keys:
+//     2 query loads and 4 broadcasts per 8 FMAs, scores2), then per vector of 8 queries a
+//     vertical softmax (per-lane max and sum) whose exponential is a vectorised exp2 (log2(e) and
+//     1/sqrt(8) are folded into the query weights by the caller), written over the scores in a
+//     pass of its own, which the value product then reads (8 accumulators, one per output of a
+//     query); the normalisation is applied once at the end. Fusing the exp2 into the value
+//     product lost on Zen 3 (docs/performance.md); f32-avx512 fuses them (spectf_wide.h).
 // A pixel's working set (~300 KB) stays in the core's L2; threads split the pixels.
 //
 // Built once per variant (l2b_mask/kernels/variants.py); each build's one entry point,
@@ -24,7 +25,7 @@
 //                      registers and vpmaddwd (spectf_mixed_avx2.h);
 //   mixed-i16-avxvnni  the same with -DSPECTF_AVX_VNNI: the VEX vpdpwssd of AVX-VNNI.
 //
-// Parameters arrive packed by l2b_mask/kernels/__init__.py (pack order below), with LayerNorm
+// Parameters arrive packed by l2b_mask/kernels/params.py (pack_parameters; order below), with LayerNorm
 // affine terms folded into the following projection and the query rows pre-scaled.
 
 #include <immintrin.h>
@@ -38,7 +39,7 @@
 #include <thread>
 #include <vector>
 
-// -DSPECTF_PROFILE keeps the stages as separate symbols for `perf report` (benchmarks/profile_kernel.sh).
+// -DSPECTF_PROFILE keeps the stages as separate symbols for `perf report` (benchmarks/profile_kernel.py).
 #ifdef SPECTF_PROFILE
 #define STAGE __attribute__((noinline))
 #else
@@ -101,7 +102,7 @@ static inline __m256 exp2_poly(__m256 f) {
 // 2^x for x <= 127; below -125 the result is a tiny normal number (effectively 0 here).
 template <int DEG>
 static inline __m256 exp2v(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));  // callers keep x <= 27 (tanh) or x <= 0
+    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));  // callers keep x <= 27.5 (tanh) or x <= 0
     // round to nearest with the 1.5 * 2^23 shifter: the low mantissa bits of t hold n.
     const __m256 shifter = _mm256_set1_ps(12582912.0f);
     const __m256 t = _mm256_add_ps(x, shifter);
@@ -594,7 +595,7 @@ int spectf_dims(int* d, int* h, int* f) {
     return 0;
 }
 
-// rho: (n, T) float32 row-major; params: packed as in l2b_mask/kernels/__init__.py (TP = T rounded
+// rho: (n, T) float32 row-major; params: packed by l2b_mask/kernels/params.py (TP = T rounded
 // up to 8); exp_degree 2..5 (5: faithful). The arithmetic is the build's (spectf_build()).
 // Returns 0, or -1 for a bad argument.
 int spectf_forward(const float* rho, int64_t n, int T, const float* params, float* out, int threads,

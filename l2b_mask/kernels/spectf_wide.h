@@ -5,7 +5,7 @@
 // 512-bit FMAs at full width (Intel; Zen 4 splits them in two). Every lane does the same float32
 // operations in the same order as the 256-bit code (sums over channels, head dimensions and keys
 // ascending, the softmax sum in four partial sums by key modulo 4, the same exp2), so the result is
-// bit for bit that of the AVX2 build; tests/test_kernels.py checks it. The element-wise stages
+// bit for bit that of the AVX2 build; tests/science/test_kernels.py checks it. The element-wise stages
 // (tanh, layer norms, GELU, max) are the 256-bit code.
 
 // Y[o][t] = b[o] + sum_c W[o][c] X[c][t] for rows o0..o0+3 and NR blocks of 16 tokens from t0;
