@@ -11,16 +11,21 @@ The options follow the published deployment script (`--proba`, `--threshold`, `-
 to a scratch folder beside the output and renamed into place together, so a failed run leaves
 the previous result whole. Errors are one line on stderr and a non-zero exit, with the PGE's
 codes (below); progress is a bar on a terminal, JSON lines on stdout otherwise, then the paths
-written, one per line. `--debug` shows the traceback of an unexpected error.
+written, one per line. `--debug` shows the traceback of an unexpected error. SIGTERM stops it as
+Ctrl-C does: the scratch folder is removed and the previous result stays whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -58,9 +63,26 @@ if TYPE_CHECKING:
     from l2b_mask.inputs.location import LocationArrays
     from l2b_mask.inputs.observation import ObservationGeometry
 
-# The exit codes this command can end with: the PGE's table (`l2b_mask.errors.ExitCode`), less
-# the run configuration's code (this command has none).
-CODES = [c for c in ExitCode if c != ExitCode.RUNCONFIG]
+# What the PGE's exit codes (`l2b_mask.errors.ExitCode`) mean for this command: all of them but
+# the run configuration's (it has none), in its own words (no log, no run configuration).
+MEANINGS = {
+    ExitCode.SUCCESS: "Every output written (their paths on stdout, one per line).",
+    ExitCode.UNEXPECTED: "A bug or an unforeseen condition (--debug shows the traceback).",
+    ExitCode.USAGE: "Bad command line or SPECTF_DEPLOY_* variable: an unknown option or value, "
+                    "a missing RADIANCE, OBSERVATION or OUTPUT, an output extension it cannot "
+                    "write.",
+    ExitCode.INPUT: "An input product (radiance, observation, location, GLT) is missing or "
+                    "malformed.",
+    ExitCode.ANCILLARY: "An ancillary file (weights, irradiance, model specification) is "
+                        "missing, has the wrong checksum or the wrong shapes.",
+    ExitCode.PROCESSING: "The computation failed: device unavailable, out of memory after "
+                         "retries.",
+    ExitCode.OUTPUT: "An output could not be written; the previous files at those paths stay "
+                     "as they were.",
+    ExitCode.INTERRUPTED: "SIGTERM or SIGINT received; nothing new was published, the "
+                          "previous files stay.",
+}
+CODES = list(MEANINGS)
 ENV_PREFIX = "SPECTF_DEPLOY_"
 # The published script's environment variables (after the prefix) and the argument each sets.
 ENV_ARGUMENTS = {"RDNFP": "radiance", "OBSFP": "observation", "OUTFP": "output"}
@@ -88,10 +110,15 @@ def _environment_help() -> str:
             "specification (TOML); PROBA and KEEP_BANDS take 1/0, true/false, yes/no, on/off.")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see l2b-mask --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
-                                epilog=_environment_help() + "\n\nexit codes:\n" + text_table(CODES),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="l2b-mask", description=__doc__.split("\n\n")[0],
+                epilog=_environment_help() + "\n\nexit codes:\n" + text_table(CODES, MEANINGS),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("radiance", type=Path, nargs="?",
                    help="L1B radiance: ENVI (.hdr or binary) or LP DAAC EMIT_L1B_RAD_*.nc")
     p.add_argument("observation", type=Path, nargs="?",
@@ -179,9 +206,44 @@ def _request(args: argparse.Namespace) -> Request:
     return Request(args.output, fmt, bool(args.proba), parse_layers(args.layers), bool(args.ortho))
 
 
+class _Stops:
+    """SIGTERM (a scheduler's stop) and SIGINT unwind a run like Ctrl-C, through the scratch
+    folder's removal and the publication's roll-back, until its outputs are published; after
+    that they are ignored (the result is complete and its paths are being printed)."""
+
+    def __init__(self) -> None:
+        self.published = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        if not self.published:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Only the main thread takes signals; an inherited SIG_IGN of SIGINT (a background
+        job) is kept."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
+                previous[sig] = signal.signal(sig, self.handler)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    stops = _Stops()
+    with stops.installed():
+        return _main(argv, stops)
+
+
+def _main(argv: list[str] | None, stops: _Stops) -> int:
     try:
+        args = _parser().parse_args(argv)
         args = apply_environment(args, dict(os.environ))
         request = _request(args)
         settings = InferenceSettings(args.device or "auto", args.precision, args.batch_size,
@@ -196,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         progress = ScanProgress(scene.lines, scene.samples, args.progress)
         computed = _compute(args, settings, scene, request, geo, progress)
         progress.close()
-        written = _write(request, computed)
+        written = _write(request, computed, stops)
     except L2BMaskError as exc:
         return _closed(progress, str(exc), exit_code(exc))
     except KeyboardInterrupt:
@@ -302,12 +364,13 @@ def _beyond(observation: ObservationGeometry, flag: np.ndarray, location: Locati
                                                      settings.buffer_cloud_height_m)}
 
 
-def _write(request: Request, computed: Computed) -> list[Path]:
+def _write(request: Request, computed: Computed, stops: _Stops) -> list[Path]:
     """Every file into scratch, then all renamed into place (or none); the final paths."""
     files = request.files()
     with Staging(request.output.parent if str(request.output.parent) else Path()) as staging:
         write_request(request, computed, staging.paths(files))
         staging.publish(files)
+        stops.published = True
     return list(files.values())
 
 

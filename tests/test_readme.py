@@ -9,7 +9,7 @@ from pathlib import Path
 
 from campaign.errors import CampaignExit
 from campaign.errors import markdown_table as campaign_table
-from l2b_mask.cli import CODES
+from l2b_mask.cli import CODES, MEANINGS
 from l2b_mask.errors import ExitCode, markdown_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -29,7 +29,7 @@ def test_pge_table_is_the_code():
 
 
 def test_scientists_command_table_is_the_code():
-    assert _table_after("`l2b-mask` (the scientists") == markdown_table(CODES)
+    assert _table_after("`l2b-mask` (the scientists") == markdown_table(CODES, MEANINGS)
     assert ExitCode.RUNCONFIG not in CODES
 
 

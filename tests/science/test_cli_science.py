@@ -7,6 +7,8 @@ itself runs as a subprocess for a success and the error cases, where a traceback
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -317,3 +319,73 @@ def test_help_lists_the_exit_codes(capsys):
     for code in ("0", "1", "2", "4", "5", "6", "7"):
         assert f"\n  {code}  " in text
     assert "--keep-bands" in text and "--proba" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line and the stop signals
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--precision", "float16"], "argument --precision: invalid choice"),
+    (["--threshold", "half"], "argument --threshold: invalid float value"),
+    ([], "RADIANCE is required"),
+])
+def test_bad_command_line_is_one_line_exit_2(capsys, monkeypatch, args, expected):
+    for name in cli.ENV_ARGUMENTS:
+        monkeypatch.delenv(cli.ENV_PREFIX + name, raising=False)
+    code, stdout, stderr = _run(capsys, *args)
+    assert code == 2 and stdout == []
+    _assert_one_line_error(stderr, expected)
+
+
+def _scratch_folders(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".l2b-mask-*"))
+
+
+class _SigtermEscaped(Exception):
+    """Raised by the test's own handler: the command did not take SIGTERM over."""
+
+
+@pytest.fixture
+def sigterm_guard():
+    """A SIGTERM the command does not handle fails the test instead of ending pytest."""
+    def escaped(signum, frame):
+        raise _SigtermEscaped
+
+    previous = signal.signal(signal.SIGTERM, escaped)
+    yield escaped
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_while_writing_leaves_the_previous_result_whole(acq, tmp_path, capsys, monkeypatch,
+                                                                sigterm_guard):
+    out = tmp_path / "mask.tif"
+    out.write_bytes(b"the previous result")
+    writer = cli.write_request
+
+    def stopped_half_way(request, computed, paths):
+        writer(request, computed, paths)
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop, delivered to this process
+
+    monkeypatch.setattr(cli, "write_request", stopped_half_way)
+    code, stdout, stderr = _run(capsys, acq.radiance, acq.observation, out, "--proba")
+    assert code == 8 and stdout == []
+    _assert_one_line_error(stderr, "interrupted")
+    assert out.read_bytes() == b"the previous result" and not out.with_name("mask_prob.tif").exists()
+    assert _scratch_folders(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is sigterm_guard  # put back
+
+
+def test_sigterm_after_publication_is_ignored(acq, tmp_path, capsys, monkeypatch, sigterm_guard):
+    close = cli.Staging.close
+
+    def stopped_while_tidying(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        close(self)
+
+    monkeypatch.setattr(cli.Staging, "close", stopped_while_tidying)
+    out = tmp_path / "mask.tif"
+    code, stdout, stderr = _run(capsys, acq.radiance, acq.observation, out)
+    assert code == 0, stderr
+    assert stdout == [str(out)] and out.is_file() and _scratch_folders(tmp_path) == []
