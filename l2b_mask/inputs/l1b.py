@@ -2,8 +2,9 @@
 DAAC's netCDF granules): band counts, where the observation's bands are, the time format, and
 the checks both readers make in the same words.
 
-The format readers (`envi`, `daac`) and the scene built from them (`scene`) import this
-module; it imports none of them, so the readers share these facts without importing each other.
+The granule reader (`daac`), the scene built from either format (`scene`, which makes the ENVI
+rasters' checks), the observation reader (`observation`) and the beyond-cloud step import this
+module; it imports none of them, so they share these facts without importing each other.
 """
 
 from __future__ import annotations
