@@ -76,7 +76,7 @@ def content(cfg: RunConfig, facts: ProductFacts, inputs: Inputs, masks: Masks,
     return ProductContent(
         layers=prepare(arrays), envi_header=facts.emit_header,
         netcdf_base_attrs=facts.netcdf_base, netcdf_attrs=facts.netcdf_attrs,
-        radiance=cfg.input_files.radiance, browse_radiance=masks.browse_radiance,
+        radiance=inputs.scene.radiance_header, browse_radiance=masks.browse_radiance,
         location=inputs.location, glt=inputs.glt)
 
 

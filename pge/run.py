@@ -142,7 +142,7 @@ def validate_ancillary(cfg: RunConfig, inputs: Inputs) -> Model:
 
     keep = reflectance_bands_needed(cfg.algorithm.beyond_cloud(), inputs.location is not None)
     # the browse image's bands are kept from the model's stream: the radiance is read once
-    rgb = browse_bands(cfg.input_files.radiance) if "browse" in cfg.output.product_keys() else []
+    rgb = browse_bands(inputs.scene.radiance_header) if "browse" in cfg.output.product_keys() else []
     model = load_model(cfg, inputs.scene, keep, inputs.observation, rgb)
     p = model.processing
     pge_logging.get_logger().info(

@@ -21,7 +21,7 @@ from l2b_mask.inputs.daac import (
     read_granule_glt,
     read_granule_location,
 )
-from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header
+from l2b_mask.inputs.envi import EnviHeader, EnviReader, read_header, resolve_pair
 from l2b_mask.inputs.glt import Glt, read_glt
 from l2b_mask.inputs.location import LocationArrays, read_location
 
@@ -79,8 +79,8 @@ def read_glt_file(path: Path | str, shape: tuple[int, int] | None = None) -> Glt
 
 def input_files(path: Path | str) -> dict[str, Path]:
     """The files an input is made of: a granule is one (`granule`), an ENVI raster its
-    `header` and its `data`."""
+    `header` and its `data` (found beside each other, the header not parsed again)."""
     if is_netcdf(path):
         return {"granule": Path(path)}
-    header = read_header(path)
-    return {"header": header.header_path, "data": header.data_path}
+    header, data = resolve_pair(path)
+    return {"header": header, "data": data}

@@ -11,7 +11,8 @@ call releases the GIL and is reentrant (no global state), so several threads may
 `selection.for_precision(p)` is the kernel for precision `p`: the variant `calibrate.choose` picked
 for this CPU (timed once, cached), or None when no variant can run here (no compiler and no library
 built before, not x86-64, a CPU without the instructions, `L2B_MASK_KERNEL=off`); the reason is
-logged once and the model uses the pure-torch path. Pre-build and calibrate at set-up time with `python -m l2b_mask.kernels.build`.
+logged once and the model uses the pure-torch path. Pre-build and calibrate at set-up time with
+`python -m l2b_mask.kernels.build`.
 """
 
 from __future__ import annotations

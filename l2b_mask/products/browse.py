@@ -38,7 +38,7 @@ import numpy as np
 from l2b_mask.algorithm.geometry import NOMINAL_PIXEL_SIZE_M
 from l2b_mask.errors import InputProductError, OutputError
 from l2b_mask.inputs.envi import EnviHeader
-from l2b_mask.inputs.formats import open_raster, raster_reader
+from l2b_mask.inputs.formats import Raster, open_raster, raster_reader
 from l2b_mask.nodata import FLAG_NO_VALUE
 from l2b_mask.products.layers import BrowseColour, Layers, layer
 
@@ -62,10 +62,16 @@ _BLOCK_BYTES = 32 << 20  # at most this much radiance read at once
 _MIN_CLEAR_SHARE = 0.05
 
 
-def browse_bands(radiance_path: Path | str) -> list[int]:
+def radiance_raster(radiance: Path | str | Raster) -> Raster:
+    """The radiance's header (ENVI) or description (granule): the caller's, opened once for a
+    run, or opened here from its path."""
+    return open_raster(radiance) if isinstance(radiance, str | Path) else radiance
+
+
+def browse_bands(radiance: Path | str | Raster) -> list[int]:
     """0-based radiance band indices nearest 650, 560 and 470 nm (ENVI header `wavelength`,
     or a granule's `sensor_band_parameters/wavelengths`)."""
-    header = open_raster(radiance_path)
+    header = radiance_raster(radiance)
     if not isinstance(header, EnviHeader):  # an LP DAAC granule: checked, in nm
         wl = header.wavelengths_nm
     else:
@@ -117,13 +123,12 @@ def _rgb_blocks(header: Any, bands: list[int], browse_radiance: np.ndarray | Non
                                 else browse_radiance[start:stop].astype(np.float64))
 
 
-def _accumulate(radiance_path: Path | str, flag: np.ndarray, rows: int, cols: int,
+def _accumulate(header: Raster, flag: np.ndarray, rows: int, cols: int,
                 bands: list[int], overlays: Sequence[Overlay] = (),
                 browse_radiance: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Area sums per browse pixel: (rgb sums (rows, cols, 3), valid counts, and per overlay
     the count of its drawn value)."""
-    header = open_raster(radiance_path)
     lines, samples = header.lines, header.samples
     if flag.shape != (lines, samples):
         raise ValueError(f"flag is {flag.shape}, the radiance {lines} x {samples}")
@@ -220,21 +225,21 @@ def image_limits(max_side: int) -> tuple[int, int]:
     return max_side - LEGEND_HEIGHT, max_side
 
 
-def render_browse(radiance_path: Path | str, flag: np.ndarray, *, max_side: int = MAX_SIDE,
+def render_browse(radiance: Path | str | Raster, flag: np.ndarray, *, max_side: int = MAX_SIDE,
                   shadow: np.ndarray | None = None,
                   overlays: Sequence[Overlay] | None = None,
                   browse_radiance: np.ndarray | None = None) -> np.ndarray:
     """The browse image without its legend, (rows, cols, 4) uint8 RGBA, at most `max_side`
     px a side: the swath reduced, stretched, each overlay (`overlays_of(layers)`; default the
     flag, and the shadow when given) blended and edged. `browse_radiance`: the (lines, samples,
-    3) radiance of `browse_bands(radiance_path)` as already read (float32), instead of reading
+    3) radiance of `browse_bands(radiance)` as already read (float32), instead of reading
     it from the file (the same image)."""
     flag = np.asarray(flag)
     overlays = default_overlays(flag, shadow) if overlays is None else overlays
-    header = open_raster(radiance_path)
+    header = radiance_raster(radiance)
     rows, cols = browse_size(header.lines, header.samples, max_side)
-    sums, valid_n, drawn_n = _accumulate(radiance_path, flag, rows, cols,
-                                         browse_bands(header.header_path), overlays, browse_radiance)
+    sums, valid_n, drawn_n = _accumulate(header, flag, rows, cols, browse_bands(header), overlays,
+                                         browse_radiance)
     valid = valid_n > 0
     mean = np.zeros_like(sums)
     mean[valid] = sums[valid] / valid_n[valid][:, None]
@@ -353,7 +358,7 @@ def write_png(path: Path | str, rgba: np.ndarray) -> None:
     Path(f"{path}.aux.xml").unlink(missing_ok=True)  # PAM side-car: nothing in it for a PNG
 
 
-def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarray, *,
+def write_browse_png(path: Path | str, radiance: Path | str | Raster, flag: np.ndarray, *,
                      max_side: int = MAX_SIDE, shadow: np.ndarray | None = None,
                      pixel_size_m: float | None = None,
                      overlays: Sequence[Overlay] | None = None,
@@ -371,10 +376,10 @@ def write_browse_png(path: Path | str, radiance_path: Path | str, flag: np.ndarr
     """
     p = Path(path)
     max_rows, max_cols = image_limits(max_side)
-    header = open_raster(radiance_path)
+    header = radiance_raster(radiance)
     scale = min(1.0, max_rows / header.lines, max_cols / header.samples)
     overlays = default_overlays(np.asarray(flag), shadow) if overlays is None else overlays
-    image = render_browse(radiance_path, flag, overlays=overlays, browse_radiance=browse_radiance,
+    image = render_browse(header, flag, overlays=overlays, browse_radiance=browse_radiance,
                           max_side=max(1, int(max(header.lines, header.samples) * scale)))
     drawn = [paint for _, paint in overlays]
     rgba = with_legend(image, header.lines, header.samples, pixel_size_m, _SHADOW in drawn, drawn)

@@ -20,6 +20,7 @@ import numpy as np
 
 from l2b_mask.algorithm.geometry import ground_spacing
 from l2b_mask.errors import OutputError
+from l2b_mask.inputs.formats import Raster
 from l2b_mask.inputs.glt import Glt
 from l2b_mask.inputs.location import LocationArrays
 from l2b_mask.products.browse import check_browse, overlays_of, write_browse_png
@@ -37,7 +38,7 @@ class ProductContent:
     envi_header: Mapping[str, Any]  # extra ENVI header keys (the caller's conventions)
     netcdf_base_attrs: Mapping[str, Any]  # the caller's conventions (EMIT's for the PGE)
     netcdf_attrs: Mapping[str, Any]  # per-run global attributes, merged over the base
-    radiance: Path  # the browse image is drawn from it
+    radiance: Path | Raster  # the browse image is drawn from it (its path, or as opened)
     location: LocationArrays | None = None
     glt: Glt | None = None
     # the radiance of the browse bands (`browse.browse_bands`) as the caller's stream read them,

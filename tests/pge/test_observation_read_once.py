@@ -4,7 +4,8 @@ granules, the cloud shadow and the browse image made (the observation used to be
 times, the radiance twice: the browse kept its three bands from the model's stream since). The
 one observation pass (`read_observation`) gives the values the separate passes gave, to the bit
 (`tests/science/test_observation_geometry.py`); the browse drawn from the kept bands is the one
-drawn from the file (`tests/science/test_browse.py`; its bytes `tests/pge/test_product_digests.py`)."""
+drawn from the file (`tests/science/test_browse_kept_radiance.py`; its bytes
+`tests/pge/test_product_digests.py`)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,27 @@ def test_the_scientists_command_reads_each_input_once(tmp_path, spec, monkeypatc
     assert code == 0 and out.is_file()
     assert _lines_read(reads[acq.observation.resolve()]) == [1] * LINES
     assert _lines_read(reads[acq.radiance.resolve()]) == [1] * LINES
+
+
+def test_envi_run_parses_each_header_once(tmp_path, spec, monkeypatch):
+    """Each input's header is parsed once, by the inputs step: the browse image takes the
+    radiance's as opened and the provenance finds each binary beside its header (they were
+    parsed 7 times for the radiance, twice for the others)."""
+    from l2b_mask.inputs import envi
+
+    acq = generate_acquisition(tmp_path / "in", lines=LINES, samples=SAMPLES, seed=SEED,
+                               shadows=True)
+    parsed: dict[Path, int] = defaultdict(int)
+    original = envi._parse_header_text
+
+    def counting(path):
+        parsed[Path(path).resolve()] += 1
+        return original(path)
+
+    monkeypatch.setattr(envi, "_parse_header_text", counting)
+    meta = _run(tmp_path, spec, {"radiance": acq.radiance, "observation": acq.observation,
+                                 "location": acq.location, "glt": acq.glt})
+    assert meta["cloud_shadow"]["made"] is True
+    headers = {name: getattr(acq, name).with_suffix(".hdr").resolve()
+               for name in ("radiance", "observation", "location", "glt")}
+    assert {name: parsed[path] for name, path in headers.items()} == dict.fromkeys(headers, 1)
