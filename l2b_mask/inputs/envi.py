@@ -212,17 +212,18 @@ class EnviReader(LineReader):
             os.close(self._fd)
             self._fd = None
 
-    def _pread(self, nbytes: int, position: int) -> bytes:
+    def _read_into(self, buffer: np.ndarray, position: int) -> np.ndarray:
+        """Fill `buffer` (C-contiguous) with the file's bytes from `position`; returns it."""
         if self._fd is None:
             self._fd = os.open(self.header.data_path, os.O_RDONLY)
-        chunks, done = [], 0
-        while done < nbytes:
-            chunk = os.pread(self._fd, nbytes - done, position + done)
-            if not chunk:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < view.nbytes:
+            got = os.preadv(self._fd, [view[done:]], position + done)
+            if got == 0:
                 raise InputProductError(self.header.data_path, "binary ended early while reading")
-            chunks.append(chunk)
-            done += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            done += got
+        return buffer
 
     def read_lines(
         self, start: int, stop: int, bands: Sequence[int] | np.ndarray | None = None,
@@ -233,28 +234,25 @@ class EnviReader(LineReader):
         h = self.header
         n = stop - start
         item = h.dtype.itemsize
+        wanted = np.arange(h.bands) if bands is None else np.asarray(bands, dtype=np.intp)
+        out = np.empty((n, h.samples, wanted.size), dtype)
         if h.interleave == "bsq":
             plane = h.lines * h.samples * item
-            wanted = range(h.bands) if bands is None else [int(b) for b in bands]
-            out = np.empty((n, h.samples, len(wanted)), dtype)
+            one = np.empty((n, h.samples), h.dtype)
             for j, b in enumerate(wanted):
-                raw = self._pread(n * h.samples * item, h.offset + b * plane + start * h.samples * item)
-                out[:, :, j] = np.frombuffer(raw, h.dtype).reshape(n, h.samples)
+                out[:, :, j] = self._read_into(one, h.offset + int(b) * plane + start * h.samples * item)
             return out
         line_bytes = h.samples * h.bands * item
-        raw = self._pread(n * line_bytes, h.offset + start * line_bytes)
         if h.interleave == "bil":
-            cube = np.frombuffer(raw, h.dtype).reshape(n, h.bands, h.samples)
-            if bands is not None:
-                cube = cube[:, bands, :]
-            out = np.empty((n, h.samples, cube.shape[1]), dtype)
-            np.copyto(out, cube.transpose(0, 2, 1), casting="unsafe")
+            cube = self._read_into(np.empty((n, h.bands, h.samples), h.dtype), h.offset + start * line_bytes)
+            # one line at a time: the band selection and the transposition stay in cache
+            for i in range(n):
+                line = cube[i] if bands is None else cube[i].take(wanted, axis=0)
+                np.copyto(out[i], line.T, casting="unsafe")
             return out
-        cube = np.frombuffer(raw, h.dtype).reshape(n, h.samples, h.bands)
-        if bands is not None:
-            cube = cube[:, :, bands]
-        return np.ascontiguousarray(cube, dtype=dtype)
-
+        cube = self._read_into(np.empty((n, h.samples, h.bands), h.dtype), h.offset + start * line_bytes)
+        np.copyto(out, cube if bands is None else cube[:, :, wanted], casting="unsafe")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
