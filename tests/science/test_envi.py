@@ -84,3 +84,16 @@ def test_header_offset_is_honoured(tmp_path, cube):
     _rewrite(img, "header offset = 0", "header offset = 16")
     with EnviReader(read_header(img)) as r:
         np.testing.assert_array_equal(r.read_lines(0, 4), cube.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("interleave", ["bil", "bip", "bsq"])
+def test_binary_cut_short_after_the_header_was_checked(tmp_path, cube, interleave):
+    """A binary that shrinks between the header's check and the read (another process) is an
+    input error naming it, not a short array."""
+    img = write_raster(tmp_path / "a.img", cube, interleave)
+    header = read_header(img)
+    with img.open("r+b") as f:
+        f.truncate(img.stat().st_size // 2)
+    with EnviReader(header) as r, pytest.raises(InputProductError, match="binary ended early") as info:
+        r.read_lines(0, 4)
+    assert info.value.path == header.data_path
