@@ -62,7 +62,7 @@ _BLOCK_BYTES = 32 << 20  # at most this much radiance read at once
 _MIN_CLEAR_SHARE = 0.05
 
 
-def radiance_raster(radiance: Path | str | Raster) -> Raster:
+def _radiance_raster(radiance: Path | str | Raster) -> Raster:
     """The radiance's header (ENVI) or description (granule): the caller's, opened once for a
     run, or opened here from its path."""
     return open_raster(radiance) if isinstance(radiance, str | Path) else radiance
@@ -71,7 +71,7 @@ def radiance_raster(radiance: Path | str | Raster) -> Raster:
 def browse_bands(radiance: Path | str | Raster) -> list[int]:
     """0-based radiance band indices nearest 650, 560 and 470 nm (ENVI header `wavelength`,
     or a granule's `sensor_band_parameters/wavelengths`)."""
-    header = radiance_raster(radiance)
+    header = _radiance_raster(radiance)
     if not isinstance(header, EnviHeader):  # an LP DAAC granule: checked, in nm
         wl = header.wavelengths_nm
     else:
@@ -236,7 +236,7 @@ def render_browse(radiance: Path | str | Raster, flag: np.ndarray, *, max_side: 
     it from the file (the same image)."""
     flag = np.asarray(flag)
     overlays = default_overlays(flag, shadow) if overlays is None else overlays
-    header = radiance_raster(radiance)
+    header = _radiance_raster(radiance)
     rows, cols = browse_size(header.lines, header.samples, max_side)
     sums, valid_n, drawn_n = _accumulate(header, flag, rows, cols, browse_bands(header), overlays,
                                          browse_radiance)
@@ -376,7 +376,7 @@ def write_browse_png(path: Path | str, radiance: Path | str | Raster, flag: np.n
     """
     p = Path(path)
     max_rows, max_cols = image_limits(max_side)
-    header = radiance_raster(radiance)
+    header = _radiance_raster(radiance)
     scale = min(1.0, max_rows / header.lines, max_cols / header.samples)
     overlays = default_overlays(np.asarray(flag), shadow) if overlays is None else overlays
     image = render_browse(header, flag, overlays=overlays, browse_radiance=browse_radiance,
