@@ -106,7 +106,7 @@ def default_overlays(flag: np.ndarray, shadow: np.ndarray | None) -> list[Overla
     return [(flag, _CLOUD)] + ([(np.asarray(shadow), _SHADOW)] if shadow is not None else [])
 
 
-def _rgb_blocks(header: Any, bands: list[int], browse_radiance: np.ndarray | None
+def _rgb_blocks(header: Raster, bands: list[int], browse_radiance: np.ndarray | None
                 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, (lines, samples, 3) float64 radiance) of the browse bands, a block of lines
     at a time: read from the file, or sliced from `browse_radiance` when the caller kept them."""
